@@ -1,0 +1,135 @@
+// Package ldapsource looks mailboxes up in an LDAP directory (OpenLDAP,
+// Active Directory) through a bounded pool of service-account connections,
+// with failover across several URLs, TLS verified by default, and deadlines
+// on everything that touches the network. It knows nothing of mail clients.
+package ldapsource
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config is the ldap section of the configuration.
+type Config struct {
+	// URLs are tried in order; the first that answers is used until it fails.
+	URLs []string `mapstructure:"urls"`
+	// StartTLS upgrades ldap:// connections before binding.
+	StartTLS bool `mapstructure:"start_tls"`
+	// CAFile holds PEM certificates to verify the directory's certificate;
+	// empty means the system roots.
+	CAFile string `mapstructure:"ca_file"`
+	// ServerName overrides the name the certificate is checked against.
+	ServerName string `mapstructure:"tls_server_name"`
+	// InsecureSkipVerify turns certificate checks off. Never in production.
+	InsecureSkipVerify bool `mapstructure:"insecure_skip_verify"`
+
+	BindDN           string `mapstructure:"bind_dn"`
+	BindPassword     string `mapstructure:"bind_password"`
+	BindPasswordFile string `mapstructure:"bind_password_file"`
+
+	BaseDN string `mapstructure:"base_dn"`
+	// Filter is the search filter template; {email}, {local} and {domain}
+	// are replaced by the escaped parts of the asked address.
+	Filter string `mapstructure:"filter"`
+
+	DialTimeout    time.Duration `mapstructure:"dial_timeout"`
+	RequestTimeout time.Duration `mapstructure:"request_timeout"`
+	PoolSize       int           `mapstructure:"pool_size"`
+}
+
+// DefaultConfig holds the defaults documented in config.example.yaml.
+func DefaultConfig() Config {
+	return Config{DialTimeout: 3 * time.Second, RequestTimeout: 5 * time.Second, PoolSize: 8}
+}
+
+// target is one parsed directory URL.
+type target struct {
+	url     string
+	hostout string // host:port to dial
+	host    string // host name for certificate checks
+	ldaps   bool
+}
+
+// validate checks cfg and returns the parsed targets and TLS settings.
+// Errors name the configuration key and the fix.
+func (cfg *Config) validate() ([]target, *tls.Config, error) {
+	if len(cfg.URLs) == 0 {
+		return nil, nil, fmt.Errorf("ldap.urls: no directory URL: give e.g. [\"ldaps://ldap.example.com\"]")
+	}
+	var targets []target
+	for i, raw := range cfg.URLs {
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return nil, nil, fmt.Errorf("ldap.urls[%d]: %q is not an LDAP URL like ldaps://host:636", i, raw)
+		}
+		t := target{url: raw, host: u.Hostname()}
+		switch u.Scheme {
+		case "ldap":
+			t.hostout = hostPort(u, "389")
+		case "ldaps":
+			t.ldaps, t.hostout = true, hostPort(u, "636")
+			if cfg.StartTLS {
+				return nil, nil, fmt.Errorf("ldap.start_tls: StartTLS does not apply to %s, which is TLS already: drop one of them", raw)
+			}
+		default:
+			return nil, nil, fmt.Errorf("ldap.urls[%d]: scheme %q not supported: use ldap:// (with start_tls) or ldaps://", i, u.Scheme)
+		}
+		targets = append(targets, t)
+	}
+	if cfg.BaseDN == "" {
+		return nil, nil, fmt.Errorf("ldap.base_dn: missing: the subtree to search, e.g. ou=people,dc=example,dc=com")
+	}
+	if cfg.BindPassword != "" && cfg.BindPasswordFile != "" {
+		return nil, nil, fmt.Errorf("ldap.bind_password_file: give the password either in a file or in ldap.bind_password (or MAILBEACON_LDAP_BIND_PASSWORD), not both")
+	}
+	if cfg.BindPasswordFile != "" {
+		b, err := os.ReadFile(cfg.BindPasswordFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("ldap.bind_password_file: %w", err)
+		}
+		cfg.BindPassword = strings.TrimRight(string(b), "\r\n")
+		cfg.BindPasswordFile = ""
+	}
+	if cfg.BindDN != "" && cfg.BindPassword == "" {
+		return nil, nil, fmt.Errorf("ldap.bind_dn is set but no password: set ldap.bind_password_file or MAILBEACON_LDAP_BIND_PASSWORD")
+	}
+	if cfg.DialTimeout <= 0 {
+		return nil, nil, fmt.Errorf("ldap.dial_timeout: must be positive, e.g. 3s")
+	}
+	if cfg.RequestTimeout <= 0 {
+		return nil, nil, fmt.Errorf("ldap.request_timeout: must be positive, e.g. 5s")
+	}
+	if cfg.PoolSize < 1 || cfg.PoolSize > 1000 {
+		return nil, nil, fmt.Errorf("ldap.pool_size: %d is out of range 1..1000", cfg.PoolSize)
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.ServerName, InsecureSkipVerify: cfg.InsecureSkipVerify}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("ldap.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, nil, fmt.Errorf("ldap.ca_file: %s holds no PEM certificate", cfg.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	return targets, tc, nil
+}
+
+func hostPort(u *url.URL, defPort string) string {
+	port := u.Port()
+	if port == "" {
+		port = defPort
+	}
+	return net.JoinHostPort(u.Hostname(), port)
+}
+
+// usesTLS reports whether connections to t are encrypted.
+func (cfg *Config) usesTLS(t target) bool { return t.ldaps || cfg.StartTLS }

@@ -1,0 +1,351 @@
+package ldapsource
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+)
+
+var (
+	// ErrNotFound: no entry matches the address.
+	ErrNotFound = errors.New("no directory entry for the address")
+	// ErrAmbiguous: more than one entry matches; the caller must not guess.
+	ErrAmbiguous = errors.New("several directory entries match the address")
+	// ErrClosed: the source was closed.
+	ErrClosed = errors.New("directory source closed")
+)
+
+// Entry is a directory entry with the attributes asked for.
+type Entry struct {
+	DN         string
+	Attributes map[string][]string // keys lower-case
+}
+
+// Values returns the values of attr, matched case-insensitively.
+func (e *Entry) Values(attr string) []string { return e.Attributes[strings.ToLower(attr)] }
+
+// Source is a pool of bound service-account connections to one directory,
+// reached through one or more URLs.
+type Source struct {
+	cfg     Config
+	targets []target
+	tls     *tls.Config
+	filter  filterTemplate
+	attrs   []string
+	log     *slog.Logger
+
+	slots     chan struct{} // one per connection checked out or being dialed
+	idle      chan *conn
+	preferred atomic.Int32 // index into targets of the last URL that worked
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+type conn struct {
+	*ldap.Conn
+	target int
+}
+
+// New validates cfg and returns a Source. No connection is made until the
+// first lookup (or Ping), so a directory that is down at start-up does not
+// stop the server. attrs are the attributes every lookup fetches.
+func New(cfg Config, attrs []string, log *slog.Logger) (*Source, error) {
+	targets, tc, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	f, err := parseFilter(cfg.Filter)
+	if err != nil {
+		return nil, fmt.Errorf("ldap.filter: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.InsecureSkipVerify {
+		log.Warn("ldap.insecure_skip_verify is on: the directory's certificate is NOT checked; anyone on the path can read the service password")
+	}
+	for _, t := range targets {
+		if !cfg.usesTLS(t) && cfg.BindDN != "" && !isLoopback(t.host) {
+			log.Warn("the service password goes to the directory unencrypted: use ldaps:// or ldap.start_tls", "url", t.url)
+		}
+	}
+	if len(attrs) == 0 {
+		attrs = []string{"1.1"} // RFC 4511 §4.5.1.8: no attributes
+	}
+	return &Source{
+		cfg: cfg, targets: targets, tls: tc, filter: f, attrs: attrs, log: log,
+		slots:  make(chan struct{}, cfg.PoolSize),
+		idle:   make(chan *conn, cfg.PoolSize),
+		closed: make(chan struct{}),
+	}, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Lookup searches for the one entry matching q. It returns ErrNotFound or
+// ErrAmbiguous as answers, and other errors for directory failures.
+func (s *Source) Lookup(ctx context.Context, q Query) (*Entry, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	filter := s.filter.expand(q)
+	var lastErr error
+	// A pooled connection may have died since its last use (directory
+	// restarted, idle timeout): one retry on a fresh connection, which may
+	// be to the next URL.
+	for attempt := 0; attempt < 2; attempt++ {
+		c, err := s.get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		entries, err := s.search(ctx, c, filter)
+		if err != nil && (isConnError(err) || c.IsClosing() || ctx.Err() != nil) {
+			s.discard(c)
+			lastErr = err
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("ldap search at %s: %w", s.targets[c.target].url, ctx.Err())
+			}
+			continue
+		}
+		s.put(c)
+		if len(entries) > 1 {
+			return nil, ErrAmbiguous
+		}
+		if err != nil {
+			return nil, fmt.Errorf("ldap search at %s: %w", s.targets[c.target].url, err)
+		}
+		if len(entries) == 0 {
+			return nil, ErrNotFound
+		}
+		return entries[0], nil
+	}
+	return nil, fmt.Errorf("ldap search: %w", lastErr)
+}
+
+// search runs one search with size limit 2: a second entry means the
+// address is ambiguous, and nothing more is needed to know that.
+func (s *Source) search(ctx context.Context, c *conn, filter string) ([]*Entry, error) {
+	deadline, _ := ctx.Deadline()
+	req := ldap.NewSearchRequest(s.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
+		2, int(max(1, time.Until(deadline).Seconds())), false, filter, s.attrs, nil)
+	c.SetTimeout(time.Until(deadline))
+	resp := c.SearchAsync(ctx, req, 4)
+	var out []*Entry
+	for resp.Next() {
+		// Continuation references (AD answers with them) are not entries.
+		if e := resp.Entry(); e != nil {
+			out = append(out, toEntry(e))
+		}
+	}
+	err := resp.Err()
+	if ctx.Err() != nil {
+		// SearchAsync does not report cancellation as an error.
+		return out, ctx.Err()
+	}
+	if ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) && len(out) > 1 {
+		err = nil
+	}
+	return out, err
+}
+
+func toEntry(e *ldap.Entry) *Entry {
+	out := &Entry{DN: e.DN, Attributes: make(map[string][]string, len(e.Attributes))}
+	for _, a := range e.Attributes {
+		k := strings.ToLower(a.Name)
+		out.Attributes[k] = append(out.Attributes[k], a.Values...)
+	}
+	return out
+}
+
+func isConnError(err error) bool {
+	var ne net.Error
+	return ldap.IsErrorWithCode(err, ldap.ErrorNetwork) || errors.As(err, &ne) ||
+		ldap.IsErrorWithCode(err, ldap.LDAPResultUnavailable) || ldap.IsErrorWithCode(err, ldap.LDAPResultBusy)
+}
+
+// get checks a connection out of the pool, dialing one if none is idle.
+// At most cfg.PoolSize connections exist at once; callers beyond that wait
+// for a slot until ctx ends.
+func (s *Source) get(ctx context.Context) (*conn, error) {
+	select {
+	case s.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for a directory connection: %w", ctx.Err())
+	case <-s.closed:
+		return nil, ErrClosed
+	}
+	for {
+		select {
+		case c := <-s.idle:
+			if c.IsClosing() {
+				c.Close()
+				continue
+			}
+			return c, nil
+		default:
+		}
+		break
+	}
+	c, err := s.dial(ctx)
+	if err != nil {
+		<-s.slots
+		return nil, err
+	}
+	return c, nil
+}
+
+// put returns a healthy connection to the pool.
+func (s *Source) put(c *conn) {
+	select {
+	case <-s.closed:
+		c.Close()
+	default:
+		select {
+		case s.idle <- c:
+		default:
+			c.Close()
+		}
+	}
+	<-s.slots
+}
+
+func (s *Source) discard(c *conn) {
+	c.Close()
+	<-s.slots
+}
+
+// dial connects to the preferred URL, then to the others in order, and
+// binds as the service account.
+func (s *Source) dial(ctx context.Context) (*conn, error) {
+	start := int(s.preferred.Load())
+	var errs []error
+	for i := range s.targets {
+		idx := (start + i) % len(s.targets)
+		c, err := s.dialOne(ctx, idx)
+		if err == nil {
+			if idx != start {
+				s.log.Warn("directory failover", "from", s.targets[start].url, "to", s.targets[idx].url)
+				s.preferred.Store(int32(idx))
+			}
+			return c, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("no directory reachable: %w", errors.Join(errs...))
+}
+
+func (s *Source) dialOne(ctx context.Context, idx int) (*conn, error) {
+	t := s.targets[idx]
+	dctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
+	defer cancel()
+	d := net.Dialer{}
+	nc, err := d.DialContext(dctx, "tcp", t.hostout)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", t.url, err)
+	}
+	tc := s.tls.Clone()
+	if tc.ServerName == "" {
+		tc.ServerName = t.host
+	}
+	if t.ldaps {
+		tlsConn := tls.Client(nc, tc)
+		if err := tlsConn.HandshakeContext(dctx); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("%s: TLS: %w", t.url, err)
+		}
+		nc = tlsConn
+	}
+	// go-ldap's StartTLS and Bind wait without a deadline of their own: a
+	// deadline on the socket bounds them, and is cleared once bound.
+	deadline, _ := dctx.Deadline()
+	if err := nc.SetDeadline(deadline); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("%s: %w", t.url, err)
+	}
+	lc := ldap.NewConn(nc, t.ldaps)
+	lc.Start()
+	lc.SetTimeout(time.Until(deadline))
+	if s.cfg.StartTLS {
+		if err := lc.StartTLS(tc); err != nil {
+			lc.Close()
+			return nil, fmt.Errorf("%s: StartTLS: %w", t.url, err)
+		}
+	}
+	if s.cfg.BindDN != "" {
+		if err := lc.Bind(s.cfg.BindDN, s.cfg.BindPassword); err != nil {
+			lc.Close()
+			return nil, fmt.Errorf("%s: bind as %s: %w", t.url, s.cfg.BindDN, describeBindError(err))
+		}
+	}
+	if err := nc.SetDeadline(time.Time{}); err != nil {
+		lc.Close()
+		return nil, fmt.Errorf("%s: %w", t.url, err)
+	}
+	// After StartTLS go-ldap talks through its own tls.Conn wrapping nc;
+	// clearing nc's deadline clears it for both.
+	return &conn{Conn: lc, target: idx}, nil
+}
+
+func describeBindError(err error) error {
+	switch {
+	case ldap.IsErrorWithCode(err, ldap.LDAPResultInvalidCredentials):
+		return fmt.Errorf("%w (check ldap.bind_dn and the bind password)", err)
+	case ldap.IsErrorWithCode(err, ldap.LDAPResultStrongAuthRequired), ldap.IsErrorWithCode(err, ldap.LDAPResultConfidentialityRequired):
+		return fmt.Errorf("%w (the directory refuses simple binds without TLS: use ldaps:// or ldap.start_tls: true)", err)
+	}
+	return err
+}
+
+// Ping checks that the directory can be reached, the service account can
+// bind, and the base DN can be read.
+func (s *Source) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	c, err := s.get(ctx)
+	if err != nil {
+		return err
+	}
+	deadline, _ := ctx.Deadline()
+	c.SetTimeout(time.Until(deadline))
+	_, err = c.Search(ldap.NewSearchRequest(s.cfg.BaseDN, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+		1, 0, false, "(objectClass=*)", []string{"1.1"}, nil))
+	if err != nil {
+		s.discard(c)
+		return fmt.Errorf("reading ldap.base_dn %q at %s: %w", s.cfg.BaseDN, s.targets[c.target].url, err)
+	}
+	s.put(c)
+	return nil
+}
+
+// Close closes idle connections and makes further lookups fail.
+// Connections checked out at the time are closed when they are returned.
+func (s *Source) Close() {
+	s.closeOnce.Do(func() {
+		close(s.closed)
+		for {
+			select {
+			case c := <-s.idle:
+				c.Close()
+			default:
+				return
+			}
+		}
+	})
+}

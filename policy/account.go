@@ -1,0 +1,163 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Kind is a way into a mailbox. Renderers pick the kinds their format knows.
+type Kind string
+
+const (
+	IMAP       Kind = "imap"
+	POP3       Kind = "pop3"
+	SMTP       Kind = "smtp"
+	ActiveSync Kind = "activesync"
+	CalDAV     Kind = "caldav"
+	CardDAV    Kind = "carddav"
+)
+
+// Kinds lists every kind in a stable order, for validation and help texts.
+var Kinds = []Kind{IMAP, POP3, SMTP, ActiveSync, CalDAV, CardDAV}
+
+// HTTPBased reports whether the service is reached by a URL rather than a
+// host and port.
+func (k Kind) HTTPBased() bool { return k == ActiveSync || k == CalDAV || k == CardDAV }
+
+// Socket is how a connection is secured.
+type Socket string
+
+const (
+	SocketTLS      Socket = "tls"      // implicit TLS on a dedicated port (RFC 8314)
+	SocketSTARTTLS Socket = "starttls" // plain connect, then STARTTLS
+	SocketPlain    Socket = "plain"    // no TLS at all
+)
+
+// Auth is an authentication mechanism family, named as in Thunderbird's
+// config-v1.1.xml vocabulary; renderers translate it for other formats.
+type Auth string
+
+const (
+	AuthPasswordCleartext Auth = "password-cleartext"
+	AuthPasswordEncrypted Auth = "password-encrypted"
+	AuthOAuth2            Auth = "OAuth2"
+	AuthNTLM              Auth = "NTLM"
+	AuthGSSAPI            Auth = "GSSAPI"
+	AuthClientCert        Auth = "TLS-client-cert"
+)
+
+var auths = []Auth{AuthPasswordCleartext, AuthPasswordEncrypted, AuthOAuth2, AuthNTLM, AuthGSSAPI, AuthClientCert}
+
+func parseAuth(s string) (Auth, error) {
+	for _, a := range auths {
+		if strings.EqualFold(s, string(a)) {
+			return a, nil
+		}
+	}
+	return "", fmt.Errorf("unknown authentication %q (one of %s)", s, joinStrings(auths))
+}
+
+// Service is one way in for one user: where to connect and how to log in.
+type Service struct {
+	Kind   Kind
+	Host   string // mail protocols: host name
+	Port   int    // mail protocols: TCP port
+	Socket Socket // mail protocols
+	Auth   []Auth // in order of preference; never empty
+	Login  string // the user name to log in with
+	URL    string // HTTP-based services
+}
+
+// Account is what one address gets: the contract between policy and the
+// renderers in protocols. It holds only the services this user may use, in
+// the domain's order of preference.
+type Account struct {
+	Address     Address // as asked (normalised)
+	Primary     string  // primary address; differs from Address when an alias was asked
+	DisplayName string
+	Known       bool // the directory knows the address and the account is enabled
+	Domain      *Domain
+	Services    []Service
+}
+
+// Has reports whether the account holds a service of kind k.
+func (a *Account) Has(k Kind) bool {
+	for _, s := range a.Services {
+		if s.Kind == k {
+			return true
+		}
+	}
+	return false
+}
+
+// First returns the first (most preferred) service of kind k.
+func (a *Account) First(k Kind) (Service, bool) {
+	for _, s := range a.Services {
+		if s.Kind == k {
+			return s, true
+		}
+	}
+	return Service{}, false
+}
+
+// Domain is a configured mail domain: the provider's name and the services
+// it offers, which are the ceiling of what any of its users gets.
+type Domain struct {
+	Name             string // lower-case A-label
+	Provider         string // shown by clients, e.g. "Example Mail"
+	ShortName        string
+	DocumentationURL string
+	Services         []Service // Login left empty: filled per user
+}
+
+// kinds lists the kinds of the domain's services once each, in order.
+func (d *Domain) kinds() []Kind {
+	var ks []Kind
+	for _, s := range d.Services {
+		if !slices.Contains(ks, s.Kind) {
+			ks = append(ks, s.Kind)
+		}
+	}
+	return ks
+}
+
+// accountFor builds an account from the domain's services, keeping those
+// that allow(kind) accepts, with login and per-user host override applied.
+func (d *Domain) accountFor(addr Address, login string, allow func(Kind) bool, hostOverride func(Kind) string) []Service {
+	out := make([]Service, 0, len(d.Services))
+	for _, s := range d.Services {
+		if allow != nil && !allow(s.Kind) {
+			continue
+		}
+		s.Login = login
+		if hostOverride != nil {
+			if h := hostOverride(s.Kind); h != "" {
+				s.Host = h
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// DefaultAccount is the answer for an address the directory does not know or
+// that is disabled: the domain's services with the typed address as login,
+// the same shape as a real user's answer so the server is no oracle.
+// login may be a client placeholder such as Thunderbird's %EMAILADDRESS%.
+func (d *Domain) DefaultAccount(addr Address, login string) *Account {
+	return &Account{
+		Address:  addr,
+		Primary:  addr.String(),
+		Domain:   d,
+		Services: d.accountFor(addr, login, nil, nil),
+	}
+}
+
+func joinStrings[S ~string](xs []S) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = string(x)
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,124 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/net/idna"
+)
+
+// Limits from RFC 5321 §4.5.3.1: 64 octets of local part, 255 of domain, and
+// a path of 256 octets including the angle brackets, so 254 for the address.
+const (
+	maxLocalLen   = 64
+	maxDomainLen  = 253
+	maxAddressLen = 254
+)
+
+// ErrInvalidAddress is wrapped by every error ParseAddress returns.
+var ErrInvalidAddress = errors.New("invalid e-mail address")
+
+// Address is a validated, normalised e-mail address. The domain is lower-case
+// ASCII (IDNs in their A-label form); the local part keeps its characters but
+// is lower-cased too, since directories match mail attributes case-insensitively
+// and the cache must not hold one account under several keys.
+type Address struct {
+	Local  string
+	Domain string
+}
+
+func (a Address) String() string { return a.Local + "@" + a.Domain }
+
+// ParseAddress validates s as a dot-atom address (RFC 5322 §3.4.1, with
+// RFC 6531 UTF-8 allowed in the local part). Quoted local parts, comments,
+// address literals and display names are refused: no mail client sends them
+// to autoconfiguration, and refusing them keeps odd bytes away from LDAP.
+func ParseAddress(s string) (Address, error) {
+	if len(s) > maxAddressLen {
+		return Address{}, fmt.Errorf("%w: longer than %d bytes", ErrInvalidAddress, maxAddressLen)
+	}
+	if !utf8.ValidString(s) {
+		return Address{}, fmt.Errorf("%w: not UTF-8", ErrInvalidAddress)
+	}
+	at := strings.LastIndexByte(s, '@')
+	if at < 0 {
+		return Address{}, fmt.Errorf("%w: no @", ErrInvalidAddress)
+	}
+	local, domain := s[:at], s[at+1:]
+	if err := checkLocal(local); err != nil {
+		return Address{}, err
+	}
+	d, err := NormalizeDomain(domain)
+	if err != nil {
+		return Address{}, err
+	}
+	return Address{Local: strings.ToLower(local), Domain: d}, nil
+}
+
+// atextSpecials are the non-alphanumeric characters RFC 5322 allows in an atom.
+const atextSpecials = "!#$%&'*+-/=?^_`{|}~"
+
+func checkLocal(local string) error {
+	switch {
+	case local == "":
+		return fmt.Errorf("%w: empty local part", ErrInvalidAddress)
+	case len(local) > maxLocalLen:
+		return fmt.Errorf("%w: local part longer than %d bytes", ErrInvalidAddress, maxLocalLen)
+	case local[0] == '.' || local[len(local)-1] == '.' || strings.Contains(local, ".."):
+		return fmt.Errorf("%w: misplaced dot in local part", ErrInvalidAddress)
+	}
+	for _, r := range local {
+		switch {
+		case r < 0x80 && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'):
+		case r == '.' || strings.ContainsRune(atextSpecials, r):
+		case r >= 0x80 && (unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.IsMark(r)):
+		default:
+			return fmt.Errorf("%w: character %q not allowed in local part", ErrInvalidAddress, r)
+		}
+	}
+	return nil
+}
+
+// NormalizeDomain returns the lower-case A-label form of a host name, or an
+// error wrapping ErrInvalidAddress. A trailing dot (fully qualified form) is
+// dropped.
+func NormalizeDomain(domain string) (string, error) {
+	domain = strings.TrimSuffix(domain, ".")
+	if domain == "" {
+		return "", fmt.Errorf("%w: empty domain", ErrInvalidAddress)
+	}
+	ascii, err := idna.Lookup.ToASCII(domain)
+	if err != nil {
+		return "", fmt.Errorf("%w: domain: %v", ErrInvalidAddress, err)
+	}
+	ascii = strings.ToLower(ascii)
+	if len(ascii) > maxDomainLen {
+		return "", fmt.Errorf("%w: domain longer than %d bytes", ErrInvalidAddress, maxDomainLen)
+	}
+	labels := strings.Split(ascii, ".")
+	if len(labels) < 2 {
+		return "", fmt.Errorf("%w: domain %q has no dot", ErrInvalidAddress, ascii)
+	}
+	for _, l := range labels {
+		if !validLabel(l) {
+			return "", fmt.Errorf("%w: bad domain label %q", ErrInvalidAddress, l)
+		}
+	}
+	return ascii, nil
+}
+
+func validLabel(l string) bool {
+	if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(l); i++ {
+		c := l[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}

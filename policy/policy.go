@@ -1,0 +1,303 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/mailbeacon/mailbeacon/ldapsource"
+)
+
+// Config is the policy section of the configuration: how directory
+// attributes turn into what a user gets. Fields left empty take the value
+// of the preset.
+type Config struct {
+	Preset string `mapstructure:"preset"`
+	// Filter is the preset's LDAP search filter template; the ldap.filter
+	// key overrides it.
+	Filter string `mapstructure:"-"`
+	// DisplayName lists attributes to try, first present wins.
+	DisplayName []string `mapstructure:"display_name"`
+	// PrimaryAddress is the attribute holding the primary address, which
+	// clients are told when an alias was asked.
+	PrimaryAddress string `mapstructure:"primary_address"`
+	// Login is the login-name template: {attribute} placeholders over the
+	// entry, and {email}, {local}, {domain} of the asked address.
+	Login string `mapstructure:"login"`
+	// AccountEnabled decides whether the entry may use mail at all; nil
+	// means every entry found is enabled.
+	AccountEnabled *Rule `mapstructure:"account_enabled"`
+	// ServiceRules decide per service kind; a kind without a rule is
+	// allowed to every enabled account.
+	ServiceRules map[string]*Rule `mapstructure:"services"`
+	// HostAttribute optionally names a per-user server attribute (such as
+	// mailHost) that replaces the domain's host for HostOverrideKinds.
+	HostAttribute     string   `mapstructure:"host_attribute"`
+	HostOverrideKinds []string `mapstructure:"host_override_services"`
+	// Unknown says what an unknown or disabled address gets: "defaults"
+	// (the domain's services, login = typed address) or "reject".
+	Unknown string `mapstructure:"unknown"`
+}
+
+const (
+	UnknownDefaults = "defaults"
+	UnknownReject   = "reject"
+)
+
+// Policy is a validated Config, ready to decide entries.
+type Policy struct {
+	filter        string
+	displayName   []string
+	primary       string
+	login         template
+	enabled       *Rule
+	services      map[Kind]*Rule
+	hostAttr      string
+	hostOverrides map[Kind]bool
+	rejectUnknown bool
+	attributes    []string
+}
+
+// New merges cfg over its preset (default "openldap"), validates the
+// result and compiles it. Errors name the configuration key at fault.
+func New(cfg Config) (*Policy, error) {
+	name := cfg.Preset
+	if name == "" {
+		name = "openldap"
+	}
+	base, err := Preset(name)
+	if err != nil {
+		return nil, fmt.Errorf("policy.preset: %w", err)
+	}
+	merged := merge(base, cfg)
+	p := &Policy{
+		filter:        merged.Filter,
+		displayName:   merged.DisplayName,
+		primary:       merged.PrimaryAddress,
+		enabled:       merged.AccountEnabled,
+		services:      map[Kind]*Rule{},
+		hostAttr:      merged.HostAttribute,
+		hostOverrides: map[Kind]bool{},
+	}
+	if p.login, err = parseTemplate(merged.Login); err != nil {
+		return nil, fmt.Errorf("policy.login: %w", err)
+	}
+	if p.enabled != nil {
+		if err := p.enabled.Validate("policy.account_enabled"); err != nil {
+			return nil, err
+		}
+	}
+	for k, r := range merged.ServiceRules {
+		kind, err := ParseKind(k)
+		if err != nil {
+			return nil, fmt.Errorf("policy.services.%s: %w", k, err)
+		}
+		if r == nil {
+			continue
+		}
+		if err := r.Validate("policy.services." + k); err != nil {
+			return nil, err
+		}
+		p.services[kind] = r
+	}
+	for _, k := range merged.HostOverrideKinds {
+		kind, err := ParseKind(k)
+		if err != nil {
+			return nil, fmt.Errorf("policy.host_override_services: %w", err)
+		}
+		p.hostOverrides[kind] = true
+	}
+	switch merged.Unknown {
+	case "", UnknownDefaults:
+	case UnknownReject:
+		p.rejectUnknown = true
+	default:
+		return nil, fmt.Errorf("policy.unknown: %q is not one of %q, %q", merged.Unknown, UnknownDefaults, UnknownReject)
+	}
+	p.attributes = p.collectAttributes()
+	return p, nil
+}
+
+func merge(base, over Config) Config {
+	if len(over.DisplayName) > 0 {
+		base.DisplayName = over.DisplayName
+	}
+	if over.PrimaryAddress != "" {
+		base.PrimaryAddress = over.PrimaryAddress
+	}
+	if over.Login != "" {
+		base.Login = over.Login
+	}
+	if over.AccountEnabled != nil {
+		base.AccountEnabled = over.AccountEnabled
+	}
+	if base.ServiceRules == nil {
+		base.ServiceRules = map[string]*Rule{}
+	}
+	for k, r := range over.ServiceRules {
+		base.ServiceRules[strings.ToLower(k)] = r
+	}
+	if over.HostAttribute != "" {
+		base.HostAttribute = over.HostAttribute
+	}
+	if len(over.HostOverrideKinds) > 0 {
+		base.HostOverrideKinds = over.HostOverrideKinds
+	}
+	if over.Unknown != "" {
+		base.Unknown = over.Unknown
+	}
+	return base
+}
+
+// ParseKind reads a service kind, case-insensitively.
+func ParseKind(s string) (Kind, error) {
+	for _, k := range Kinds {
+		if strings.EqualFold(s, string(k)) {
+			return k, nil
+		}
+	}
+	return "", fmt.Errorf("unknown service %q (one of %s)", s, joinStrings(Kinds))
+}
+
+// Filter is the preset's LDAP filter template, used unless ldap.filter
+// says otherwise.
+func (p *Policy) Filter() string { return p.filter }
+
+// RejectUnknown reports whether unknown and disabled addresses are refused
+// instead of getting the domain defaults.
+func (p *Policy) RejectUnknown() bool { return p.rejectUnknown }
+
+// Attributes lists every attribute the policy reads, so the directory
+// search fetches only those.
+func (p *Policy) Attributes() []string { return p.attributes }
+
+func (p *Policy) collectAttributes() []string {
+	attrs := slices.Clone(p.displayName)
+	attrs = append(attrs, p.primary)
+	attrs = append(attrs, p.login.attributes()...)
+	if p.enabled != nil {
+		attrs = p.enabled.Attributes(attrs)
+	}
+	for _, r := range p.services {
+		attrs = r.Attributes(attrs)
+	}
+	if p.hostAttr != "" {
+		attrs = append(attrs, p.hostAttr)
+	}
+	seen := map[string]bool{}
+	out := attrs[:0]
+	for _, a := range attrs {
+		if a == "" || seen[strings.ToLower(a)] {
+			continue
+		}
+		seen[strings.ToLower(a)] = true
+		out = append(out, a)
+	}
+	slices.SortFunc(out, func(a, b string) int { return strings.Compare(strings.ToLower(a), strings.ToLower(b)) })
+	return out
+}
+
+// Explanation says how an account was decided: the answer to "why does Bob
+// get no POP?". It is built on every decision but only the lookup command
+// shows it; the cache keeps accounts only.
+type Explanation struct {
+	Address  string     `json:"address"`
+	Found    bool       `json:"found"`
+	DN       string     `json:"dn,omitempty"`
+	Enabled  bool       `json:"enabled"`
+	Reason   string     `json:"reason"`
+	Login    string     `json:"login"`
+	Services []Decision `json:"services"`
+}
+
+// Decision is the verdict on one of the domain's services.
+type Decision struct {
+	Service string `json:"service"`
+	Allowed bool   `json:"allowed"`
+	Rule    string `json:"rule"`
+}
+
+// Decide turns a directory entry (nil: not found) into the account for
+// addr in domain d.
+func (p *Policy) Decide(d *Domain, addr Address, e *ldapsource.Entry) (*Account, *Explanation) {
+	ex := &Explanation{Address: addr.String()}
+	if e == nil {
+		ex.Reason = "not found in the directory: domain defaults, login is the typed address"
+		return p.defaults(d, addr, ex)
+	}
+	ex.Found, ex.DN = true, e.DN
+	if p.enabled != nil {
+		ok, why := p.enabled.Eval(e)
+		if !ok {
+			ex.Reason = "account disabled (" + why + "): domain defaults, login is the typed address"
+			return p.defaults(d, addr, ex)
+		}
+		ex.Reason = "account enabled (" + why + ")"
+	} else {
+		ex.Reason = "account enabled (no account_enabled rule)"
+	}
+	ex.Enabled = true
+
+	login, err := p.login.expand(addr, e)
+	if err != nil {
+		login = addr.String()
+		ex.Reason += "; login template: " + err.Error() + ", using the typed address"
+	}
+	ex.Login = login
+	allowed := map[Kind]bool{}
+	for _, k := range d.kinds() {
+		dec := Decision{Service: string(k), Allowed: true, Rule: "no rule for this service"}
+		if r := p.services[k]; r != nil {
+			dec.Allowed, dec.Rule = r.Eval(e)
+		}
+		allowed[k] = dec.Allowed
+		ex.Services = append(ex.Services, dec)
+	}
+	host := ""
+	if p.hostAttr != "" {
+		if v := e.Values(p.hostAttr); len(v) > 0 {
+			host = strings.TrimSpace(v[0])
+			if _, err := NormalizeDomain(host); err != nil {
+				ex.Reason += fmt.Sprintf("; ignoring %s %q: not a host name", p.hostAttr, host)
+				host = ""
+			}
+		}
+	}
+	acct := &Account{
+		Address:     addr,
+		Primary:     addr.String(),
+		DisplayName: p.displayNameOf(e),
+		Known:       true,
+		Domain:      d,
+		Services: d.accountFor(addr, login, func(k Kind) bool { return allowed[k] }, func(k Kind) string {
+			if p.hostOverrides[k] {
+				return host
+			}
+			return ""
+		}),
+	}
+	if v := e.Values(p.primary); len(v) > 0 {
+		if pa, err := ParseAddress(v[0]); err == nil {
+			acct.Primary = pa.String()
+		}
+	}
+	return acct, ex
+}
+
+func (p *Policy) defaults(d *Domain, addr Address, ex *Explanation) (*Account, *Explanation) {
+	acct := d.DefaultAccount(addr, addr.String())
+	ex.Login = addr.String()
+	for _, k := range d.kinds() {
+		ex.Services = append(ex.Services, Decision{Service: string(k), Allowed: true, Rule: "domain default"})
+	}
+	return acct, ex
+}
+
+func (p *Policy) displayNameOf(e *ldapsource.Entry) string {
+	for _, a := range p.displayName {
+		if v := e.Values(a); len(v) > 0 && strings.TrimSpace(v[0]) != "" {
+			return strings.TrimSpace(v[0])
+		}
+	}
+	return ""
+}
