@@ -1,0 +1,154 @@
+package main
+
+import (
+	_ "embed"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/spf13/viper"
+
+	"github.com/mailbeacon/mailbeacon/ldapsource"
+	"github.com/mailbeacon/mailbeacon/policy"
+)
+
+// config is the whole configuration file. Every key is documented in
+// config.example.yaml; environment variables MAILBEACON_<SECTION>_<KEY>
+// (e.g. MAILBEACON_LDAP_BIND_PASSWORD) override the file.
+type config struct {
+	Server  serverConfig          `mapstructure:"server"`
+	Log     logConfig             `mapstructure:"log"`
+	LDAP    ldapsource.Config     `mapstructure:"ldap"`
+	Cache   policy.CacheConfig    `mapstructure:"cache"`
+	Policy  policy.Config         `mapstructure:"policy"`
+	Domains []policy.DomainConfig `mapstructure:"domains"`
+}
+
+type serverConfig struct {
+	Listen            string        `mapstructure:"listen"`
+	ReadHeaderTimeout time.Duration `mapstructure:"read_header_timeout"`
+	ReadTimeout       time.Duration `mapstructure:"read_timeout"`
+	WriteTimeout      time.Duration `mapstructure:"write_timeout"`
+	IdleTimeout       time.Duration `mapstructure:"idle_timeout"`
+	ShutdownTimeout   time.Duration `mapstructure:"shutdown_timeout"`
+}
+
+type logConfig struct {
+	Format string `mapstructure:"format"` // text or json
+	Level  string `mapstructure:"level"`  // debug, info, warn, error
+}
+
+func defaultConfig() config {
+	return config{
+		Server: serverConfig{
+			Listen:            "127.0.0.1:8080",
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      15 * time.Second,
+			IdleTimeout:       90 * time.Second,
+			ShutdownTimeout:   10 * time.Second,
+		},
+		Log:   logConfig{Format: "text", Level: "info"},
+		LDAP:  ldapsource.DefaultConfig(),
+		Cache: policy.DefaultCacheConfig(),
+	}
+}
+
+// demoConfig is the configuration of `serve --demo` when no file is given:
+// the demo domain example.com against the embedded demo directory.
+//
+//go:embed demo.yaml
+var demoConfig string
+
+// loadConfig reads YAML from r (nil: no file) over the defaults, applies
+// environment overrides, and rejects unknown keys.
+func loadConfig(r io.Reader, name string) (config, error) {
+	v := viper.NewWithOptions(viper.ExperimentalBindStruct())
+	v.SetConfigType("yaml")
+	v.SetEnvPrefix("MAILBEACON")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if r != nil {
+		if err := v.ReadConfig(r); err != nil {
+			return config{}, fmt.Errorf("%s: not valid YAML: %w", name, err)
+		}
+	}
+	cfg := defaultConfig()
+	if err := v.UnmarshalExact(&cfg); err != nil {
+		return config{}, fmt.Errorf("%s: %w (every key is documented in config.example.yaml)", name, err)
+	}
+	return cfg, nil
+}
+
+// app is everything built from a configuration.
+type app struct {
+	cfg      config
+	source   *ldapsource.Source
+	resolver *policy.Resolver
+}
+
+// build validates cfg and wires the directory, policy and resolver.
+// Errors name the key at fault.
+func build(cfg config, log *slog.Logger) (*app, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	pol, err := policy.New(cfg.Policy)
+	if err != nil {
+		return nil, err
+	}
+	domains, err := policy.NewDomains(cfg.Domains)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.LDAP.Filter == "" {
+		cfg.LDAP.Filter = pol.Filter()
+	}
+	src, err := ldapsource.New(cfg.LDAP, pol.Attributes(), log)
+	if err != nil {
+		return nil, err
+	}
+	res, err := policy.NewResolver(src, pol, domains, cfg.Cache, log)
+	if err != nil {
+		src.Close()
+		return nil, err
+	}
+	return &app{cfg: cfg, source: src, resolver: res}, nil
+}
+
+func (c config) validate() error {
+	s := c.Server
+	for key, d := range map[string]time.Duration{
+		"server.read_header_timeout": s.ReadHeaderTimeout, "server.read_timeout": s.ReadTimeout,
+		"server.write_timeout": s.WriteTimeout, "server.idle_timeout": s.IdleTimeout,
+		"server.shutdown_timeout": s.ShutdownTimeout,
+	} {
+		if d <= 0 {
+			return fmt.Errorf("%s: must be a positive duration such as 10s", key)
+		}
+	}
+	if s.Listen == "" {
+		return fmt.Errorf("server.listen: empty: give host:port, e.g. 127.0.0.1:8080")
+	}
+	if _, err := newLogger(io.Discard, c.Log); err != nil {
+		return err
+	}
+	return nil
+}
+
+func newLogger(w io.Writer, c logConfig) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		return nil, fmt.Errorf("log.level: %q is not one of debug, info, warn, error", c.Level)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.Format {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log.format: %q is not one of text, json", c.Format)
+}

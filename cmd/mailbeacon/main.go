@@ -1,0 +1,180 @@
+// Command mailbeacon answers the account-discovery requests of mail clients
+// (Thunderbird autoconfig and more) with settings made for each user from
+// an LDAP directory.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/mailbeacon/mailbeacon/ldapsource"
+	"github.com/mailbeacon/mailbeacon/ldapsource/embedded"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = ""
+
+const usage = `mailbeacon - e-mail client autoconfiguration from your LDAP directory
+
+Usage:
+  mailbeacon serve  [--config FILE] [--listen ADDR] [--demo]
+  mailbeacon lookup [--config FILE] [--demo] ADDRESS
+  mailbeacon version
+
+Commands:
+  serve    answer client discovery requests over HTTP
+  lookup   resolve one address like a request would, bypassing the cache, and
+           print the account as JSON with the rule that decided each service
+  version  print the version
+
+  --demo runs against a built-in directory (domain example.com; users alice,
+  bob, carol, dave) served in-process, with the built-in demo configuration
+  unless --config is given. Try:
+    mailbeacon serve --demo
+    curl 'http://127.0.0.1:8080/mail/config-v1.1.xml?emailaddress=bob@example.com'
+
+Configuration: YAML, every key documented in config.example.yaml.
+Environment variables MAILBEACON_<SECTION>_<KEY> override it, e.g.
+MAILBEACON_LDAP_BIND_PASSWORD.
+
+Run 'mailbeacon COMMAND --help' for a command's flags.
+`
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is main without the process: it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		err = serveCmd(ctx, args[1:], stdout, stderr)
+	case "lookup":
+		err = lookupCmd(ctx, args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "mailbeacon", versionString())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "mailbeacon: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	}
+	fmt.Fprintln(stderr, "mailbeacon:", err)
+	return 1
+}
+
+var errUsage = errors.New("usage")
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
+
+// commonFlags are the flags every command that needs a configuration takes.
+type commonFlags struct {
+	config string
+	demo   bool
+}
+
+func (c *commonFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.config, "config", "", "configuration `file` (YAML; see config.example.yaml)")
+	fs.BoolVar(&c.demo, "demo", false, "run against the built-in demo directory (domain example.com)")
+}
+
+// parseFlags parses args, printing errors and help to stderr. It wraps
+// usage errors in errUsage so run exits with 2 without repeating them.
+func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	return nil
+}
+
+// setup loads the configuration (starting the demo directory if asked) and
+// builds the app. cleanup must be called when done.
+func setup(c commonFlags, stderr io.Writer) (a *app, log *slog.Logger, cleanup func(), err error) {
+	var cfg config
+	switch {
+	case c.config != "":
+		f, err := os.Open(c.config)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("--config: %w", err)
+		}
+		cfg, err = loadConfig(f, c.config)
+		f.Close()
+		if err != nil {
+			return nil, nil, nil, err
+		}
+	case c.demo:
+		if cfg, err = loadConfig(strings.NewReader(demoConfig), "built-in demo configuration"); err != nil {
+			return nil, nil, nil, err
+		}
+	default:
+		return nil, nil, nil, fmt.Errorf("no configuration: give --config FILE (see config.example.yaml), or --demo to try the built-in demo")
+	}
+	log, err = newLogger(stderr, cfg.Log)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	stopDemo := func() {}
+	if c.demo {
+		srv, err := embedded.Start(embedded.Demo(), nil)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("starting the demo directory: %w", err)
+		}
+		cfg.LDAP = demoLDAP(cfg.LDAP, srv.URL)
+		stopDemo = func() { _ = srv.Close() }
+		log.Info("demo directory started", "url", srv.URL, "base_dn", embedded.DemoBaseDN)
+	}
+	a, err = build(cfg, log)
+	if err != nil {
+		stopDemo()
+		return nil, nil, nil, err
+	}
+	return a, log, func() { a.source.Close(); stopDemo() }, nil
+}
+
+// demoLDAP points an ldap configuration at the embedded demo directory,
+// keeping its timeouts, pool size and filter.
+func demoLDAP(c ldapsource.Config, url string) ldapsource.Config {
+	c.URLs = []string{url}
+	c.StartTLS, c.CAFile, c.ServerName, c.InsecureSkipVerify = false, "", "", false
+	c.BindDN, c.BindPassword, c.BindPasswordFile = embedded.DemoBindDN, embedded.DemoPassword, ""
+	c.BaseDN = embedded.DemoBaseDN
+	return c
+}

@@ -1,0 +1,185 @@
+package protocols
+
+import (
+	"bytes"
+	"encoding/xml"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/mailbeacon/mailbeacon/policy"
+)
+
+// Thunderbird autoconfig, config-v1.1.xml (protocols reference §1.4–1.6).
+// Element names carry no namespace prefix: Thunderbird keys parsed XML by
+// nodeName, so <a:clientConfig> would not be found (quirk 6).
+
+type clientConfig struct {
+	XMLName  xml.Name      `xml:"clientConfig"`
+	Version  string        `xml:"version,attr"`
+	Provider emailProvider `xml:"emailProvider"`
+}
+
+type emailProvider struct {
+	// Thunderbird rejects the whole file unless id is a valid host name and
+	// at least one <domain> is given.
+	ID               string         `xml:"id,attr"`
+	Domain           []string       `xml:"domain"`
+	DisplayName      string         `xml:"displayName"`
+	DisplayShortName string         `xml:"displayShortName"`
+	Incoming         []mailServer   `xml:"incomingServer"`
+	Outgoing         []mailServer   `xml:"outgoingServer"`
+	Documentation    *documentation `xml:"documentation,omitempty"`
+}
+
+// mailServer is an incomingServer or outgoingServer. Every element is always
+// present: Thunderbird for Android rejects the whole document when an
+// imap/smtp block lacks one (quirk 8), and Thunderbird turns a missing
+// username into the string "undefined".
+type mailServer struct {
+	Type           string   `xml:"type,attr"`
+	Hostname       string   `xml:"hostname"`
+	Port           int      `xml:"port"`
+	SocketType     string   `xml:"socketType"`
+	Authentication []string `xml:"authentication"`
+	Username       string   `xml:"username"`
+}
+
+type documentation struct {
+	URL   string `xml:"url,attr"`
+	Descr descr  `xml:"descr"`
+}
+
+type descr struct {
+	Lang string `xml:"lang,attr"`
+	Text string `xml:",chardata"`
+}
+
+// placeholderAddress is Thunderbird's variable for the address the user
+// typed, used when the request does not say which address it is for
+// (Thunderbird for Android never sends ?emailaddress=, quirk 2).
+const placeholderAddress = "%EMAILADDRESS%"
+
+// autoconfigSocket spells a socket as config-v1.1.xml does (case-sensitive
+// in Thunderbird).
+var autoconfigSocket = map[policy.Socket]string{
+	policy.SocketTLS:      "SSL",
+	policy.SocketSTARTTLS: "STARTTLS",
+}
+
+// renderAutoconfig builds the config-v1.1.xml document for an account.
+// It is a pure function of the account; golden files pin its output.
+func renderAutoconfig(a *policy.Account) ([]byte, error) {
+	d := a.Domain
+	cc := clientConfig{
+		Version: "1.1",
+		Provider: emailProvider{
+			ID:               d.Name,
+			Domain:           []string{d.Name},
+			DisplayName:      d.Provider,
+			DisplayShortName: d.ShortName,
+		},
+	}
+	for _, s := range a.Services {
+		socket, ok := autoconfigSocket[s.Socket]
+		if !ok {
+			// A cleartext server makes Thunderbird for Android reject the
+			// whole document (quirk 8), and RFC 8314 says not to offer it.
+			continue
+		}
+		ms := mailServer{
+			Hostname:   s.Host,
+			Port:       s.Port,
+			SocketType: socket,
+			Username:   s.Login,
+		}
+		for _, au := range s.Auth {
+			ms.Authentication = append(ms.Authentication, string(au))
+		}
+		switch s.Kind {
+		case policy.IMAP, policy.POP3:
+			ms.Type = string(s.Kind)
+			cc.Provider.Incoming = append(cc.Provider.Incoming, ms)
+		case policy.SMTP:
+			ms.Type = "smtp"
+			cc.Provider.Outgoing = append(cc.Provider.Outgoing, ms)
+		}
+		// ActiveSync, CalDAV and CardDAV have no config-v1.1 form that
+		// current clients read (§1.7): Thunderbird finds DAV by itself.
+	}
+	if d.DocumentationURL != "" {
+		cc.Provider.Documentation = &documentation{URL: d.DocumentationURL, Descr: descr{Lang: "en", Text: "Mail client settings"}}
+	}
+	var b bytes.Buffer
+	// UTF-8 without a byte-order mark: a BOM breaks Android's parser (quirk 9).
+	b.WriteString(xml.Header)
+	enc := xml.NewEncoder(&b)
+	enc.Indent("", "  ")
+	if err := enc.Encode(cc); err != nil {
+		return nil, err
+	}
+	b.WriteByte('\n')
+	return b.Bytes(), nil
+}
+
+// autoconfig serves GET /mail/config-v1.1.xml and the .well-known path.
+func (s *Server) autoconfig(w http.ResponseWriter, r *http.Request) {
+	var acct *policy.Account
+	if raw := queryValue(r, "emailaddress"); raw != "" {
+		addr, err := policy.ParseAddress(raw)
+		if err != nil {
+			textError(w, http.StatusBadRequest, "invalid e-mail address")
+			return
+		}
+		acct, err = s.res.Resolve(r.Context(), addr)
+		if err != nil {
+			s.resolveError(w, err)
+			return
+		}
+	} else {
+		d, ok := s.hostDomain(r, "autoconfig.")
+		if !ok {
+			textError(w, http.StatusNotFound, "domain not served here")
+			return
+		}
+		acct = d.DefaultAccount(policy.Address{Domain: d.Name}, placeholderAddress)
+	}
+	body, err := renderAutoconfig(acct)
+	if err != nil {
+		s.log.Error("rendering autoconfig", "err", err)
+		textError(w, http.StatusInternalServerError, "internal error")
+		return
+	}
+	writeXML(w, r, body)
+}
+
+// writeXML sends an XML document. Thunderbird drops a config whose
+// Content-Type does not start with text/xml or application/xml (quirk 1).
+func writeXML(w http.ResponseWriter, r *http.Request, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "text/xml; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	// Per-user answers must not be stored by shared caches.
+	h.Set("Cache-Control", "private, no-cache")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
+}
+
+// queryValue returns the first value of a query parameter, matching its
+// name case-insensitively. Url-decoding handles the %40 that Thunderbird
+// sends for "@" (quirk 2).
+func queryValue(r *http.Request, name string) string {
+	q := r.URL.Query()
+	if v, ok := q[name]; ok && len(v) > 0 {
+		return v[0]
+	}
+	for k, v := range q {
+		if strings.EqualFold(k, name) && len(v) > 0 {
+			return v[0]
+		}
+	}
+	return ""
+}

@@ -1,0 +1,114 @@
+// Package protocols speaks to mail clients: the HTTP routes, where each
+// request is parsed, and one renderer per client format. Decisions about
+// what a user gets are made in policy; this package only asks the Resolver
+// and renders the Account it returns.
+package protocols
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/gorilla/mux"
+
+	"github.com/mailbeacon/mailbeacon/policy"
+)
+
+// Resolver is what the handlers need from policy.
+type Resolver interface {
+	Resolve(ctx context.Context, addr policy.Address) (*policy.Account, error)
+	Domain(name string) (*policy.Domain, bool)
+}
+
+// Options configures the handler.
+type Options struct {
+	Log *slog.Logger
+}
+
+// Server holds the HTTP handlers.
+type Server struct {
+	res Resolver
+	log *slog.Logger
+}
+
+// NewHandler returns the router with every client endpoint.
+func NewHandler(res Resolver, opts Options) http.Handler {
+	s := &Server{res: res, log: opts.Log}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	r := mux.NewRouter()
+	// Thunderbird autoconfig (protocols reference §1): the autoconfig.<domain>
+	// path and the .well-known path on the bare domain.
+	for _, p := range []string{"/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml"} {
+		r.HandleFunc(p, s.autoconfig).Methods(http.MethodGet, http.MethodHead)
+		r.HandleFunc(p, methodNotAllowed(http.MethodGet, http.MethodHead))
+	}
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		textError(w, http.StatusNotFound, "not found")
+	})
+	return r
+}
+
+func methodNotAllowed(allowed ...string) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		textError(w, http.StatusMethodNotAllowed, "method not allowed")
+	}
+}
+
+// textError answers with a short plain-text body. Messages are fixed
+// strings: nothing from the request is echoed.
+func textError(w http.ResponseWriter, status int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(msg + "\n"))
+}
+
+// resolveError maps a resolver error to an HTTP status and message.
+func (s *Server) resolveError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, policy.ErrUnknownDomain):
+		textError(w, http.StatusNotFound, "domain not served here")
+	case errors.Is(err, policy.ErrRejected):
+		textError(w, http.StatusNotFound, "no configuration for this address")
+	case errors.Is(err, policy.ErrDirectoryUnavailable):
+		w.Header().Set("Retry-After", "30")
+		textError(w, http.StatusServiceUnavailable, "directory unavailable, try again later")
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		textError(w, http.StatusServiceUnavailable, "request timed out")
+	default:
+		s.log.Error("resolve failed", "err", err)
+		textError(w, http.StatusInternalServerError, "internal error")
+	}
+}
+
+// hostDomain returns the configured domain a request's Host header names,
+// either directly or as autoconfig.<domain> / autodiscover.<domain>.
+func (s *Server) hostDomain(r *http.Request, prefixes ...string) (*policy.Domain, bool) {
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	name, err := policy.NormalizeDomain(host)
+	if err != nil {
+		return nil, false
+	}
+	if d, ok := s.res.Domain(name); ok {
+		return d, true
+	}
+	for _, p := range prefixes {
+		if rest, ok := strings.CutPrefix(name, p); ok {
+			if d, ok := s.res.Domain(rest); ok {
+				return d, true
+			}
+		}
+	}
+	return nil, false
+}
