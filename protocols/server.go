@@ -25,18 +25,21 @@ type Resolver interface {
 
 // Options configures the handler.
 type Options struct {
-	Log *slog.Logger
+	Log          *slog.Logger
+	Autodiscover AutodiscoverOptions
+	Apple        AppleOptions
 }
 
 // Server holds the HTTP handlers.
 type Server struct {
-	res Resolver
-	log *slog.Logger
+	res  Resolver
+	log  *slog.Logger
+	opts Options
 }
 
 // NewHandler returns the router with every client endpoint.
 func NewHandler(res Resolver, opts Options) http.Handler {
-	s := &Server{res: res, log: opts.Log}
+	s := &Server{res: res, log: opts.Log, opts: opts}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -47,6 +50,8 @@ func NewHandler(res Resolver, opts Options) http.Handler {
 		r.HandleFunc(p, s.autoconfig).Methods(http.MethodGet, http.MethodHead)
 		r.HandleFunc(p, methodNotAllowed(http.MethodGet, http.MethodHead))
 	}
+	s.autodiscoverRoutes(r) // autodiscover.go: Outlook, ActiveSync, Autodiscover v2 JSON
+	s.appleRoutes(r)        // apple.go: configuration profiles, setup page, RFC 6764
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		textError(w, http.StatusNotFound, "not found")
 	})

@@ -12,18 +12,21 @@ import (
 
 	"github.com/mailbeacon/mailbeacon/ldapsource"
 	"github.com/mailbeacon/mailbeacon/policy"
+	"github.com/mailbeacon/mailbeacon/protocols"
 )
 
 // config is the whole configuration file. Every key is documented in
 // config.example.yaml; environment variables MAILBEACON_<SECTION>_<KEY>
 // (e.g. MAILBEACON_LDAP_BIND_PASSWORD) override the file.
 type config struct {
-	Server  serverConfig          `mapstructure:"server"`
-	Log     logConfig             `mapstructure:"log"`
-	LDAP    ldapsource.Config     `mapstructure:"ldap"`
-	Cache   policy.CacheConfig    `mapstructure:"cache"`
-	Policy  policy.Config         `mapstructure:"policy"`
-	Domains []policy.DomainConfig `mapstructure:"domains"`
+	Server       serverConfig                  `mapstructure:"server"`
+	Log          logConfig                     `mapstructure:"log"`
+	LDAP         ldapsource.Config             `mapstructure:"ldap"`
+	Cache        policy.CacheConfig            `mapstructure:"cache"`
+	Policy       policy.Config                 `mapstructure:"policy"`
+	Domains      []policy.DomainConfig         `mapstructure:"domains"`
+	Autodiscover protocols.AutodiscoverOptions `mapstructure:"autodiscover"`
+	Apple        protocols.AppleOptions        `mapstructure:"apple"`
 }
 
 type serverConfig struct {
@@ -151,4 +154,9 @@ func newLogger(w io.Writer, c logConfig) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("log.format: %q is not one of text, json", c.Format)
+}
+
+// handlerOptions are the protocols options from the configuration.
+func (a *app) handlerOptions(log *slog.Logger) protocols.Options {
+	return protocols.Options{Log: log, Autodiscover: a.cfg.Autodiscover, Apple: a.cfg.Apple}
 }

@@ -42,7 +42,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("server.listen: %w", err)
 	}
 	srv := &http.Server{
-		Handler:           protocols.NewHandler(a.resolver, protocols.Options{Log: log}),
+		Handler:           protocols.NewHandler(a.resolver, a.handlerOptions(log)),
 		ReadHeaderTimeout: sc.ReadHeaderTimeout,
 		ReadTimeout:       sc.ReadTimeout,
 		WriteTimeout:      sc.WriteTimeout,

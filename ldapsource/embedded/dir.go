@@ -213,4 +213,3 @@ func substr(v string, parts []*ber.Packet) bool {
 	}
 	return true
 }
-
