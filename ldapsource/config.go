@@ -43,9 +43,11 @@ type Config struct {
 	PoolSize       int           `mapstructure:"pool_size"`
 }
 
-// DefaultConfig holds the defaults documented in config.example.yaml.
+// DefaultConfig holds the defaults documented in config.example.yaml. The
+// request timeout bounds a whole lookup, dialing included, and stays well
+// under the 5 seconds Thunderbird waits for an autoconfig answer.
 func DefaultConfig() Config {
-	return Config{DialTimeout: 3 * time.Second, RequestTimeout: 5 * time.Second, PoolSize: 8}
+	return Config{DialTimeout: 2 * time.Second, RequestTimeout: 3 * time.Second, PoolSize: 8}
 }
 
 // target is one parsed directory URL.

@@ -44,6 +44,7 @@ type Source struct {
 	log     *slog.Logger
 
 	slots     chan struct{} // one per connection checked out or being dialed
+	binds     chan struct{} // one per user bind under way (bind.go), outside the pool
 	idle      chan *conn
 	preferred atomic.Int32 // index into targets of the last URL that worked
 	closeOnce sync.Once
@@ -84,6 +85,7 @@ func New(cfg Config, attrs []string, log *slog.Logger) (*Source, error) {
 	return &Source{
 		cfg: cfg, targets: targets, tls: tc, filter: f, attrs: attrs, log: log,
 		slots:  make(chan struct{}, cfg.PoolSize),
+		binds:  make(chan struct{}, cfg.PoolSize),
 		idle:   make(chan *conn, cfg.PoolSize),
 		closed: make(chan struct{}),
 	}, nil
@@ -155,6 +157,11 @@ func (s *Source) search(ctx context.Context, c *conn, filter string) ([]*Entry, 
 	if ctx.Err() != nil {
 		// SearchAsync does not report cancellation as an error.
 		return out, ctx.Err()
+	}
+	if err == nil && len(out) == 0 && c.IsClosing() {
+		// Nor does it report a connection that closed (directory stopped)
+		// before the request was sent: no answer is not "no entry".
+		err = ldap.NewError(ldap.ErrorNetwork, errors.New("ldap: connection closed"))
 	}
 	if ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) && len(out) > 1 {
 		err = nil
@@ -255,38 +262,9 @@ func (s *Source) dialOne(ctx context.Context, idx int) (*conn, error) {
 	t := s.targets[idx]
 	dctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
 	defer cancel()
-	d := net.Dialer{}
-	nc, err := d.DialContext(dctx, "tcp", t.hostout)
+	lc, nc, err := s.connect(dctx, idx)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", t.url, err)
-	}
-	tc := s.tls.Clone()
-	if tc.ServerName == "" {
-		tc.ServerName = t.host
-	}
-	if t.ldaps {
-		tlsConn := tls.Client(nc, tc)
-		if err := tlsConn.HandshakeContext(dctx); err != nil {
-			nc.Close()
-			return nil, fmt.Errorf("%s: TLS: %w", t.url, err)
-		}
-		nc = tlsConn
-	}
-	// go-ldap's StartTLS and Bind wait without a deadline of their own: a
-	// deadline on the socket bounds them, and is cleared once bound.
-	deadline, _ := dctx.Deadline()
-	if err := nc.SetDeadline(deadline); err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("%s: %w", t.url, err)
-	}
-	lc := ldap.NewConn(nc, t.ldaps)
-	lc.Start()
-	lc.SetTimeout(time.Until(deadline))
-	if s.cfg.StartTLS {
-		if err := lc.StartTLS(tc); err != nil {
-			lc.Close()
-			return nil, fmt.Errorf("%s: StartTLS: %w", t.url, err)
-		}
+		return nil, err
 	}
 	if s.cfg.BindDN != "" {
 		if err := lc.Bind(s.cfg.BindDN, s.cfg.BindPassword); err != nil {
@@ -301,6 +279,47 @@ func (s *Source) dialOne(ctx context.Context, idx int) (*conn, error) {
 	// After StartTLS go-ldap talks through its own tls.Conn wrapping nc;
 	// clearing nc's deadline clears it for both.
 	return &conn{Conn: lc, target: idx}, nil
+}
+
+// connect opens an unbound connection to target idx: TCP, then TLS for
+// ldaps:// or StartTLS if configured. The socket carries dctx's deadline,
+// which bounds the caller's bind too; the caller clears or replaces it.
+func (s *Source) connect(dctx context.Context, idx int) (*ldap.Conn, net.Conn, error) {
+	t := s.targets[idx]
+	d := net.Dialer{}
+	nc, err := d.DialContext(dctx, "tcp", t.hostout)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", t.url, err)
+	}
+	tc := s.tls.Clone()
+	if tc.ServerName == "" {
+		tc.ServerName = t.host
+	}
+	if t.ldaps {
+		tlsConn := tls.Client(nc, tc)
+		if err := tlsConn.HandshakeContext(dctx); err != nil {
+			nc.Close()
+			return nil, nil, fmt.Errorf("%s: TLS: %w", t.url, err)
+		}
+		nc = tlsConn
+	}
+	// go-ldap's StartTLS and Bind wait without a deadline of their own: a
+	// deadline on the socket bounds them.
+	deadline, _ := dctx.Deadline()
+	if err := nc.SetDeadline(deadline); err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("%s: %w", t.url, err)
+	}
+	lc := ldap.NewConn(nc, t.ldaps)
+	lc.Start()
+	lc.SetTimeout(time.Until(deadline))
+	if s.cfg.StartTLS {
+		if err := lc.StartTLS(tc); err != nil {
+			lc.Close()
+			return nil, nil, fmt.Errorf("%s: StartTLS: %w", t.url, err)
+		}
+	}
+	return lc, nc, nil
 }
 
 func describeBindError(err error) error {

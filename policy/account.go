@@ -79,6 +79,11 @@ type Account struct {
 	Known       bool // the directory knows the address and the account is enabled
 	Domain      *Domain
 	Services    []Service
+
+	// DN is the directory entry's distinguished name when Known, for
+	// checking the user's password with a bind (Resolver.Authenticate).
+	// Never rendered.
+	DN string
 }
 
 // Has reports whether the account holds a service of kind k.
@@ -109,6 +114,14 @@ type Domain struct {
 	ShortName        string
 	DocumentationURL string
 	Services         []Service // Login left empty: filled per user
+	// Optional Exchange-style URLs, for backends that speak EWS; empty
+	// unless configured. OOFURL defaults to EWSURL, as Exchange has it.
+	EWSURL string
+	OOFURL string
+	// AutodiscoverURL is the public HTTPS URL of this domain's POX
+	// Autodiscover endpoint; empty means
+	// https://autodiscover.<domain>/autodiscover/autodiscover.xml.
+	AutodiscoverURL string
 }
 
 // kinds lists the kinds of the domain's services once each, in order.

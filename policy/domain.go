@@ -13,6 +13,16 @@ type DomainConfig struct {
 	ShortName        string          `mapstructure:"short_name"`
 	DocumentationURL string          `mapstructure:"documentation_url"`
 	Services         []ServiceConfig `mapstructure:"services"`
+	// EWSURL opts the domain into Exchange-style answers: Autodiscover's
+	// Outlook response carries EXCH/EXPR protocols with this URL, and the
+	// v2 JSON endpoint answers Protocol=EWS. Only for backends that speak EWS.
+	EWSURL string `mapstructure:"ews_url"`
+	// OOFURL is the out-of-office (EWS) URL; default ews_url.
+	OOFURL string `mapstructure:"oof_url"`
+	// AutodiscoverURL is the public HTTPS URL of the POX endpoint, used by
+	// the HTTP redirect probe and Autodiscover v2; default
+	// https://autodiscover.<name>/autodiscover/autodiscover.xml.
+	AutodiscoverURL string `mapstructure:"autodiscover_url"`
 }
 
 // ServiceConfig is one service a domain offers, in order of preference.
@@ -60,6 +70,9 @@ func NewDomains(cfgs []DomainConfig) (map[string]*Domain, error) {
 				return nil, fmt.Errorf("%s.documentation_url: %w", key, err)
 			}
 		}
+		if err := d.setExchangeURLs(c); err != nil {
+			return nil, fmt.Errorf("%s.%w", key, err)
+		}
 		if len(c.Services) == 0 {
 			return nil, fmt.Errorf("%s.services: %s offers no service: list at least imap or pop3, and smtp", key, name)
 		}
@@ -83,7 +96,7 @@ func newService(c ServiceConfig) (Service, error) {
 	s := Service{Kind: kind}
 	if kind.HTTPBased() {
 		if c.URL == "" {
-			return Service{}, fmt.Errorf("url: %s needs a url, e.g. https://mail.example.com/...", kind)
+			return Service{}, fmt.Errorf("url: %s needs a url such as https://mail.example.com/Microsoft-Server-ActiveSync", kind)
 		}
 		if err := checkHTTPURL(c.URL); err != nil {
 			return Service{}, fmt.Errorf("url: %w", err)
@@ -136,6 +149,34 @@ func checkHTTPURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return fmt.Errorf("%q is not an http(s) URL", s)
+	}
+	return nil
+}
+
+// setExchangeURLs validates and copies the optional Exchange-style URLs.
+// Errors start with the key (ews_url, ...) for the caller to prefix.
+func (d *Domain) setExchangeURLs(c DomainConfig) error {
+	if c.EWSURL != "" {
+		if err := checkHTTPURL(c.EWSURL); err != nil {
+			return fmt.Errorf("ews_url: %w", err)
+		}
+		d.EWSURL, d.OOFURL = c.EWSURL, c.EWSURL
+	}
+	if c.OOFURL != "" {
+		if c.EWSURL == "" {
+			return fmt.Errorf("oof_url: only applies with ews_url: set ews_url too, or drop oof_url")
+		}
+		if err := checkHTTPURL(c.OOFURL); err != nil {
+			return fmt.Errorf("oof_url: %w", err)
+		}
+		d.OOFURL = c.OOFURL
+	}
+	if c.AutodiscoverURL != "" {
+		u, err := url.Parse(c.AutodiscoverURL)
+		if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.Fragment != "" {
+			return fmt.Errorf("autodiscover_url: %q is not an https:// URL (Outlook only follows redirects to HTTPS)", c.AutodiscoverURL)
+		}
+		d.AutodiscoverURL = c.AutodiscoverURL
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/mailbeacon/mailbeacon/ldapsource"
 )
@@ -18,8 +19,13 @@ type Config struct {
 	Filter string `mapstructure:"-"`
 	// DisplayName lists attributes to try, first present wins.
 	DisplayName []string `mapstructure:"display_name"`
-	// PrimaryAddress is the attribute holding the primary address, which
-	// clients are told when an alias was asked.
+	// PrimaryAddress says where the primary address is, which clients are
+	// told when an alias was asked: one or more specs separated by commas,
+	// tried in order, the first that gives a valid address wins. A spec is
+	// an attribute ("mail": its first value) or an attribute and a value
+	// prefix ("proxyAddresses:SMTP:": the value starting with "SMTP:",
+	// without it). The prefix is matched case-sensitively: Exchange marks
+	// the primary address with "SMTP:" and the others with "smtp:".
 	PrimaryAddress string `mapstructure:"primary_address"`
 	// Login is the login-name template: {attribute} placeholders over the
 	// entry, and {email}, {local}, {domain} of the asked address.
@@ -37,6 +43,12 @@ type Config struct {
 	// Unknown says what an unknown or disabled address gets: "defaults"
 	// (the domain's services, login = typed address) or "reject".
 	Unknown string `mapstructure:"unknown"`
+	// NestedGroups makes member_of rules ask the directory, once per
+	// lookup, whether the entry is a member of each group directly or
+	// through nested groups (Active Directory's in-chain matching rule
+	// 1.2.840.113556.1.4.1941), instead of reading the memberOf attribute,
+	// which lists direct memberships only. nil: the preset's setting.
+	NestedGroups *bool `mapstructure:"nested_groups"`
 }
 
 const (
@@ -48,7 +60,7 @@ const (
 type Policy struct {
 	filter        string
 	displayName   []string
-	primary       string
+	primary       []addressSpec
 	login         template
 	enabled       *Rule
 	services      map[Kind]*Rule
@@ -56,6 +68,8 @@ type Policy struct {
 	hostOverrides map[Kind]bool
 	rejectUnknown bool
 	attributes    []string
+	nestedGroups  bool
+	groups        []string // member_of group DNs, when nestedGroups
 }
 
 // New merges cfg over its preset (default "openldap"), validates the
@@ -73,7 +87,6 @@ func New(cfg Config) (*Policy, error) {
 	p := &Policy{
 		filter:        merged.Filter,
 		displayName:   merged.DisplayName,
-		primary:       merged.PrimaryAddress,
 		enabled:       merged.AccountEnabled,
 		services:      map[Kind]*Rule{},
 		hostAttr:      merged.HostAttribute,
@@ -81,6 +94,9 @@ func New(cfg Config) (*Policy, error) {
 	}
 	if p.login, err = parseTemplate(merged.Login); err != nil {
 		return nil, fmt.Errorf("policy.login: %w", err)
+	}
+	if p.primary, err = parseAddressSpecs(merged.PrimaryAddress); err != nil {
+		return nil, fmt.Errorf("policy.primary_address: %w", err)
 	}
 	if p.enabled != nil {
 		if err := p.enabled.Validate("policy.account_enabled"); err != nil {
@@ -115,6 +131,10 @@ func New(cfg Config) (*Policy, error) {
 		return nil, fmt.Errorf("policy.unknown: %q is not one of %q, %q", merged.Unknown, UnknownDefaults, UnknownReject)
 	}
 	p.attributes = p.collectAttributes()
+	if merged.NestedGroups != nil && *merged.NestedGroups {
+		p.nestedGroups = true
+		p.groups = p.collectGroups()
+	}
 	return p, nil
 }
 
@@ -146,6 +166,9 @@ func merge(base, over Config) Config {
 	if over.Unknown != "" {
 		base.Unknown = over.Unknown
 	}
+	if over.NestedGroups != nil {
+		base.NestedGroups = over.NestedGroups
+	}
 	return base
 }
 
@@ -173,7 +196,9 @@ func (p *Policy) Attributes() []string { return p.attributes }
 
 func (p *Policy) collectAttributes() []string {
 	attrs := slices.Clone(p.displayName)
-	attrs = append(attrs, p.primary)
+	for _, s := range p.primary {
+		attrs = append(attrs, s.attr)
+	}
 	attrs = append(attrs, p.login.attributes()...)
 	if p.enabled != nil {
 		attrs = p.enabled.Attributes(attrs)
@@ -218,9 +243,21 @@ type Decision struct {
 }
 
 // Decide turns a directory entry (nil: not found) into the account for
-// addr in domain d.
+// addr in domain d. member_of rules read the entry's memberOf attribute:
+// the Resolver, which asks the directory for nested groups when
+// policy.nested_groups is on, is the way to decide with those.
 func (p *Policy) Decide(d *Domain, addr Address, e *ldapsource.Entry) (*Account, *Explanation) {
+	return p.decide(d, addr, e, nil, time.Now())
+}
+
+// decide is Decide with the entry's resolved group memberships (nil: not
+// resolved, member_of reads memberOf) and the time of the decision.
+func (p *Policy) decide(d *Domain, addr Address, found *ldapsource.Entry, groups *memberships, now time.Time) (*Account, *Explanation) {
 	ex := &Explanation{Address: addr.String()}
+	var e *decisionEntry
+	if found != nil {
+		e = &decisionEntry{Entry: found, groups: groups, now: now}
+	}
 	if e == nil {
 		ex.Reason = "not found in the directory: domain defaults, login is the typed address"
 		return p.defaults(d, addr, ex)
@@ -256,11 +293,11 @@ func (p *Policy) Decide(d *Domain, addr Address, e *ldapsource.Entry) (*Account,
 	host := ""
 	if p.hostAttr != "" {
 		if v := e.Values(p.hostAttr); len(v) > 0 {
-			host = strings.TrimSpace(v[0])
-			if _, err := NormalizeDomain(host); err != nil {
-				ex.Reason += fmt.Sprintf("; ignoring %s %q: not a host name", p.hostAttr, host)
-				host = ""
+			h, err := NormalizeDomain(strings.TrimSpace(v[0]))
+			if err != nil {
+				ex.Reason += fmt.Sprintf("; ignoring %s %q: not a host name", p.hostAttr, v[0])
 			}
+			host = h
 		}
 	}
 	acct := &Account{
@@ -268,6 +305,7 @@ func (p *Policy) Decide(d *Domain, addr Address, e *ldapsource.Entry) (*Account,
 		Primary:     addr.String(),
 		DisplayName: p.displayNameOf(e),
 		Known:       true,
+		DN:          found.DN,
 		Domain:      d,
 		Services: d.accountFor(addr, login, func(k Kind) bool { return allowed[k] }, func(k Kind) string {
 			if p.hostOverrides[k] {
@@ -276,10 +314,8 @@ func (p *Policy) Decide(d *Domain, addr Address, e *ldapsource.Entry) (*Account,
 			return ""
 		}),
 	}
-	if v := e.Values(p.primary); len(v) > 0 {
-		if pa, err := ParseAddress(v[0]); err == nil {
-			acct.Primary = pa.String()
-		}
+	if pa, ok := p.primaryOf(e); ok {
+		acct.Primary = pa
 	}
 	return acct, ex
 }
@@ -293,7 +329,7 @@ func (p *Policy) defaults(d *Domain, addr Address, ex *Explanation) (*Account, *
 	return acct, ex
 }
 
-func (p *Policy) displayNameOf(e *ldapsource.Entry) string {
+func (p *Policy) displayNameOf(e Entry) string {
 	for _, a := range p.displayName {
 		if v := e.Values(a); len(v) > 0 && strings.TrimSpace(v[0]) != "" {
 			return strings.TrimSpace(v[0])

@@ -45,6 +45,80 @@ var presets = map[string]func() Config{
 			},
 		}
 	},
+	// active-directory: user objects of Active Directory (or Samba AD).
+	// See activeDirectory.
+	"active-directory": activeDirectory,
+	// exchange: active-directory plus the per-mailbox protocol switches
+	// Exchange keeps in the directory. See exchange.
+	"exchange": exchange,
+}
+
+// activeDirectory is the active-directory preset.
+//
+// The filter finds person objects of class user by mail or by any of their
+// proxyAddresses ("smtp:" matches "SMTP:" too: AD compares the values
+// case-insensitively). The primary address is the proxyAddresses value
+// marked "SMTP:", else mail. The login is the userPrincipalName, which AD
+// accepts as a bind name (as it does DOMAIN\sAMAccountName; a bare
+// sAMAccountName it refuses). An account is disabled when
+// userAccountControl has ACCOUNTDISABLE (0x2). member_of rules honour
+// nested groups. Per-service rules are left to the configuration, usually
+// member_of rules:
+//
+//	pop3: {not: {member_of: "CN=Mail-POP3-Disabled,OU=Groups,DC=example,DC=com"}}
+//	activesync: {member_of: "CN=Mobile-Users,OU=Groups,DC=example,DC=com"}
+func activeDirectory() Config {
+	nested := true
+	return Config{
+		Filter:            "(&(objectCategory=person)(objectClass=user)(|(mail={email})(proxyAddresses=smtp:{email})))",
+		DisplayName:       []string{"displayName", "cn"},
+		PrimaryAddress:    "proxyAddresses:SMTP:, mail",
+		Login:             "{userPrincipalName}",
+		AccountEnabled:    &Rule{BitClear: "userAccountControl", Mask: "0x2"},
+		ServiceRules:      map[string]*Rule{},
+		HostOverrideKinds: []string{string(IMAP), string(POP3), string(SMTP)},
+		NestedGroups:      &nested,
+	}
+}
+
+// exchange is the exchange preset: active-directory, and the switches with
+// which Exchange turns protocols off per mailbox.
+//
+// protocolSettings is multi-valued, one string per protocol, fields
+// separated by "§" (U+00A7): the protocol name, then 1 (enabled) or 0
+// (disabled), then settings that do not matter here, e.g.
+// "POP3§0§1§4§ISO-8859-1§0§§§" or "IMAP4§0§1§4§ISO-8859-1§0§1§0§0". No
+// value for a protocol means it is enabled (the default). Sources:
+// Microsoft KB 236983 ("The number that follows the first § symbol disables
+// or enables that protocol"; mirrored at
+// https://cave.servium.ch/mirror/ftp.zx.net.nz/archive/ftp.microsoft.com/MISC/KB/en-us/236/983.HTM),
+// and Microsoft's ADRecipient.ProtocolSettings reference ("a multivalued
+// string property, where each string applies to a different protocol",
+// https://learn.microsoft.com/en-us/previous-versions/exchange-server/exchange-150/ff345785(v=exchg.150)).
+//
+// msExchOmaAdminWirelessEnable holds bit flags; 0 or no value means all
+// mobile services are enabled, and bit 0x4 set means user-initiated
+// synchronization, that is Exchange ActiveSync, is disabled (0x1: up-to-date
+// notifications off, 0x2: Outlook Mobile Access off; Exchange 2007 and
+// later keep Set-CASMailbox -ActiveSyncEnabled in the same bit). Microsoft's
+// System Center Mobile Device Manager SDK documents another bit of this
+// attribute (0x20, policy exemption: "Exchange Mobility
+// Provider::SetUserPolicyExemption"), but no Microsoft page found states the
+// 0x1/0x2/0x4 meanings: they are taken from third-party documentation that
+// agrees on them (https://knowledge.broadcom.com/external/article/17022,
+// https://www.tools4ever.nl/blog/2008/ldap-managing-exchange-features-using-protocolsettings-attribute/,
+// http://sysadmin-e.com/activesync-msexchomaadminwirelessenable).
+//
+// msExchHideFromAddressLists is not read: hiding a mailbox from the address
+// book does not change how its owner connects.
+func exchange() Config {
+	c := activeDirectory()
+	c.ServiceRules = map[string]*Rule{
+		string(POP3):       {Not: &Rule{HasPrefix: "protocolSettings", Value: "POP3§0"}},
+		string(IMAP):       {Not: &Rule{HasPrefix: "protocolSettings", Value: "IMAP4§0"}},
+		string(ActiveSync): {BitClear: "msExchOmaAdminWirelessEnable", Mask: "0x4"},
+	}
+	return c
 }
 
 // PresetNames lists the presets, sorted.

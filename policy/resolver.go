@@ -72,6 +72,7 @@ type Resolver struct {
 	flight  singleflight.Group
 	log     *slog.Logger
 	now     func() time.Time
+	binds   bindMemory // authenticate.go
 }
 
 // cached is a cache item. acct is nil for an address the directory does not
@@ -90,10 +91,14 @@ func NewResolver(dir Directory, pol *Policy, domains map[string]*Domain, cfg Cac
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Resolver{
+	r := &Resolver{
 		dir: dir, pol: pol, domains: domains, cfg: cfg, log: log, now: time.Now,
 		cache: cache.New(cache.NoExpiration, time.Minute),
-	}, nil
+	}
+	if err := r.checkDirectory(); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // Domain returns the configured domain by its normalised name.
@@ -146,7 +151,7 @@ func (r *Resolver) Resolve(ctx context.Context, addr Address) (*Account, error) 
 // load searches the directory and caches the decision. Errors are
 // directory failures only; "not found" and ambiguity are answers.
 func (r *Resolver) load(ctx context.Context, d *Domain, addr Address) (*cached, error) {
-	e, err := r.dir.Lookup(ctx, ldapsource.Query{Email: addr.String(), Local: addr.Local, Domain: addr.Domain})
+	e, groups, err := r.fetch(ctx, addr)
 	switch {
 	case errors.Is(err, ldapsource.ErrAmbiguous):
 		r.log.Warn("address matches more than one directory entry; treating it as unknown", "domain", addr.Domain)
@@ -156,7 +161,7 @@ func (r *Resolver) load(ctx context.Context, d *Domain, addr Address) (*cached, 
 	case err != nil:
 		return nil, err
 	}
-	acct, _ := r.pol.Decide(d, addr, e)
+	acct, _ := r.pol.decide(d, addr, e, groups, r.now())
 	c := &cached{freshUntil: r.now().Add(r.cfg.NegativeTTL)}
 	if acct.Known {
 		c.acct, c.freshUntil = acct, r.now().Add(r.cfg.TTL)
@@ -182,7 +187,7 @@ func (r *Resolver) Explain(ctx context.Context, addr Address) (*Account, *Explan
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: %s", ErrUnknownDomain, addr.Domain)
 	}
-	e, err := r.dir.Lookup(ctx, ldapsource.Query{Email: addr.String(), Local: addr.Local, Domain: addr.Domain})
+	e, groups, err := r.fetch(ctx, addr)
 	switch {
 	case errors.Is(err, ldapsource.ErrAmbiguous):
 		acct, ex := r.pol.Decide(d, addr, nil)
@@ -193,6 +198,6 @@ func (r *Resolver) Explain(ctx context.Context, addr Address) (*Account, *Explan
 	case err != nil:
 		return nil, nil, err
 	}
-	acct, ex := r.pol.Decide(d, addr, e)
+	acct, ex := r.pol.decide(d, addr, e, groups, r.now())
 	return acct, ex, nil
 }

@@ -3,35 +3,45 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Rule is one test over a directory entry, written in configuration as a map
 // with exactly one operator key:
 //
 //	{has: enabledService, value: pop3secured}   a value of a (multi-valued) attribute, case-insensitively
+//	{has_prefix: protocolSettings, value: "POP3§0"}  a value starting with value, case-insensitively
 //	{equals: accountStatus, value: active}      the attribute's only (first) value, case-insensitively
 //	{present: mailHost} / {absent: mailHost}
 //	{bit_set: userAccountControl, mask: 2}      an integer attribute with all mask bits set
 //	{bit_clear: userAccountControl, mask: 2}
+//	{filetime_past: accountExpires}             a Windows FILETIME before now (0 and 2^63-1: never)
 //	{member_of: "cn=pop-users,ou=groups,dc=example,dc=com"}
 //	{all: [...]} / {any: [...]} / {not: {...}}
 //
 // A leaf may say what a missing attribute means with if_missing: true|false;
-// without it, has/equals/present/bit_set/member_of are false and absent and
-// bit_clear are true when the attribute is missing.
+// without it, has/has_prefix/equals/present/bit_set/filetime_past/member_of
+// are false and absent and bit_clear are true when the attribute is missing.
+//
+// member_of reads the memberOf attribute, unless the directory resolved the
+// entry's groups for the decision (policy.nested_groups): then it asks
+// whether the entry is a member directly or through nested groups.
 type Rule struct {
-	Has      string `mapstructure:"has" json:"has,omitempty"`
-	Equals   string `mapstructure:"equals" json:"equals,omitempty"`
-	Present  string `mapstructure:"present" json:"present,omitempty"`
-	Absent   string `mapstructure:"absent" json:"absent,omitempty"`
-	BitSet   string `mapstructure:"bit_set" json:"bit_set,omitempty"`
-	BitClear string `mapstructure:"bit_clear" json:"bit_clear,omitempty"`
-	MemberOf string `mapstructure:"member_of" json:"member_of,omitempty"`
-	All      []Rule `mapstructure:"all" json:"all,omitempty"`
-	Any      []Rule `mapstructure:"any" json:"any,omitempty"`
-	Not      *Rule  `mapstructure:"not" json:"not,omitempty"`
+	Has          string `mapstructure:"has" json:"has,omitempty"`
+	HasPrefix    string `mapstructure:"has_prefix" json:"has_prefix,omitempty"`
+	Equals       string `mapstructure:"equals" json:"equals,omitempty"`
+	Present      string `mapstructure:"present" json:"present,omitempty"`
+	Absent       string `mapstructure:"absent" json:"absent,omitempty"`
+	BitSet       string `mapstructure:"bit_set" json:"bit_set,omitempty"`
+	BitClear     string `mapstructure:"bit_clear" json:"bit_clear,omitempty"`
+	FiletimePast string `mapstructure:"filetime_past" json:"filetime_past,omitempty"`
+	MemberOf     string `mapstructure:"member_of" json:"member_of,omitempty"`
+	All          []Rule `mapstructure:"all" json:"all,omitempty"`
+	Any          []Rule `mapstructure:"any" json:"any,omitempty"`
+	Not          *Rule  `mapstructure:"not" json:"not,omitempty"`
 
 	Value     string `mapstructure:"value" json:"value,omitempty"`
 	Mask      string `mapstructure:"mask" json:"mask,omitempty"` // decimal or 0x hex
@@ -50,9 +60,10 @@ func (r *Rule) operators() []string {
 		name string
 		set  bool
 	}{
-		{"has", r.Has != ""}, {"equals", r.Equals != ""}, {"present", r.Present != ""},
+		{"has", r.Has != ""}, {"has_prefix", r.HasPrefix != ""}, {"equals", r.Equals != ""}, {"present", r.Present != ""},
 		{"absent", r.Absent != ""}, {"bit_set", r.BitSet != ""}, {"bit_clear", r.BitClear != ""},
-		{"member_of", r.MemberOf != ""}, {"all", r.All != nil}, {"any", r.Any != nil}, {"not", r.Not != nil},
+		{"filetime_past", r.FiletimePast != ""}, {"member_of", r.MemberOf != ""},
+		{"all", r.All != nil}, {"any", r.Any != nil}, {"not", r.Not != nil},
 	} {
 		if o.set {
 			ops = append(ops, o.name)
@@ -67,15 +78,19 @@ func (r *Rule) Validate(path string) error {
 	ops := r.operators()
 	switch len(ops) {
 	case 0:
-		return fmt.Errorf("%s: empty rule: give one of has, equals, present, absent, bit_set, bit_clear, member_of, all, any, not", path)
+		return fmt.Errorf("%s: empty rule: give one of has, has_prefix, equals, present, absent, bit_set, bit_clear, filetime_past, member_of, all, any, not", path)
 	case 1:
 	default:
 		return fmt.Errorf("%s: one operator per rule, found %s: nest them under all/any", path, strings.Join(ops, " and "))
 	}
 	switch ops[0] {
-	case "has", "equals":
+	case "has", "has_prefix", "equals":
 		if r.Value == "" {
 			return fmt.Errorf("%s: %s needs a value: {%s: %s, value: ...}", path, ops[0], ops[0], r.attr())
+		}
+	case "member_of":
+		if !strings.Contains(r.MemberOf, "=") {
+			return fmt.Errorf("%s: member_of needs a group's distinguished name, e.g. {member_of: \"CN=Mobile-Users,OU=Groups,DC=example,DC=com\"}, not %q", path, r.MemberOf)
 		}
 	case "bit_set", "bit_clear":
 		m, err := strconv.ParseUint(strings.TrimSpace(r.Mask), 0, 64)
@@ -99,8 +114,8 @@ func (r *Rule) Validate(path string) error {
 	case "not":
 		return r.Not.Validate(path + ".not")
 	}
-	if (r.Value != "") != (ops[0] == "has" || ops[0] == "equals") {
-		return fmt.Errorf("%s: value only goes with has or equals", path)
+	if (r.Value != "") != (ops[0] == "has" || ops[0] == "has_prefix" || ops[0] == "equals") {
+		return fmt.Errorf("%s: value only goes with has, has_prefix or equals", path)
 	}
 	if (r.Mask != "") != (ops[0] == "bit_set" || ops[0] == "bit_clear") {
 		return fmt.Errorf("%s: mask only goes with bit_set or bit_clear", path)
@@ -113,7 +128,7 @@ func (r *Rule) Validate(path string) error {
 
 // attr is the attribute a leaf rule reads ("" for all/any/not).
 func (r *Rule) attr() string {
-	for _, a := range []string{r.Has, r.Equals, r.Present, r.Absent, r.BitSet, r.BitClear} {
+	for _, a := range []string{r.Has, r.HasPrefix, r.Equals, r.Present, r.Absent, r.BitSet, r.BitClear, r.FiletimePast} {
 		if a != "" {
 			return a
 		}
@@ -141,9 +156,39 @@ func (r *Rule) Attributes(dst []string) []string {
 	return dst
 }
 
+// Groups appends the group DNs of every member_of rule to dst.
+func (r *Rule) Groups(dst []string) []string {
+	if r.MemberOf != "" {
+		dst = append(dst, r.MemberOf)
+	}
+	for i := range r.All {
+		dst = r.All[i].Groups(dst)
+	}
+	for i := range r.Any {
+		dst = r.Any[i].Groups(dst)
+	}
+	if r.Not != nil {
+		dst = r.Not.Groups(dst)
+	}
+	return dst
+}
+
 // Entry is what rules read: attribute values by case-insensitive name.
 type Entry interface {
 	Values(attr string) []string
+}
+
+// groupEntry is implemented by an Entry whose group memberships the
+// directory resolved for this decision, nested groups included: resolved
+// is false for a group that was not asked about.
+type groupEntry interface {
+	InGroup(dn string) (member, resolved bool)
+}
+
+// clockEntry is implemented by an Entry that carries the time of the
+// decision, for filetime_past; without it, the rule uses the current time.
+type clockEntry interface {
+	Now() time.Time
 }
 
 // Eval decides the rule for e and says why in one line.
@@ -170,6 +215,13 @@ func (r *Rule) Eval(e Entry) (bool, string) {
 		ok, why := r.Not.Eval(e)
 		return !ok, "not (" + why + ")"
 	}
+	if r.MemberOf != "" {
+		if g, ok := e.(groupEntry); ok {
+			if member, resolved := g.InGroup(r.MemberOf); resolved {
+				return member, fmt.Sprintf("%s is %t (nested groups included)", r, member)
+			}
+		}
+	}
 	vals := e.Values(r.attr())
 	if len(vals) == 0 && r.IfMissing != nil {
 		return *r.IfMissing, fmt.Sprintf("%s: %s is missing, if_missing=%t", r, r.attr(), *r.IfMissing)
@@ -178,6 +230,19 @@ func (r *Rule) Eval(e Entry) (bool, string) {
 	switch {
 	case r.Has != "":
 		ok = containsFold(vals, r.Value)
+	case r.HasPrefix != "":
+		ok = hasPrefixFold(vals, r.Value)
+	case r.FiletimePast != "":
+		now := time.Now()
+		if c, isClock := e.(clockEntry); isClock {
+			now = c.Now()
+		}
+		t, expires := firstFiletime(vals)
+		ok = expires && t.Before(now)
+		if expires {
+			return ok, fmt.Sprintf("%s is %t (%s)", r, ok, t.Format(time.RFC3339))
+		}
+		return ok, fmt.Sprintf("%s is %t (never)", r, ok)
 	case r.Equals != "":
 		ok = len(vals) > 0 && strings.EqualFold(vals[0], r.Value)
 	case r.Present != "":
@@ -199,6 +264,10 @@ func (r *Rule) String() string {
 	switch {
 	case r.Has != "":
 		return fmt.Sprintf("%s has %q", r.Has, r.Value)
+	case r.HasPrefix != "":
+		return fmt.Sprintf("%s has_prefix %q", r.HasPrefix, r.Value)
+	case r.FiletimePast != "":
+		return r.FiletimePast + " filetime_past"
 	case r.Equals != "":
 		return fmt.Sprintf("%s equals %q", r.Equals, r.Value)
 	case r.Present != "":
@@ -227,6 +296,33 @@ func ruleList(rs []Rule) string {
 		parts[i] = rs[i].String()
 	}
 	return strings.Join(parts, ", ")
+}
+
+// hasPrefixFold reports whether some value starts with prefix, ignoring case.
+func hasPrefixFold(vals []string, prefix string) bool {
+	for _, v := range vals {
+		if len(v) >= len(prefix) && strings.EqualFold(v[:len(prefix)], prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// firstFiletime reads the first value as a Windows FILETIME, the format of
+// Active Directory's accountExpires. 0 and 9223372036854775807 (2^63-1)
+// mean "never", as does a value that is missing or not an integer.
+func firstFiletime(vals []string) (time.Time, bool) {
+	if len(vals) == 0 {
+		return time.Time{}, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(vals[0]), 10, 64)
+	if err != nil || n <= 0 || n == math.MaxInt64 {
+		return time.Time{}, false
+	}
+	// FILETIME counts 100-nanosecond intervals since 1601-01-01 UTC, which
+	// is 11644473600 seconds before the Unix epoch.
+	const perSecond, unixOffset = 10_000_000, 11_644_473_600
+	return time.Unix(n/perSecond-unixOffset, (n%perSecond)*100).UTC(), true
 }
 
 func containsFold(vals []string, want string) bool {

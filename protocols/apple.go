@@ -1,12 +1,207 @@
 package protocols
 
-import "github.com/gorilla/mux"
+import (
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
 
-// AppleOptions configures Apple configuration profiles.
-type AppleOptions struct{}
+	"github.com/gorilla/mux"
 
-func (s *Server) appleRoutes(r *mux.Router) {}
+	"github.com/mailbeacon/mailbeacon/policy"
+)
+
+// AppleOptions configures Apple configuration profiles (protocols reference
+// §4): the apple section of the configuration.
+type AppleOptions struct {
+	// Organization is PayloadOrganization, shown on the profile's detail
+	// screen; empty means the domain's provider name.
+	Organization string `mapstructure:"organization"`
+	// Signing names the PEM files a profile is signed with. Unset: profiles
+	// are served unsigned, which iOS shows as "Unverified" but installs.
+	Signing AppleSigning `mapstructure:"signing"`
+
+	signer *profileSigner // loaded by Prepare when Signing is set
+}
+
+// AppleSigning is the apple.signing section.
+type AppleSigning struct {
+	// CertFile holds the signing certificate (PEM). A certificate from a
+	// CA the devices trust makes iOS show the profile as "Verified".
+	CertFile string `mapstructure:"cert_file"`
+	// KeyFile holds its private key (PEM, PKCS#8, PKCS#1 or SEC 1; RSA or
+	// ECDSA; not encrypted).
+	KeyFile string `mapstructure:"key_file"`
+	// ChainFile optionally holds the intermediate certificates (PEM), the
+	// issuer of CertFile first, so a device can build the path to its root.
+	ChainFile string `mapstructure:"chain_file"`
+}
 
 // Prepare validates the options and loads the files they name, once at
 // start-up. Errors name the configuration key at fault.
-func (o *AppleOptions) Prepare() error { return nil }
+func (o *AppleOptions) Prepare() error {
+	o.signer = nil
+	s := o.Signing
+	if s.CertFile == "" && s.KeyFile == "" && s.ChainFile == "" {
+		return nil
+	}
+	signer, err := loadSigner(s, time.Now())
+	if err != nil {
+		return err
+	}
+	o.signer = signer
+	return nil
+}
+
+// Signed reports whether Prepare loaded a signing certificate.
+func (o *AppleOptions) Signed() bool { return o.signer != nil }
+
+func (s *Server) appleRoutes(r *mux.Router) {
+	get := []string{http.MethodGet, http.MethodHead}
+	for _, rt := range []struct {
+		path string
+		h    http.HandlerFunc
+	}{
+		{"/", s.setupPage}, // setup_page.go
+		{"/setup.css", serveSetupCSS},
+		{"/mobileconfig", s.mobileconfig},
+	} {
+		r.HandleFunc(rt.path, rt.h).Methods(get...)
+		r.HandleFunc(rt.path, methodNotAllowed(get...))
+	}
+	// RFC 6764 §5: clients send PROPFIND (iOS, DAVx5) as well as GET to the
+	// well-known URIs and follow the redirect, so every method is answered.
+	r.HandleFunc("/.well-known/caldav", s.wellKnownDAV(policy.CalDAV))
+	r.HandleFunc("/.well-known/carddav", s.wellKnownDAV(policy.CardDAV))
+}
+
+// profileMIME is the only type iOS installs a profile from; served as
+// anything else Safari shows the plist as text (quirk 23).
+const profileMIME = "application/x-apple-aspen-config"
+
+// mobileconfig serves GET /mobileconfig?emailaddress=…[&platform=mac]: the
+// configuration profile made for that address, signed when a certificate is
+// configured. The setup page links here.
+func (s *Server) mobileconfig(w http.ResponseWriter, r *http.Request) {
+	raw := strings.TrimSpace(queryValue(r, "emailaddress"))
+	if raw == "" {
+		textError(w, http.StatusBadRequest, "missing emailaddress parameter")
+		return
+	}
+	addr, err := policy.ParseAddress(raw)
+	if err != nil {
+		textError(w, http.StatusBadRequest, "invalid e-mail address")
+		return
+	}
+	plat, ok := parsePlatform(queryValue(r, "platform"))
+	if !ok {
+		textError(w, http.StatusBadRequest, "platform must be ios or mac")
+		return
+	}
+	acct, err := s.res.Resolve(r.Context(), addr)
+	if err != nil {
+		s.resolveError(w, err)
+		return
+	}
+	p := buildProfile(acct, profileOptions{Organization: s.opts.Apple.Organization, Platform: plat})
+	if len(p.PayloadContent) == 0 {
+		textError(w, http.StatusNotFound, "no settings for this address that a profile can carry")
+		return
+	}
+	body, err := encodeProfile(p)
+	if err != nil {
+		s.log.Error("rendering profile", "err", err)
+		textError(w, http.StatusInternalServerError, "internal error")
+		return
+	}
+	if sg := s.opts.Apple.signer; sg != nil {
+		sg.warnIfExpired(s.log)
+		if body, err = sg.sign(body); err != nil {
+			s.log.Error("signing profile", "err", err)
+			textError(w, http.StatusInternalServerError, "internal error")
+			return
+		}
+	}
+	h := w.Header()
+	h.Set("Content-Type", profileMIME)
+	h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": profileFilename(acct, plat)}))
+	h.Set("X-Content-Type-Options", "nosniff")
+	// Made for one user: no shared cache may keep it, and a re-download
+	// must fetch the current entitlements.
+	h.Set("Cache-Control", "private, no-store")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
+}
+
+// profileFilename is e.g. "alice-example.com.mobileconfig": ASCII only, and
+// distinct per user so two downloads on one device do not overwrite.
+func profileFilename(a *policy.Account, p platform) string {
+	local, domain := splitPrimary(a)
+	name := identifierLabel(local) + "-" + domain
+	if p == platformMac {
+		name += "-mac"
+	}
+	return name + ".mobileconfig"
+}
+
+// wellKnownDAV answers /.well-known/caldav and /.well-known/carddav (RFC
+// 6764 §5, protocols reference §5.3) with a redirect to the DAV URL the
+// domain named by the Host header configures, or 404.
+func (s *Server) wellKnownDAV(k policy.Kind) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		d, ok := s.hostDomain(r, "autoconfig.", "autodiscover.")
+		if !ok {
+			textError(w, http.StatusNotFound, "domain not served here")
+			return
+		}
+		target := ""
+		for _, svc := range d.Services {
+			if svc.Kind == k {
+				target = svc.URL
+				break
+			}
+		}
+		if target == "" || redirectsToItself(r, target) {
+			// A DAV URL that is the well-known URI itself would loop; the
+			// RFC says the service MUST NOT live there.
+			textError(w, http.StatusNotFound, "no "+string(k)+" service configured for this domain")
+			return
+		}
+		// The location may change with the configuration, so caches must
+		// revalidate (RFC 6764 §5 suggests no-cache for exactly this).
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Header().Set("Location", target)
+		w.WriteHeader(http.StatusMovedPermanently)
+	}
+}
+
+func redirectsToItself(r *http.Request, target string) bool {
+	u, err := url.Parse(target)
+	if err != nil {
+		return true
+	}
+	return strings.EqualFold(u.Host, r.Host) && strings.TrimSuffix(u.Path, "/") == strings.TrimSuffix(r.URL.Path, "/")
+}
+
+// platform is the device family a profile is made for.
+type platform int
+
+const (
+	platformIOS platform = iota // iPhone, iPad, visionOS: the default
+	platformMac
+)
+
+func parsePlatform(s string) (platform, bool) {
+	switch strings.ToLower(s) {
+	case "", "ios", "ipados", "iphone", "ipad":
+		return platformIOS, true
+	case "mac", "macos":
+		return platformMac, true
+	}
+	return 0, false
+}

@@ -28,6 +28,10 @@ type Options struct {
 	Log          *slog.Logger
 	Autodiscover AutodiscoverOptions
 	Apple        AppleOptions
+	Operations   OperationsOptions // operations.go
+	Limits       LimitOptions      // limits.go
+	// Ready reports whether the directory can be reached (for /readyz).
+	Ready func(context.Context) error
 }
 
 // Server holds the HTTP handlers.
@@ -52,10 +56,13 @@ func NewHandler(res Resolver, opts Options) http.Handler {
 	}
 	s.autodiscoverRoutes(r) // autodiscover.go: Outlook, ActiveSync, Autodiscover v2 JSON
 	s.appleRoutes(r)        // apple.go: configuration profiles, setup page, RFC 6764
+	s.operationsRoutes(r)   // operations.go: metrics and health
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		textError(w, http.StatusNotFound, "not found")
 	})
-	return r
+	// Outermost first: metrics and access log see every request, including
+	// those the per-client limits refuse.
+	return s.instrument(s.limit(r))
 }
 
 func methodNotAllowed(allowed ...string) http.HandlerFunc {

@@ -27,6 +27,8 @@ type config struct {
 	Domains      []policy.DomainConfig         `mapstructure:"domains"`
 	Autodiscover protocols.AutodiscoverOptions `mapstructure:"autodiscover"`
 	Apple        protocols.AppleOptions        `mapstructure:"apple"`
+	Operations   protocols.OperationsOptions   `mapstructure:"operations"`
+	Limits       protocols.LimitOptions        `mapstructure:"limits"`
 }
 
 type serverConfig struct {
@@ -112,6 +114,12 @@ func build(cfg config, log *slog.Logger) (*app, error) {
 	if err := cfg.Apple.Prepare(); err != nil {
 		return nil, err
 	}
+	if err := cfg.Operations.Prepare(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Limits.Prepare(); err != nil {
+		return nil, err
+	}
 	if cfg.LDAP.Filter == "" {
 		cfg.LDAP.Filter = pol.Filter()
 	}
@@ -164,5 +172,8 @@ func newLogger(w io.Writer, c logConfig) (*slog.Logger, error) {
 
 // handlerOptions are the protocols options from the configuration.
 func (a *app) handlerOptions(log *slog.Logger) protocols.Options {
-	return protocols.Options{Log: log, Autodiscover: a.cfg.Autodiscover, Apple: a.cfg.Apple}
+	return protocols.Options{
+		Log: log, Autodiscover: a.cfg.Autodiscover, Apple: a.cfg.Apple,
+		Operations: a.cfg.Operations, Limits: a.cfg.Limits, Ready: a.source.Ping,
+	}
 }

@@ -26,7 +26,7 @@ var version = ""
 const usage = `mailbeacon - e-mail client autoconfiguration from your LDAP directory
 
 Usage:
-  mailbeacon serve  [--config FILE] [--listen ADDR] [--demo]
+  mailbeacon serve  [--config FILE] [--listen ADDR] [--demo [--demo-sign]]
   mailbeacon lookup [--config FILE] [--demo] ADDRESS
   mailbeacon version
 
@@ -41,6 +41,7 @@ Commands:
   unless --config is given. Try:
     mailbeacon serve --demo
     curl 'http://127.0.0.1:8080/mail/config-v1.1.xml?emailaddress=bob@example.com'
+  --demo-sign also signs Apple profiles with a throwaway CA made at start.
 
 Configuration: YAML, every key documented in config.example.yaml.
 Environment variables MAILBEACON_<SECTION>_<KEY> override it, e.g.
@@ -103,8 +104,9 @@ func versionString() string {
 
 // commonFlags are the flags every command that needs a configuration takes.
 type commonFlags struct {
-	config string
-	demo   bool
+	config   string
+	demo     bool
+	demoSign bool // serve only: sign Apple profiles with a throwaway CA
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet) {
@@ -129,6 +131,9 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 // builds the app. cleanup must be called when done.
 func setup(c commonFlags, stderr io.Writer) (a *app, log *slog.Logger, cleanup func(), err error) {
 	var cfg config
+	if c.demoSign && !c.demo {
+		return nil, nil, nil, errDemoSignNeedsDemo
+	}
 	switch {
 	case c.config != "":
 		f, err := os.Open(c.config)
@@ -160,6 +165,15 @@ func setup(c commonFlags, stderr io.Writer) (a *app, log *slog.Logger, cleanup f
 		cfg.LDAP = demoLDAP(cfg.LDAP, srv.URL)
 		stopDemo = func() { _ = srv.Close() }
 		log.Info("demo directory started", "url", srv.URL, "base_dn", embedded.DemoBaseDN)
+	}
+	if c.demoSign {
+		stopSign, err := demoSigning(&cfg, log)
+		if err != nil {
+			stopDemo()
+			return nil, nil, nil, err
+		}
+		stop := stopDemo
+		stopDemo = func() { stop(); stopSign() }
 	}
 	a, err = build(cfg, log)
 	if err != nil {

@@ -16,9 +16,10 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var c commonFlags
 	c.register(fs)
+	fs.BoolVar(&c.demoSign, "demo-sign", false, "with --demo: sign Apple profiles with a throwaway CA made at start (its files are logged)")
 	listen := fs.String("listen", "", "listen `address` host:port, overriding server.listen (default 127.0.0.1:8080)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: mailbeacon serve [--config FILE] [--listen ADDR] [--demo]\n\nServe client discovery requests over HTTP until SIGINT or SIGTERM.\n\n")
+		fmt.Fprintf(fs.Output(), "Usage: mailbeacon serve [--config FILE] [--listen ADDR] [--demo [--demo-sign]]\n\nServe client discovery requests over HTTP until SIGINT or SIGTERM.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args, stderr); err != nil {

@@ -95,7 +95,7 @@ func contains(vals []string, v string) bool {
 	return false
 }
 
-func str(p *ber.Packet) string { return string(p.Data.Bytes()) }
+func str(p *ber.Packet) string { return p.Data.String() }
 
 // Match evaluates a compiled filter against an entry. Equality/substring are
 // case-insensitive (like caseIgnoreMatch); ordering compares numerically when

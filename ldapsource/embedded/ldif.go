@@ -48,7 +48,7 @@ func ParseLDIF(r io.Reader) (*Dir, error) {
 			}
 			if cur == nil {
 				if !strings.EqualFold(name, "dn") {
-					return fmt.Errorf("ldif line %d: record does not start with dn:", lineNo)
+					return fmt.Errorf("ldif line %d: record does not start with a dn line", lineNo)
 				}
 				cur = &Entry{DN: value, Attrs: map[string][]string{}}
 				continue

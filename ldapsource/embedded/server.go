@@ -24,6 +24,11 @@ type Server struct {
 	URL      string
 	srv      *gldap.Server
 	searches atomic.Int64
+	// handled orders every handled request before Close: gldap adds to a
+	// WaitGroup per accepted connection and waits on it in Stop, and the
+	// race detector needs that Add to happen before the Wait.
+	handled  sync.Mutex
+	requests int // guarded by handled
 }
 
 // Searches counts the search requests served so far (tests use it to check
@@ -31,7 +36,17 @@ type Server struct {
 func (s *Server) Searches() int64 { return s.searches.Load() }
 
 // Close stops the server.
-func (s *Server) Close() error { return s.srv.Stop() }
+func (s *Server) Close() error {
+	s.handled.Lock()
+	defer s.handled.Unlock()
+	return s.srv.Stop()
+}
+
+func (s *Server) touch() {
+	s.handled.Lock()
+	s.requests++
+	s.handled.Unlock()
+}
 
 // Start serves dir on 127.0.0.1 at a free port; with tlsCfg the listener is
 // ldaps://. Like the OpenLDAP test directory's ACL, anonymous searches are
@@ -48,6 +63,7 @@ func Start(dir *Dir, tlsCfg *tls.Config) (*Server, error) {
 		return nil, fmt.Errorf("embedded ldap: %w", err)
 	}
 	if err := mux.Bind(func(w *gldap.ResponseWriter, r *gldap.Request) {
+		s.touch()
 		resp := r.NewBindResponse(gldap.WithResponseCode(gldap.ResultInvalidCredentials))
 		defer func() { _ = w.Write(resp) }()
 		m, err := r.GetSimpleBindMessage()
@@ -61,6 +77,7 @@ func Start(dir *Dir, tlsCfg *tls.Config) (*Server, error) {
 		return nil, fmt.Errorf("embedded ldap: %w", err)
 	}
 	if err := mux.Search(func(w *gldap.ResponseWriter, r *gldap.Request) {
+		s.touch()
 		s.searches.Add(1)
 		done := r.NewSearchDoneResponse(gldap.WithResponseCode(gldap.ResultSuccess))
 		defer func() { _ = w.Write(done) }()
@@ -113,21 +130,19 @@ func Start(dir *Dir, tlsCfg *tls.Config) (*Server, error) {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- g.Run(addr, opts...) }()
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case err := <-errc:
-			return nil, fmt.Errorf("embedded ldap: %w", err)
-		default:
-		}
+	// Poll Ready rather than dialing: a probe connection would be one more
+	// connection for Stop to wait on. Ready is also set when listening
+	// failed, and Run returns that error right after.
+	for deadline := time.Now().Add(5 * time.Second); !g.Ready(); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			_ = g.Stop()
 			return nil, errors.New("embedded ldap: server did not start on " + addr)
 		}
-		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case err := <-errc:
+		return nil, fmt.Errorf("embedded ldap: %w", err)
+	case <-time.After(20 * time.Millisecond):
 	}
 	s.URL = scheme + "://" + addr
 	return s, nil
