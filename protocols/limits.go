@@ -504,8 +504,8 @@ func (s *Server) limit(h http.Handler) http.Handler {
 				return
 			}
 		}
-		if max := int64(l.opts.MaxConcurrent); max > 0 && !opsPaths[r.URL.Path] {
-			if l.inflight.Add(1) > max {
+		if limit := int64(l.opts.MaxConcurrent); limit > 0 && !opsPaths[r.URL.Path] {
+			if l.inflight.Add(1) > limit {
 				l.inflight.Add(-1)
 				limitedConcurrency.Inc()
 				w.Header().Set("Retry-After", "1")

@@ -56,10 +56,10 @@ func TestSearchFilters(t *testing.T) {
 		"(&(objectClass=mailUser)(|(mail=A.Example@example.com)(shadowAddress=A.Example@example.com)))": "alice",
 		"(&(accountStatus=active)(enabledService=pop3secured))":                                         "alice",
 		"(&(objectClass=mailUser)(!(accountStatus=active)))":                                            "carol",
-		"(mailHost=*)":                  "dave",
-		"(mail=bo*)":                    "bob.login",
-		"(mail=*@example.com)":          "alice,bob.login,carol,dave",
-		"(mail=\\2a@example.com)":       "",
+		"(mailHost=*)":                   "dave",
+		"(mail=bo*)":                     "bob.login",
+		"(mail=*@example.com)":           "alice,bob.login,carol,dave",
+		"(mail=\\2a@example.com)":        "",
 		"(displayName=Dave <Ops>*\\2a*)": "dave",
 	} {
 		entries, err := d.Search(DemoBaseDN, 2, filter)
