@@ -6,7 +6,7 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME    ?= 30s
 
-.PHONY: check deps fmt-check vet lint test run fuzz build
+.PHONY: check deps fmt-check vet lint test run fuzz build bench
 
 check: deps fmt-check vet lint test
 
@@ -40,3 +40,9 @@ fuzz:
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
 	done
+
+# Load benchmark: mailbeacon against nginx and a bare Go handler in one run,
+# then the memory of 100,000 cached accounts and the Go benchmarks (as root
+# on Debian it installs nginx and wrk when missing). See bench/run.sh.
+bench:
+	@bash bench/run.sh

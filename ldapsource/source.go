@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 var (
@@ -49,6 +50,8 @@ type Source struct {
 	preferred atomic.Int32 // index into targets of the last URL that worked
 	closeOnce sync.Once
 	closed    chan struct{}
+
+	dialErrors []prometheus.Counter // per target (metrics.go)
 }
 
 type conn struct {
@@ -82,8 +85,12 @@ func New(cfg Config, attrs []string, log *slog.Logger) (*Source, error) {
 	if len(attrs) == 0 {
 		attrs = []string{"1.1"} // RFC 4511 §4.5.1.8: no attributes
 	}
+	dialErrs := make([]prometheus.Counter, len(targets))
+	for i, t := range targets {
+		dialErrs[i] = dialErrors.WithLabelValues(t.url)
+	}
 	return &Source{
-		cfg: cfg, targets: targets, tls: tc, filter: f, attrs: attrs, log: log,
+		cfg: cfg, targets: targets, tls: tc, filter: f, attrs: attrs, log: log, dialErrors: dialErrs,
 		slots:  make(chan struct{}, cfg.PoolSize),
 		binds:  make(chan struct{}, cfg.PoolSize),
 		idle:   make(chan *conn, cfg.PoolSize),
@@ -101,7 +108,9 @@ func isLoopback(host string) bool {
 
 // Lookup searches for the one entry matching q. It returns ErrNotFound or
 // ErrAmbiguous as answers, and other errors for directory failures.
-func (s *Source) Lookup(ctx context.Context, q Query) (*Entry, error) {
+func (s *Source) Lookup(ctx context.Context, q Query) (_ *Entry, err error) {
+	start := time.Now()
+	defer func() { observeSearch(time.Since(start).Seconds(), err) }()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	filter := s.filter.expand(q)
@@ -117,6 +126,12 @@ func (s *Source) Lookup(ctx context.Context, q Query) (*Entry, error) {
 		entries, err := s.search(ctx, c, filter)
 		if err != nil && (isConnError(err) || c.IsClosing() || ctx.Err() != nil) {
 			s.discard(c)
+			// The other idle connections to that server are likely in the
+			// same state: a server that hangs closes none of them, and
+			// each would cost a lookup its whole request timeout. Drop
+			// them, so that the next lookup dials, and fails over if the
+			// server does not answer within the dial timeout.
+			s.dropIdle(c.target)
 			lastErr = err
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("ldap search at %s: %w", s.targets[c.target].url, ctx.Err())
@@ -188,8 +203,16 @@ func isConnError(err error) bool {
 // At most cfg.PoolSize connections exist at once; callers beyond that wait
 // for a slot until ctx ends.
 func (s *Source) get(ctx context.Context) (*conn, error) {
+	// Checked first: select picks among ready cases at random, so a free
+	// slot would otherwise win half the time after Close.
+	select {
+	case <-s.closed:
+		return nil, ErrClosed
+	default:
+	}
 	select {
 	case s.slots <- struct{}{}:
+		connectionsInUse.Inc()
 	case <-ctx.Done():
 		return nil, fmt.Errorf("waiting for a directory connection: %w", ctx.Err())
 	case <-s.closed:
@@ -209,7 +232,7 @@ func (s *Source) get(ctx context.Context) (*conn, error) {
 	}
 	c, err := s.dial(ctx)
 	if err != nil {
-		<-s.slots
+		s.release()
 		return nil, err
 	}
 	return c, nil
@@ -227,12 +250,43 @@ func (s *Source) put(c *conn) {
 			c.Close()
 		}
 	}
+	s.release()
+}
+
+// release gives back the pool slot of a connection that get handed out.
+func (s *Source) release() {
 	<-s.slots
+	connectionsInUse.Dec()
 }
 
 func (s *Source) discard(c *conn) {
 	c.Close()
-	<-s.slots
+	s.release()
+}
+
+// dropIdle closes the idle connections to target t.
+func (s *Source) dropIdle(t int) {
+	var keep []*conn
+drain:
+	for {
+		select {
+		case c := <-s.idle:
+			if c.target == t {
+				c.Close()
+			} else {
+				keep = append(keep, c)
+			}
+		default:
+			break drain
+		}
+	}
+	for _, c := range keep {
+		select {
+		case s.idle <- c:
+		default:
+			c.Close()
+		}
+	}
 }
 
 // dial connects to the preferred URL, then to the others in order, and
@@ -246,11 +300,13 @@ func (s *Source) dial(ctx context.Context) (*conn, error) {
 		if err == nil {
 			if idx != start {
 				s.log.Warn("directory failover", "from", s.targets[start].url, "to", s.targets[idx].url)
+				failovers.Inc()
 				s.preferred.Store(int32(idx))
 			}
 			return c, nil
 		}
 		errs = append(errs, err)
+		s.dialErrors[idx].Inc()
 		if ctx.Err() != nil {
 			break
 		}

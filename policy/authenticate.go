@@ -23,6 +23,8 @@ type Binder interface {
 	Authenticate(ctx context.Context, dn, password string) error
 }
 
+var _ Binder = (*ldapsource.Source)(nil)
+
 // ErrBadCredentials: the password is wrong, or the address is unknown or
 // disabled (the two are not told apart).
 var ErrBadCredentials = errors.New("invalid credentials")

@@ -119,10 +119,16 @@ func (r *Resolver) Resolve(ctx context.Context, addr Address) (*Account, error) 
 	if v, ok := r.cache.Get(key); ok {
 		c := v.(*cached)
 		if r.now().Before(c.freshUntil) {
+			if c.acct != nil {
+				cacheHit.Inc()
+			} else {
+				cacheNegative.Inc()
+			}
 			return r.answer(d, addr, c.acct)
 		}
 		stale = c
 	}
+	cacheMiss.Inc()
 	ch := r.flight.DoChan(key, func() (any, error) {
 		// Detached from the first caller's cancellation: the other callers
 		// waiting on this search must not fail because one gave up. The
@@ -137,12 +143,15 @@ func (r *Resolver) Resolve(ctx context.Context, addr Address) (*Account, error) 
 			return r.answer(d, addr, res.Val.(*cached).acct)
 		}
 		if stale != nil && r.now().Before(stale.freshUntil.Add(r.cfg.StaleFor)) {
+			cacheStale.Inc()
 			r.log.Warn("directory failed, serving stale cache entry", "domain", addr.Domain, "err", res.Err)
 			return r.answer(d, addr, stale.acct)
 		}
 		if r.cfg.OnDirectoryError == "fail" {
+			directoryToError.Inc()
 			return nil, fmt.Errorf("%w: %v", ErrDirectoryUnavailable, res.Err)
 		}
+		directoryToDefaults.Inc()
 		r.log.Warn("directory failed, answering with domain defaults", "domain", addr.Domain, "err", res.Err)
 		return r.answer(d, addr, nil)
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/mailbeacon/mailbeacon/policy"
 )
 
-// AppleOptions configures Apple configuration profiles (protocols reference
+// AppleOptions configures Apple configuration profiles (protocols/CLIENTS.md
 // §4): the apple section of the configuration.
 type AppleOptions struct {
 	// Organization is PayloadOrganization, shown on the profile's detail
@@ -150,7 +150,7 @@ func profileFilename(a *policy.Account, p platform) string {
 }
 
 // wellKnownDAV answers /.well-known/caldav and /.well-known/carddav (RFC
-// 6764 §5, protocols reference §5.3) with a redirect to the DAV URL the
+// 6764 §5, CLIENTS.md §5.3) with a redirect to the DAV URL the
 // domain named by the Host header configures, or 404.
 func (s *Server) wellKnownDAV(k policy.Kind) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {

@@ -83,7 +83,7 @@ func TestAppleMobileconfigHTTP(t *testing.T) {
 
 // TestQuirk23MobileconfigContentType: iOS installs a profile only when it
 // is served as application/x-apple-aspen-config; as anything else Safari
-// shows the XML as text (protocols reference §6, quirk 23). Signed or not.
+// shows the XML as text (CLIENTS.md §6, quirk 23). Signed or not.
 func TestQuirk23MobileconfigContentType(t *testing.T) {
 	demo, err := WriteDemoSigning(t.TempDir())
 	if err != nil {

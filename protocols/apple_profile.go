@@ -14,7 +14,7 @@ import (
 	"github.com/mailbeacon/mailbeacon/policy"
 )
 
-// Apple configuration profiles, .mobileconfig (protocols reference §4).
+// Apple configuration profiles, .mobileconfig (CLIENTS.md §4).
 // Every struct below is encoded by howett.net/plist into an XML property
 // list; the encoder sorts dictionary keys, so the output is stable and the
 // golden files in testdata/apple pin it byte for byte. No payload carries a

@@ -43,7 +43,7 @@ func TestProfileGolden(t *testing.T) {
 }
 
 // TestProfileStructure checks the keys Apple requires of every profile and
-// payload (protocols reference §4.1) on every fixture account.
+// payload (CLIENTS.md §4.1) on every fixture account.
 func TestProfileStructure(t *testing.T) {
 	ds := appleDomains(t)
 	uuidRE := regexp.MustCompile(`^[0-9A-F]{8}-[0-9A-F]{4}-5[0-9A-F]{3}-[89AB][0-9A-F]{3}-[0-9A-F]{12}$`)

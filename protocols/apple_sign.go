@@ -16,7 +16,7 @@ import (
 	"github.com/smallstep/pkcs7"
 )
 
-// Signed profiles (protocols reference §4.5): a DER CMS ContentInfo of type
+// Signed profiles (CLIENTS.md §4.5): a DER CMS ContentInfo of type
 // SignedData (1.2.840.113549.1.7.2) with the plist encapsulated (attached),
 // a SHA-256 digest, and the signing certificate plus its intermediates so
 // the device can build the path to a root it trusts.

@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"encoding/xml"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
 	"github.com/mailbeacon/mailbeacon/policy"
 )
 
-// Thunderbird autoconfig, config-v1.1.xml (protocols reference §1.4–1.6).
+// Thunderbird autoconfig, config-v1.1.xml (CLIENTS.md §1.4–1.6).
 // Element names carry no namespace prefix: Thunderbird keys parsed XML by
 // nodeName, so <a:clientConfig> would not be found (quirk 6).
 
@@ -144,7 +145,7 @@ func (s *Server) autoconfig(w http.ResponseWriter, r *http.Request) {
 		}
 		acct = d.DefaultAccount(policy.Address{Domain: d.Name}, placeholderAddress)
 	}
-	body, err := renderAutoconfig(acct)
+	body, err := renderAutoconfigCached(acct)
 	if err != nil {
 		s.log.Error("rendering autoconfig", "err", err)
 		textError(w, http.StatusInternalServerError, "internal error")
@@ -169,17 +170,37 @@ func writeXML(w http.ResponseWriter, r *http.Request, body []byte) {
 }
 
 // queryValue returns the first value of a query parameter, matching its
-// name case-insensitively. Url-decoding handles the %40 that Thunderbird
-// sends for "@" (quirk 2).
+// name case-insensitively (an exact match wins). Url-decoding handles the
+// %40 that Thunderbird sends for "@" (quirk 2). It reads the raw query
+// as url.ParseQuery does (pairs with a semicolon or a bad escape are
+// skipped) without building the map: it runs on every request.
 func queryValue(r *http.Request, name string) string {
-	q := r.URL.Query()
-	if v, ok := q[name]; ok && len(v) > 0 {
-		return v[0]
-	}
-	for k, v := range q {
-		if strings.EqualFold(k, name) && len(v) > 0 {
-			return v[0]
+	q := r.URL.RawQuery
+	var folded string
+	foundFolded := false
+	for q != "" {
+		var pair string
+		pair, q, _ = strings.Cut(q, "&")
+		if pair == "" || strings.Contains(pair, ";") {
+			continue
 		}
+		k, v, _ := strings.Cut(pair, "=")
+		key, err := url.QueryUnescape(k)
+		if err != nil {
+			continue
+		}
+		exact := key == name
+		if !exact && (foundFolded || !strings.EqualFold(key, name)) {
+			continue
+		}
+		val, err := url.QueryUnescape(v)
+		if err != nil {
+			continue
+		}
+		if exact {
+			return val
+		}
+		folded, foundFolded = val, true
 	}
-	return ""
+	return folded
 }

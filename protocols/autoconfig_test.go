@@ -33,7 +33,7 @@ func TestAutoconfigGolden(t *testing.T) {
 	}
 }
 
-// The demo contract of issue 2, checked on the parsed document.
+// The demo contract (README, "Try it"), checked on the parsed document.
 func TestAutoconfigDemoContract(t *testing.T) {
 	res, _ := newDemoResolver(t, demoDomains())
 	h := NewHandler(res, Options{})
@@ -154,7 +154,7 @@ func TestAutoconfigDirectoryDown(t *testing.T) {
 	}
 }
 
-// Each client quirk of the protocol reference (§6) that concerns autoconfig.
+// Each client quirk of CLIENTS.md (§6) that concerns autoconfig.
 func TestAutoconfigQuirks(t *testing.T) {
 	res, _ := newDemoResolver(t, demoDomains())
 	h := NewHandler(res, Options{})

@@ -19,7 +19,7 @@ import (
 // Microsoft Autodiscover: the POX endpoint for Outlook and ActiveSync
 // devices (autodiscover_pox.go renders it), the HTTP redirect probe, the
 // v2 JSON endpoint (autodiscover_json.go), and optional authenticated
-// discovery. Protocols reference §2, §3 and the quirk table in §6.
+// discovery. protocols/CLIENTS.md §2, §3 and the quirk table in §6.
 
 // AutodiscoverOptions configures Microsoft Autodiscover: the autodiscover
 // section of the configuration.
@@ -191,7 +191,7 @@ func (a *autodiscover) pox(w http.ResponseWriter, r *http.Request) {
 		textError(w, http.StatusBadRequest, "could not read the request body")
 		return
 	}
-	req, err := parsePOXRequest(body)
+	req, err := parsePOXRequestCached(body)
 	if err != nil {
 		a.s.log.Debug("autodiscover: invalid request", "err", err)
 		a.poxError(w, r, poxErrInvalid)
@@ -218,6 +218,7 @@ func (a *autodiscover) pox(w http.ResponseWriter, r *http.Request) {
 		a.poxError(w, r, poxErrInvalid)
 		return
 	}
+	noteAddress(w, addr) // operations.go: the access log's domain
 	var acct *policy.Account
 	if a.opts.RequireAuth {
 		// The address in the body, not the Basic user name, says whose
@@ -238,10 +239,10 @@ func (a *autodiscover) pox(w http.ResponseWriter, r *http.Request) {
 	var out []byte
 	switch schema {
 	case schemaMobilesync:
-		out, err = renderMobilesync(acct)
+		out, err = renderMobilesyncCached(acct)
 	default:
 		var ok bool
-		out, ok, err = renderOutlook(acct)
+		out, ok, err = renderOutlookCached(acct)
 		if err == nil && !ok {
 			a.poxError(w, r, poxErrNoSettings)
 			return

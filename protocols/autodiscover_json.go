@@ -11,7 +11,7 @@ import (
 	"github.com/mailbeacon/mailbeacon/policy"
 )
 
-// Autodiscover v2 (protocols reference §3), which Microsoft has not
+// Autodiscover v2 (CLIENTS.md §3), which Microsoft has not
 // published: the shapes follow Exchange Online as observed and reproduced
 // by others.
 //

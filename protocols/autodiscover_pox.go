@@ -17,7 +17,7 @@ import (
 	"github.com/mailbeacon/mailbeacon/policy"
 )
 
-// Microsoft Autodiscover, POX flavour (protocols reference §2). Namespaces
+// Microsoft Autodiscover, POX flavour (CLIENTS.md §2). Namespaces
 // are the http:// ones of MS-OXDSCLI 2.2.1 and the XSDs; the https://
 // spelling on the learn.microsoft.com POX pages is a documentation artifact
 // that Outlook does not accept (quirk 14).
@@ -344,7 +344,7 @@ func outlookProtocols(a *policy.Account) []poxProtocol {
 		if s.Kind == policy.SMTP {
 			// UsePOPAuth on: log in to SMTP with the incoming server's
 			// credentials — the same login here, so Outlook needs no second
-			// password (reference §2.2 example). SMTPLast off: no
+			// password (CLIENTS.md §2.2 example). SMTPLast off: no
 			// "SMTP after POP" ordering.
 			p.UsePOPAuth = onOff(incomingLogins[s.Login])
 			p.SMTPLast = "off"

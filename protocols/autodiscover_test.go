@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -115,14 +116,9 @@ func (d adDoc) protocols(t testing.TB) []poxProtocol {
 func adSummary(ps []poxProtocol) string {
 	var parts []string
 	for _, p := range ps {
-		parts = append(parts, p.Type+":"+itoa(p.Port)+"/"+p.LoginName+"/"+p.SSL+"/"+p.Encryption)
+		parts = append(parts, p.Type+":"+strconv.Itoa(p.Port)+"/"+p.LoginName+"/"+p.SSL+"/"+p.Encryption)
 	}
 	return strings.Join(parts, " ")
-}
-
-func itoa(n int) string {
-	b, _ := json.Marshal(n)
-	return string(b)
 }
 
 // adDomains is the demo domain plus variants for EWS, a plain-text
@@ -184,6 +180,9 @@ func adResolverFor(t testing.TB, pcfg policy.Config, domains []policy.DomainConf
 	return res, dir
 }
 
+// policy.Resolver serves authenticated discovery.
+var _ authenticator = (*policy.Resolver)(nil)
+
 var adDemoPolicy = policy.Config{Preset: "openldap", Login: "{uid}", HostAttribute: "mailHost"}
 
 func adHandler(t testing.TB, opts AutodiscoverOptions) (http.Handler, *adBindingDirectory) {
@@ -231,12 +230,12 @@ func TestAutodiscoverGolden(t *testing.T) {
 	// Error documents carry the time; render them at a fixed one.
 	at := time.Date(2026, 3, 4, 21, 25, 4, 889708300, time.UTC)
 	for _, code := range []int{poxErrNotFound, poxErrInvalid, poxErrSchema, poxErrInternalError} {
-		t.Run("error-"+itoa(code), func(t *testing.T) {
+		t.Run("error-"+strconv.Itoa(code), func(t *testing.T) {
 			body, err := renderPOXError(code, at, serverID("mail.example.com"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, "autodiscover/error-"+itoa(code)+".xml", body)
+			golden(t, "autodiscover/error-"+strconv.Itoa(code)+".xml", body)
 		})
 	}
 	for _, tc := range []struct{ name, target string }{
@@ -298,11 +297,11 @@ func TestAutodiscoverDemoContract(t *testing.T) {
 }
 
 // ---------------------------------------------------------------------
-// The Autodiscover quirks of the protocols reference §6, one subtest each
+// The Autodiscover quirks of the CLIENTS.md §6, one subtest each
 
 func TestAutodiscoverQuirks(t *testing.T) {
-	h, dir := adHandler(t, AutodiscoverOptions{})
-	authH, authDir := adHandler(t, AutodiscoverOptions{RequireAuth: true})
+	h, _ := adHandler(t, AutodiscoverOptions{})
+	authH, _ := adHandler(t, AutodiscoverOptions{RequireAuth: true})
 	outlook := func(t *testing.T, h http.Handler, addr string, headers ...string) adDoc {
 		t.Helper()
 		return adParse(t, adPost(t, h, "", "/autodiscover/autodiscover.xml", adRequest(addr, adOutlookSchema), headers...))
@@ -315,13 +314,13 @@ func TestAutodiscoverQuirks(t *testing.T) {
 			// Thunderbird: exact Content-Type, Basic sent pre-emptively
 			// (ignored when auth is off), reads only the first Account.
 			d := outlook(t, h, "alice@example.com", "Content-Type", "text/xml; charset=utf-8",
-				"Authorization", basicAuth("alice@example.com", adDemoPassword))
+				"Authorization", adBasicAuth("alice@example.com", adDemoPassword))
 			if got := adSummary(d.protocols(t)); !strings.Contains(got, "IMAP:993") || !strings.Contains(got, "POP3:995") || !strings.Contains(got, "SMTP:587") {
 				t.Errorf("first Account lacks protocols: %s", got)
 			}
 			// With auth on, the pre-emptive header is enough: no 401 first.
 			rec := adPost(t, authH, "", "/autodiscover/autodiscover.xml", adRequest("alice@example.com", adOutlookSchema),
-				"Content-Type", "text/xml; charset=utf-8", "Authorization", basicAuth("alice@example.com", adDemoPassword))
+				"Content-Type", "text/xml; charset=utf-8", "Authorization", adBasicAuth("alice@example.com", adDemoPassword))
 			if rec.Code != http.StatusOK {
 				t.Errorf("pre-emptive Basic: status %d", rec.Code)
 			}
@@ -375,7 +374,7 @@ func TestAutodiscoverQuirks(t *testing.T) {
 			want := map[string]string{"IMAP:993": "on/SSL", "POP3:995": "on/SSL", "SMTP:465": "on/SSL", "SMTP:587": "on/TLS", "IMAP:143": "off/None", "SMTP:25": "off/None"}
 			for _, addr := range []string{"alice@example.com", "x@plain.example"} {
 				for _, p := range outlook(t, h, addr).protocols(t) {
-					key := p.Type + ":" + itoa(p.Port)
+					key := p.Type + ":" + strconv.Itoa(p.Port)
 					if got := p.SSL + "/" + p.Encryption; got != want[key] {
 						t.Errorf("%s: SSL/Encryption %s, want %s", key, got, want[key])
 					}
@@ -384,7 +383,7 @@ func TestAutodiscoverQuirks(t *testing.T) {
 		}},
 		{"quirk17_paths_any_case_get_and_post_302", func(t *testing.T) {
 			for _, path := range []string{"/autodiscover/autodiscover.xml", "/Autodiscover/Autodiscover.xml", "/AutoDiscover/AutoDiscover.xml", "/AUTODISCOVER/AUTODISCOVER.XML"} {
-				if d := outlookAt(t, h, path); len(d.Response.Account) != 1 {
+				if d := adOutlookAt(t, h, path); len(d.Response.Account) != 1 {
 					t.Errorf("%s: no settings", path)
 				}
 				for _, method := range []string{http.MethodGet, http.MethodPost} {
@@ -428,11 +427,10 @@ func TestAutodiscoverQuirks(t *testing.T) {
 		{"quirk22_android_local_part_as_basic_user", func(t *testing.T) {
 			// The body's address decides whose password is checked.
 			rec := adPost(t, authH, "", "/autodiscover/autodiscover.xml", adRequest("bob@example.com", adOutlookSchema),
-				"Authorization", basicAuth("bob", adDemoPassword))
+				"Authorization", adBasicAuth("bob", adDemoPassword))
 			if d := adParse(t, rec); !strings.Contains(adSummary(d.protocols(t)), "bob.login") {
 				t.Errorf("bob with local-part user: %s", rec.Body)
 			}
-			_ = authDir
 		}},
 		{"quirk25_outlook2007_reads_ssl", func(t *testing.T) {
 			// Outlook 2007 may ignore <Encryption>: <SSL> alone must already
@@ -459,15 +457,14 @@ func TestAutodiscoverQuirks(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, tc.run)
 	}
-	_ = dir
 }
 
-func outlookAt(t *testing.T, h http.Handler, path string) adDoc {
+func adOutlookAt(t *testing.T, h http.Handler, path string) adDoc {
 	t.Helper()
 	return adParse(t, adPost(t, h, "", path, adRequest("alice@example.com", adOutlookSchema)))
 }
 
-func basicAuth(user, pass string) string {
+func adBasicAuth(user, pass string) string {
 	req, _ := http.NewRequest(http.MethodGet, "/", nil)
 	req.SetBasicAuth(user, pass)
 	return req.Header.Get("Authorization")
@@ -736,7 +733,7 @@ func TestAutodiscoverAuth(t *testing.T) {
 	post := func(addr, user, pass string) *httptest.ResponseRecorder {
 		var hdr []string
 		if user != "" || pass != "" {
-			hdr = []string{"Authorization", basicAuth(user, pass)}
+			hdr = []string{"Authorization", adBasicAuth(user, pass)}
 		}
 		return adPost(t, h, "", "/autodiscover/autodiscover.xml", adRequest(addr, adOutlookSchema), hdr...)
 	}
@@ -798,20 +795,20 @@ func TestAutodiscoverAuth(t *testing.T) {
 		zero := time.Duration(0)
 		h0, dir0 := adHandler(t, AutodiscoverOptions{RequireAuth: true, AuthCacheTTL: &zero})
 		for i := 0; i < 3; i++ {
-			adPost(t, h0, "", "/autodiscover/autodiscover.xml", adRequest("alice@example.com", adOutlookSchema), "Authorization", basicAuth("alice", adDemoPassword))
+			adPost(t, h0, "", "/autodiscover/autodiscover.xml", adRequest("alice@example.com", adOutlookSchema), "Authorization", adBasicAuth("alice", adDemoPassword))
 		}
 		if n := dir0.binds.Load(); n != 3 {
 			t.Errorf("%d binds with auth_cache_ttl 0, want 3", n)
 		}
 	})
 	t.Run("mobilesync_after_auth", func(t *testing.T) {
-		rec := adPost(t, h, "", "/autodiscover/autodiscover.xml", adRequest("alice@example.com", adMobilesyncSchema), "Authorization", basicAuth("alice", adDemoPassword))
+		rec := adPost(t, h, "", "/autodiscover/autodiscover.xml", adRequest("alice@example.com", adMobilesyncSchema), "Authorization", adBasicAuth("alice", adDemoPassword))
 		if d := adParse(t, rec); d.Response.Action.Settings == nil {
 			t.Errorf("no ActiveSync settings: %s", rec.Body)
 		}
 	})
 	t.Run("malformed_body_with_credentials", func(t *testing.T) {
-		rec := adPost(t, h, "", "/autodiscover/autodiscover.xml", "<nope", "Authorization", basicAuth("alice", adDemoPassword))
+		rec := adPost(t, h, "", "/autodiscover/autodiscover.xml", "<nope", "Authorization", adBasicAuth("alice", adDemoPassword))
 		if adParse(t, rec).errorCode() != 600 {
 			t.Errorf("want 600: %s", rec.Body)
 		}
@@ -819,13 +816,13 @@ func TestAutodiscoverAuth(t *testing.T) {
 	t.Run("directory_down", func(t *testing.T) {
 		hd, dird := adHandler(t, AutodiscoverOptions{RequireAuth: true})
 		dird.down.Store(true)
-		rec := adPost(t, hd, "", "/autodiscover/autodiscover.xml", adRequest("alice@example.com", adOutlookSchema), "Authorization", basicAuth("alice", adDemoPassword))
+		rec := adPost(t, hd, "", "/autodiscover/autodiscover.xml", adRequest("alice@example.com", adOutlookSchema), "Authorization", adBasicAuth("alice", adDemoPassword))
 		if rec.Code != http.StatusOK || adParse(t, rec).errorCode() != 603 {
 			t.Errorf("bind failure: want 603 in 200, got %d %s", rec.Code, rec.Body)
 		}
 		// Lookups failing too: the password cannot be checked, which is not a wrong password.
 		dird.fail.Store(true)
-		rec = adPost(t, hd, "", "/autodiscover/autodiscover.xml", adRequest("bob@example.com", adMobilesyncSchema), "Authorization", basicAuth("bob", adDemoPassword))
+		rec = adPost(t, hd, "", "/autodiscover/autodiscover.xml", adRequest("bob@example.com", adMobilesyncSchema), "Authorization", adBasicAuth("bob", adDemoPassword))
 		if d := adParse(t, rec); d.Response.Action.Error == nil || d.Response.Action.Error.Message != msgMobilesyncDirectory {
 			t.Errorf("lookup failure: %s", rec.Body)
 		}
@@ -845,7 +842,7 @@ func TestAutodiscoverAuth(t *testing.T) {
 func TestAutodiscoverAuthWithoutAuthenticator(t *testing.T) {
 	res, _ := newDemoResolver(t, demoDomains())
 	h := NewHandler(struct{ Resolver }{res}, Options{Autodiscover: AutodiscoverOptions{RequireAuth: true}})
-	rec := adPost(t, h, "", "/autodiscover/autodiscover.xml", adRequest("alice@example.com", adOutlookSchema), "Authorization", basicAuth("alice", adDemoPassword))
+	rec := adPost(t, h, "", "/autodiscover/autodiscover.xml", adRequest("alice@example.com", adOutlookSchema), "Authorization", adBasicAuth("alice", adDemoPassword))
 	if rec.Code == http.StatusOK && adParse(t, rec).errorCode() == 0 {
 		t.Errorf("settings without a password check: %s", rec.Body)
 	}

@@ -256,6 +256,10 @@ func (s *Server) setupLimits() {
 		l.shards[i].clients = make(map[netip.Addr]clientBuckets)
 	}
 	s.lim = l
+	if s.opts.Operations.ClientAddr == nil {
+		// The access log names the client as the limits see it.
+		s.opts.Operations.ClientAddr = s.clientAddr
+	}
 	if l.unkRate > 0 {
 		s.res = limitResolver(s.res, l)
 	}
@@ -281,20 +285,17 @@ func (l *limiter) shard(key netip.Addr) *limiterShard {
 	return &l.shards[h>>(64-6)]
 }
 
-// update runs fn on the client's buckets under the shard lock, creating
-// the entry (and making room for it) if needed.
-func (l *limiter) update(key netip.Addr, fn func(c *clientBuckets, now int64) bool) bool {
+// lock returns the client's shard, locked, and the client's buckets,
+// making room for a new entry if needed. The caller stores the buckets
+// back and unlocks.
+func (l *limiter) lock(key netip.Addr, now int64) (*limiterShard, clientBuckets) {
 	sh := l.shard(key)
-	now := l.now()
 	sh.mu.Lock()
 	c, ok := sh.clients[key]
 	if !ok && len(sh.clients) >= l.perShard {
 		l.makeRoom(sh, now)
 	}
-	r := fn(&c, now)
-	sh.clients[key] = c
-	sh.mu.Unlock()
-	return r
+	return sh, c
 }
 
 // makeRoom forgets clients whose buckets are full again (they are as good
@@ -321,11 +322,11 @@ func (l *limiter) makeRoom(sh *limiterShard, now int64) {
 
 // allowRequest takes a token from the client's request bucket.
 func (l *limiter) allowRequest(key netip.Addr) (ok bool, wait time.Duration) {
-	ok = l.update(key, func(c *clientBuckets, now int64) bool {
-		var r bool
-		r, wait = c.req.take(now, l.reqRate, l.reqBurst, 1)
-		return r
-	})
+	now := l.now()
+	sh, c := l.lock(key, now)
+	ok, wait = c.req.take(now, l.reqRate, l.reqBurst, 1)
+	sh.clients[key] = c
+	sh.mu.Unlock()
 	return ok, wait
 }
 
@@ -347,11 +348,12 @@ func (l *limiter) unknownAllowed(key netip.Addr) (ok bool, wait time.Duration) {
 // countUnknown takes a token from the client's unknown-address bucket,
 // into debt if needed: concurrent lookups all passed unknownAllowed.
 func (l *limiter) countUnknown(key netip.Addr) {
-	l.update(key, func(c *clientBuckets, now int64) bool {
-		t := c.unk.level(now, l.unkRate, l.unkBurst)
-		c.unk.tokens, c.unk.last = max(t-1, -l.unkBurst), now
-		return true
-	})
+	now := l.now()
+	sh, c := l.lock(key, now)
+	t := c.unk.level(now, l.unkRate, l.unkBurst)
+	c.unk.tokens, c.unk.last = max(t-1, -l.unkBurst), now
+	sh.clients[key] = c
+	sh.mu.Unlock()
 }
 
 // clients returns how many client addresses are remembered.
@@ -452,11 +454,13 @@ func parseHop(s string) (netip.Addr, bool) {
 			return netip.Addr{}, false
 		}
 		a, err = netip.ParseAddr(s[1:end])
-	} else if a, err = netip.ParseAddr(s); err != nil {
+	} else if strings.Count(s, ":") == 1 {
 		var ap netip.AddrPort
-		if ap, err = netip.ParseAddrPort(s); err == nil {
+		if ap, err = netip.ParseAddrPort(s); err == nil { // 192.0.2.1:443
 			a = ap.Addr()
 		}
+	} else {
+		a, err = netip.ParseAddr(s)
 	}
 	if err != nil {
 		return netip.Addr{}, false
@@ -527,8 +531,8 @@ func (s *Server) limit(h http.Handler) http.Handler {
 			h.ServeHTTP(w, r)
 			return
 		}
-		lw := &limitWriter{ResponseWriter: w, key: key}
-		h.ServeHTTP(lw, r.WithContext(context.WithValue(r.Context(), limitKey{}, lw)))
+		lw := &limitWriter{ResponseWriter: w, Context: r.Context(), key: key}
+		h.ServeHTTP(lw, r.WithContext(lw))
 		if lw.refused && !lw.wroteHeader {
 			lw.WriteHeader(http.StatusOK) // replaced by the 429
 		}
@@ -544,15 +548,24 @@ func tooMany(w http.ResponseWriter, wait time.Duration) {
 
 type limitKey struct{}
 
-// limitWriter carries the client's key to the resolver (through the
-// request's context) and, when the resolver refused a lookup for this
-// client, replaces whatever the handler answers with 429: the handlers
-// need not know about the limits.
+// limitWriter carries the client's key to the resolver (it is also the
+// request's context: one allocation instead of two) and, when the
+// resolver refused a lookup for this client, replaces whatever the
+// handler answers with 429: the handlers need not know about the limits.
 type limitWriter struct {
 	http.ResponseWriter
+	context.Context
 	key                       netip.Addr
 	wait                      time.Duration
 	refused, wroteHeader, off bool
+}
+
+// Value makes the limitWriter findable from the request's context.
+func (w *limitWriter) Value(key any) any {
+	if key == (limitKey{}) {
+		return w
+	}
+	return w.Context.Value(key)
 }
 
 func (w *limitWriter) WriteHeader(code int) {
@@ -595,7 +608,9 @@ var errLookupRefused error = lookupRefused{}
 
 type lookupRefused struct{}
 
-func (lookupRefused) Error() string        { return "lookup refused: too many unknown addresses from this client" }
+func (lookupRefused) Error() string {
+	return "lookup refused: too many unknown addresses from this client"
+}
 func (lookupRefused) Is(target error) bool { return target == context.Canceled }
 
 // limitedResolver counts, per client, lookups that found no account, and

@@ -39,6 +39,7 @@ type Server struct {
 	res  Resolver
 	log  *slog.Logger
 	opts Options
+	lim  *limiter // limits.go
 }
 
 // NewHandler returns the router with every client endpoint.
@@ -47,8 +48,11 @@ func NewHandler(res Resolver, opts Options) http.Handler {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	// limits.go: before the routes, because it wraps s.res to count
+	// lookups of unknown addresses per client.
+	s.setupLimits()
 	r := mux.NewRouter()
-	// Thunderbird autoconfig (protocols reference §1): the autoconfig.<domain>
+	// Thunderbird autoconfig (CLIENTS.md §1): the autoconfig.<domain>
 	// path and the .well-known path on the bare domain.
 	for _, p := range []string{"/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml"} {
 		r.HandleFunc(p, s.autoconfig).Methods(http.MethodGet, http.MethodHead)

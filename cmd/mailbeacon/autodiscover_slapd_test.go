@@ -9,6 +9,7 @@ import (
 	"encoding/xml"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -45,21 +46,10 @@ func (a adAnswer) protocols() string {
 	var out []string
 	for _, acc := range a.Response.Account {
 		for _, p := range acc.Protocol {
-			out = append(out, p.Type+":"+itoa(p.Port)+"/"+p.LoginName+"@"+p.Server+"/"+p.SSL+"/"+p.Encryption)
+			out = append(out, p.Type+":"+strconv.Itoa(p.Port)+"/"+p.LoginName+"@"+p.Server+"/"+p.SSL+"/"+p.Encryption)
 		}
 	}
 	return strings.Join(out, " ")
-}
-
-func itoa(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	var b []byte
-	for ; n > 0; n /= 10 {
-		b = append([]byte{byte('0' + n%10)}, b...)
-	}
-	return string(b)
 }
 
 func adPOST(t *testing.T, h http.Handler, addr, schema, user, pass string) (*httptest.ResponseRecorder, adAnswer) {

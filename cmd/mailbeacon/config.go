@@ -33,6 +33,11 @@ type config struct {
 
 type serverConfig struct {
 	Listen            string        `mapstructure:"listen"`
+	HTTPListen        string        `mapstructure:"http_listen"`      // tls.go: plain HTTP beside HTTPS
+	PublicHost        string        `mapstructure:"public_host"`      // dns.go: CNAME and SRV target
+	PublicAddresses   []string      `mapstructure:"public_addresses"` // dns.go: A/AAAA instead
+	TLS               tlsFiles      `mapstructure:"tls"`              // tls.go
+	ACME              acmeConfig    `mapstructure:"acme"`             // tls.go
 	ReadHeaderTimeout time.Duration `mapstructure:"read_header_timeout"`
 	ReadTimeout       time.Duration `mapstructure:"read_timeout"`
 	WriteTimeout      time.Duration `mapstructure:"write_timeout"`
@@ -58,6 +63,10 @@ func defaultConfig() config {
 		Log:   logConfig{Format: "text", Level: "info"},
 		LDAP:  ldapsource.DefaultConfig(),
 		Cache: policy.DefaultCacheConfig(),
+		// protocols/limits.go: per-client limits, on by default.
+		Limits: protocols.DefaultLimitOptions(),
+		// protocols/operations.go: metrics and access log on by default.
+		Operations: protocols.DefaultOperationsOptions(),
 	}
 }
 
@@ -92,6 +101,9 @@ type app struct {
 	cfg      config
 	source   *ldapsource.Source
 	resolver *policy.Resolver
+	// reread loads the configuration again the way setup did (serve's
+	// reload on SIGHUP); nil for an app not made by setup.
+	reread func() (config, error)
 }
 
 // build validates cfg and wires the directory, policy and resolver.
@@ -152,7 +164,7 @@ func (c config) validate() error {
 	if _, err := newLogger(io.Discard, c.Log); err != nil {
 		return err
 	}
-	return nil
+	return s.validateTLS() // tls.go: server.tls, server.acme, public names
 }
 
 func newLogger(w io.Writer, c logConfig) (*slog.Logger, error) {

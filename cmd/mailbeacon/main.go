@@ -28,12 +28,17 @@ const usage = `mailbeacon - e-mail client autoconfiguration from your LDAP direc
 Usage:
   mailbeacon serve  [--config FILE] [--listen ADDR] [--demo [--demo-sign]]
   mailbeacon lookup [--config FILE] [--demo] ADDRESS
+  mailbeacon dns    [--config FILE] [--demo] [--target HOST | --address IP...] DOMAIN
+  mailbeacon check  [--config FILE] [--demo] [--resolver IP:PORT] [--json] ADDRESS
   mailbeacon version
 
 Commands:
   serve    answer client discovery requests over HTTP
   lookup   resolve one address like a request would, bypassing the cache, and
            print the account as JSON with the rule that decided each service
+  dns      print the DNS records a domain needs, in zone-file syntax
+  check    check a live deployment for an address: DNS, certificates, and
+           every URL in the order Thunderbird and Outlook try them
   version  print the version
 
   --demo runs against a built-in directory (domain example.com; users alice,
@@ -68,6 +73,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = serveCmd(ctx, args[1:], stdout, stderr)
 	case "lookup":
 		err = lookupCmd(ctx, args[1:], stdout, stderr)
+	case "dns":
+		err = dnsCmd(args[1:], stdout, stderr)
+	case "check":
+		err = checkCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "mailbeacon", versionString())
 		return 0
@@ -130,27 +139,12 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 // setup loads the configuration (starting the demo directory if asked) and
 // builds the app. cleanup must be called when done.
 func setup(c commonFlags, stderr io.Writer) (a *app, log *slog.Logger, cleanup func(), err error) {
-	var cfg config
 	if c.demoSign && !c.demo {
 		return nil, nil, nil, errDemoSignNeedsDemo
 	}
-	switch {
-	case c.config != "":
-		f, err := os.Open(c.config)
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("--config: %w", err)
-		}
-		cfg, err = loadConfig(f, c.config)
-		f.Close()
-		if err != nil {
-			return nil, nil, nil, err
-		}
-	case c.demo:
-		if cfg, err = loadConfig(strings.NewReader(demoConfig), "built-in demo configuration"); err != nil {
-			return nil, nil, nil, err
-		}
-	default:
-		return nil, nil, nil, fmt.Errorf("no configuration: give --config FILE (see config.example.yaml), or --demo to try the built-in demo")
+	cfg, err := readConfig(c)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	log, err = newLogger(stderr, cfg.Log)
 	if err != nil {
@@ -180,7 +174,40 @@ func setup(c commonFlags, stderr io.Writer) (a *app, log *slog.Logger, cleanup f
 		stopDemo()
 		return nil, nil, nil, err
 	}
+	// A reload (serve, SIGHUP) reads the same file again and keeps what
+	// --demo and --demo-sign put in.
+	demoURL, signing := cfg.LDAP.URLs, cfg.Apple.Signing
+	a.reread = func() (config, error) {
+		cfg, err := readConfig(c)
+		if err != nil {
+			return config{}, err
+		}
+		if c.demo {
+			cfg.LDAP = demoLDAP(cfg.LDAP, demoURL[0])
+		}
+		if c.demoSign {
+			cfg.Apple.Signing = signing
+		}
+		return cfg, nil
+	}
 	return a, log, func() { a.source.Close(); stopDemo() }, nil
+}
+
+// readConfig reads the file --config names, or the built-in demo
+// configuration with --demo.
+func readConfig(c commonFlags) (config, error) {
+	switch {
+	case c.config != "":
+		f, err := os.Open(c.config)
+		if err != nil {
+			return config{}, fmt.Errorf("--config: %w", err)
+		}
+		defer f.Close()
+		return loadConfig(f, c.config)
+	case c.demo:
+		return loadConfig(strings.NewReader(demoConfig), "built-in demo configuration")
+	}
+	return config{}, fmt.Errorf("no configuration: give --config FILE (see config.example.yaml), or --demo to try the built-in demo")
 }
 
 // demoLDAP points an ldap configuration at the embedded demo directory,

@@ -78,7 +78,7 @@ func (d autoconfigDoc) summary() string {
 	return strings.Join(parts, " ")
 }
 
-// checkDemoContract checks the answers issue 2 promises for the demo
+// checkDemoContract checks the answers the README promises for the demo
 // directory. The slapd integration test runs the same checks.
 func checkDemoContract(t *testing.T, h http.Handler) {
 	for _, tc := range []struct {

@@ -6,10 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
-
-	"github.com/mailbeacon/mailbeacon/protocols"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
 )
 
 func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -19,7 +22,10 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&c.demoSign, "demo-sign", false, "with --demo: sign Apple profiles with a throwaway CA made at start (its files are logged)")
 	listen := fs.String("listen", "", "listen `address` host:port, overriding server.listen (default 127.0.0.1:8080)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: mailbeacon serve [--config FILE] [--listen ADDR] [--demo [--demo-sign]]\n\nServe client discovery requests over HTTP until SIGINT or SIGTERM.\n\n")
+		fmt.Fprintf(fs.Output(), "Usage: mailbeacon serve [--config FILE] [--listen ADDR] [--demo [--demo-sign]]\n\n"+
+			"Serve client discovery requests over HTTP (HTTPS with server.tls or server.acme)\n"+
+			"until SIGINT or SIGTERM, which drain requests in flight. SIGHUP reloads the\n"+
+			"configuration; an invalid one is logged and the running one keeps serving.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args, stderr); err != nil {
@@ -36,46 +42,175 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer cleanup()
 	if *listen != "" {
 		a.cfg.Server.Listen = *listen
+		if reread := a.reread; reread != nil {
+			a.reread = func() (config, error) {
+				cfg, err := reread()
+				cfg.Server.Listen = *listen
+				return cfg, err
+			}
+		}
 	}
-	sc := a.cfg.Server
-	ln, err := net.Listen("tcp", sc.Listen)
+	s, err := newServer(a, log)
 	if err != nil {
-		return fmt.Errorf("server.listen: %w", err)
+		return err
 	}
-	srv := &http.Server{
-		Handler:           protocols.NewHandler(a.resolver, a.handlerOptions(log)),
-		ReadHeaderTimeout: sc.ReadHeaderTimeout,
-		ReadTimeout:       sc.ReadTimeout,
-		WriteTimeout:      sc.WriteTimeout,
-		IdleTimeout:       sc.IdleTimeout,
-		MaxHeaderBytes:    16 << 10,
+	defer s.close()
+	return s.run(ctx)
+}
+
+// server runs the listeners of one serve command across reloads.
+type server struct {
+	log      *slog.Logger
+	cur      liveHandler    // the generation requests go to
+	tls      *tlsServing    // nil: plain HTTP
+	retiring sync.WaitGroup // generations draining after a reload
+}
+
+func newServer(a *app, log *slog.Logger) (*server, error) {
+	t, err := newTLSServing(a.cfg, log)
+	if err != nil {
+		return nil, err
 	}
+	s := &server{log: log, tls: t}
+	s.cur.store(newGeneration(a, log))
+	return s, nil
+}
+
+// close waits for retired generations and closes the current one's
+// directory connections.
+func (s *server) close() {
+	s.retiring.Wait()
+	s.cur.load().app.source.Close()
+}
+
+// run listens until ctx ends, then drains requests in flight.
+func (s *server) run(ctx context.Context) error {
+	cfg := s.cur.load().app.cfg
+	sc := cfg.Server
+	type listener struct {
+		srv    *http.Server
+		ln     net.Listener
+		tls    bool
+		key    string
+		scheme string
+	}
+	var ls []listener
+	defer func() {
+		for _, l := range ls {
+			l.ln.Close()
+		}
+	}()
+	add := func(key, addr string, h http.Handler, useTLS bool) error {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		srv := &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: sc.ReadHeaderTimeout,
+			ReadTimeout:       sc.ReadTimeout,
+			WriteTimeout:      sc.WriteTimeout,
+			IdleTimeout:       sc.IdleTimeout,
+			MaxHeaderBytes:    16 << 10,
+			// TLS handshake failures from scanners are no news.
+			ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		}
+		scheme := "http"
+		if useTLS {
+			srv.TLSConfig = s.tls.config()
+			scheme = "https"
+		}
+		ls = append(ls, listener{srv: srv, ln: ln, tls: useTLS, key: key, scheme: scheme})
+		return nil
+	}
+	if err := add("server.listen", sc.Listen, &s.cur, s.tls != nil); err != nil {
+		return err
+	}
+	if sc.HTTPListen != "" {
+		if err := add("server.http_listen", sc.HTTPListen, s.tls.httpHandler(&s.cur), false); err != nil {
+			return err
+		}
+	}
+	if cfg.Operations.Listen != "" {
+		if err := add("operations.listen", cfg.Operations.Listen, operationsView{&s.cur}, false); err != nil {
+			return err
+		}
+	}
+
+	// SIGHUP reloads; registered before the listeners report ready, so a
+	// HUP sent once they are never kills the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go s.tls.watch(wctx)
+
 	// A directory that is down at start-up is logged, not fatal: the
 	// server answers with domain defaults until it comes back.
 	go func() {
+		a := s.cur.load().app
 		if err := a.source.Ping(ctx); err != nil {
-			log.Error("directory check failed; answering with domain defaults until it recovers", "err", err)
+			s.log.Error("directory check failed; answering with domain defaults until it recovers", "err", err)
 		} else {
-			log.Info("directory reachable", "urls", a.cfg.LDAP.URLs)
+			s.log.Info("directory reachable", "urls", a.cfg.LDAP.URLs)
 		}
 	}()
-	log.Info("mailbeacon listening", "addr", "http://"+ln.Addr().String(), "version", versionString())
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("http server: %w", err)
-	case <-ctx.Done():
+
+	errc := make(chan error, len(ls))
+	for _, l := range ls {
+		go func() {
+			var err error
+			if l.tls {
+				err = l.srv.ServeTLS(l.ln, "", "")
+			} else {
+				err = l.srv.Serve(l.ln)
+			}
+			errc <- err
+		}()
 	}
-	log.Info("shutting down: draining requests", "timeout", sc.ShutdownTimeout)
+	for _, l := range ls {
+		if l.key == "server.listen" {
+			s.log.Info("mailbeacon listening", "addr", l.scheme+"://"+l.ln.Addr().String(), "version", versionString())
+		} else {
+			s.log.Info("listening", "key", l.key, "addr", l.scheme+"://"+l.ln.Addr().String())
+		}
+	}
+
+	for {
+		select {
+		case err := <-errc:
+			return fmt.Errorf("http server: %w", err)
+		case <-hup:
+			_ = s.reload()
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
+	s.log.Info("shutting down: draining requests", "timeout", sc.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sc.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("shutdown: %w", err)
+	var wg sync.WaitGroup
+	shutdownErrs := make([]error, len(ls))
+	for i, l := range ls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := l.srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				shutdownErrs[i] = fmt.Errorf("shutdown %s: %w", l.key, err)
+			}
+		}()
 	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+	wg.Wait()
+	if err := errors.Join(shutdownErrs...); err != nil {
 		return err
 	}
-	log.Info("stopped")
+	for range ls {
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	}
+	s.log.Info("stopped")
 	return nil
 }

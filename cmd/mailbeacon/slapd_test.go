@@ -40,7 +40,7 @@ ldap:
 	return cfg
 }
 
-// The demo contract of issue 2, answered from a real OpenLDAP server.
+// The demo contract, answered from a real OpenLDAP server.
 func TestDemoContractSlapd(t *testing.T) {
 	srv := ldaptest.Slapd(t)
 	for _, ldaps := range []bool{false, true} {

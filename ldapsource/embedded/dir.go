@@ -2,6 +2,7 @@ package embedded
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -45,7 +46,8 @@ func (d *Dir) Bind(name, password string) bool {
 	}
 	for _, e := range d.Entries {
 		if strings.EqualFold(e.DN, name) || contains(e.Get("userPrincipalName"), name) {
-			return contains(e.Get("userPassword"), password)
+			// Passwords compare exactly, unlike attribute values.
+			return slices.Contains(e.Get("userPassword"), password)
 		}
 	}
 	return false

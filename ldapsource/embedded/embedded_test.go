@@ -23,7 +23,8 @@ func TestDemoLDIF(t *testing.T) {
 	if got := byUID["dave"].Get("displayName")[0]; got != `Dave <Ops> & "Smith" *) Über` {
 		t.Errorf("base64 value decoded to %q", got)
 	}
-	if !d.Bind(DemoBindDN, DemoPassword) || d.Bind(DemoBindDN, "") || d.Bind(DemoBindDN, "wrong") {
+	if !d.Bind(DemoBindDN, DemoPassword) || d.Bind(DemoBindDN, "") || d.Bind(DemoBindDN, "wrong") ||
+		d.Bind(DemoBindDN, strings.ToUpper(DemoPassword)) {
 		t.Error("service account bind misbehaves")
 	}
 }

@@ -1,0 +1,258 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mailbeacon/mailbeacon/cmd/mailbeacon/check/checktest"
+)
+
+// pebbleModule is Let's Encrypt's ACME test server, built from the Go
+// module proxy at a pinned version.
+const pebbleModule = "github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.1"
+
+// buildPebble builds pebble into a temporary directory. Without a Go
+// toolchain or the module proxy the test is skipped, or fails under CI=true.
+func buildPebble(t *testing.T) string {
+	t.Helper()
+	unavailable := func(format string, args ...any) {
+		t.Helper()
+		msg := fmt.Sprintf(format, args...)
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		unavailable("pebble: no go command to build it: %v", err)
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, goBin, "install", pebbleModule)
+	cmd.Dir = dir
+	// Module mode outside this module; no -mod or -race from the caller.
+	cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=", "GOWORK=off", "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		unavailable("pebble: go install %s: %v\n%s", pebbleModule, err, out)
+	}
+	return filepath.Join(dir, "pebble")
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// lockedWriter collects a process's output.
+type lockedWriter struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *lockedWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// ACME end to end against pebble on loopback: mailbeacon obtains a
+// certificate for autoconfig.example.com, pebble really validating the
+// challenge against mailbeacon's listeners (its DNS is a test server
+// that says 127.0.0.1), and refuses to ask for a name of a domain that is
+// not configured.
+func TestACMEWithPebble(t *testing.T) {
+	pebble := buildPebble(t)
+	dir := t.TempDir()
+	ca := checktest.NewCA(t)
+	caFile := ca.WriteCA(t, dir)
+	pebbleCert, pebbleKey := ca.WriteFiles(t, dir, time.Now().Add(24*time.Hour), "127.0.0.1", "localhost")
+	zone := "autoconfig.example.com. 60 IN A 127.0.0.1\nautodiscover.example.com. 60 IN A 127.0.0.1\n" +
+		"autoconfig.unconfigured.org. 60 IN A 127.0.0.1\n"
+	dnsSrv := checktest.StartDNS(t, zone)
+
+	// mailbeacon first, on free ports, pointed at where pebble will listen:
+	// autocert reads the ACME directory only when a certificate is needed.
+	acmePort, mgmtPort := freePort(t), freePort(t)
+	cacheDir := filepath.Join(dir, "acme-cache")
+	cfgFile := filepath.Join(dir, "config.yaml")
+	writeFile(t, cfgFile, demoConfig+fmt.Sprintf(`
+server:
+  listen: 127.0.0.1:0
+  http_listen: 127.0.0.1:0
+  acme:
+    enabled: true
+    email: postmaster@example.com
+    directory_url: https://127.0.0.1:%d/dir
+    cache_dir: %q
+    ca_file: %q
+`, acmePort, cacheDir, caFile))
+	s := startServe(t, []string{"--demo", "--config", cfgFile}, "server.http_listen")
+	tlsAddr := strings.TrimPrefix(s.addrs["server.listen"], "https://")
+	httpAddr := strings.TrimPrefix(s.addrs["server.http_listen"], "http://")
+	port := func(hostport string) int {
+		_, p, _ := net.SplitHostPort(hostport)
+		n, _ := strconv.Atoi(p)
+		return n
+	}
+
+	// pebble validates TLS-ALPN-01 and HTTP-01 challenges on mailbeacon's
+	// two listeners.
+	pcfg, _ := json.Marshal(map[string]any{"pebble": map[string]any{
+		"listenAddress":                  fmt.Sprintf("127.0.0.1:%d", acmePort),
+		"managementListenAddress":        fmt.Sprintf("127.0.0.1:%d", mgmtPort),
+		"certificate":                    pebbleCert,
+		"privateKey":                     pebbleKey,
+		"httpPort":                       port(httpAddr),
+		"tlsPort":                        port(tlsAddr),
+		"ocspResponderURL":               "",
+		"externalAccountBindingRequired": false,
+	}})
+	pcfgFile := filepath.Join(dir, "pebble.json")
+	writeFile(t, pcfgFile, string(pcfg))
+	var pout lockedWriter
+	cmd := exec.Command(pebble, "-config", pcfgFile, "-dnsserver", dnsSrv.Addr)
+	cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
+	cmd.Stdout, cmd.Stderr = &pout, &pout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("pebble:\n%s", pout.String())
+		}
+	})
+	trustCA := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}}}
+	var root []byte
+	for deadline := time.Now().Add(20 * time.Second); root == nil; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("pebble did not start:\n%s", pout.String())
+		}
+		resp, err := trustCA.Get(fmt.Sprintf("https://127.0.0.1:%d/roots/0", mgmtPort))
+		if err != nil {
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			root = b
+		}
+	}
+	pebbleRoots := x509.NewCertPool()
+	if !pebbleRoots.AppendCertsFromPEM(root) {
+		t.Fatalf("pebble root: %q", root)
+	}
+
+	handshake := func(name string) (*x509.Certificate, error) {
+		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: &tls.Config{ServerName: name, RootCAs: pebbleRoots}}
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		conn, err := d.DialContext(ctx, "tcp", tlsAddr)
+		if err != nil {
+			return nil, err
+		}
+		defer conn.Close()
+		return conn.(*tls.Conn).ConnectionState().PeerCertificates[0], nil
+	}
+
+	t.Run("configured name gets a certificate", func(t *testing.T) {
+		leaf, err := handshake("autoconfig.example.com")
+		if err != nil {
+			t.Fatalf("handshake: %v\nmailbeacon:\n%s", err, s.stderr.String())
+		}
+		if !slices.Contains(leaf.DNSNames, "autoconfig.example.com") {
+			t.Errorf("certificate names %v", leaf.DNSNames)
+		}
+		if _, err := os.Stat(filepath.Join(cacheDir, "autoconfig.example.com")); err != nil {
+			t.Errorf("certificate not cached in server.acme.cache_dir: %v", err)
+		}
+		if !strings.Contains(pout.String(), "set VALID by completed challenge") {
+			t.Errorf("pebble did not validate a challenge against mailbeacon:\n%s", pout.String())
+		}
+		// And it serves: autoconfig over the certificate pebble issued.
+		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pebbleRoots, ServerName: "autoconfig.example.com"}}}
+		code, body := get(t, c, "https://"+tlsAddr+"/mail/config-v1.1.xml?emailaddress=bob@example.com", "autoconfig.example.com")
+		if code != 200 || !strings.Contains(body, "bob.login") {
+			t.Errorf("autoconfig over ACME TLS: %d %s", code, body)
+		}
+	})
+	t.Run("unconfigured name is refused", func(t *testing.T) {
+		before := pout.String()
+		if _, err := handshake("autoconfig.unconfigured.org"); err == nil {
+			t.Fatal("a TLS handshake for an unconfigured domain succeeded")
+		}
+		if _, err := os.Stat(filepath.Join(cacheDir, "autoconfig.unconfigured.org")); err == nil {
+			t.Error("a certificate for an unconfigured domain is in the cache")
+		}
+		if after := pout.String(); strings.Contains(after[len(before):], "unconfigured.org") || strings.Contains(after[len(before):], "/order-plz") {
+			t.Errorf("pebble was asked for the unconfigured name:\n%s", after[len(before):])
+		}
+	})
+}
+
+// The ACME host policy allows the autoconfig./autodiscover. names of
+// configured domains and the public host, nothing else.
+func TestACMEHostPolicy(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		bare   bool
+		host   string
+		public string
+		ok     bool
+	}{
+		{"autoconfig", false, "autoconfig.example.com", "", true},
+		{"autodiscover, any case and a trailing dot", false, "AutoDiscover.Example.com.", "", true},
+		{"public host", false, "mailbeacon.example.net", "mailbeacon.example.net", true},
+		{"bare domain not asked for", false, "example.com", "", false},
+		{"bare domain asked for", true, "example.com", "", true},
+		{"unconfigured domain", false, "autoconfig.unconfigured.org", "", false},
+		{"other subdomain", false, "www.example.com", "", false},
+		{"suffix trick", false, "autoconfig.example.com.evil.org", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := loadConfig(strings.NewReader(demoConfig), "test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Server.ACME = acmeConfig{Enabled: true, CacheDir: t.TempDir(), BareDomains: tc.bare}
+			cfg.Server.PublicHost = tc.public
+			ts, err := newTLSServing(cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ts.hostPolicy(context.Background(), tc.host); (err == nil) != tc.ok {
+				t.Errorf("hostPolicy(%q) = %v, want allowed %v", tc.host, err, tc.ok)
+			}
+		})
+	}
+}

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/mailbeacon/mailbeacon/policy"
+	"github.com/mailbeacon/mailbeacon/protocols"
+)
+
+// Reloading the configuration on SIGHUP. A reload builds everything anew
+// from the file; if that fails, the log says why (naming the key) and the
+// running configuration keeps serving. Otherwise the new handlers are
+// swapped in atomically; the old generation's directory connections are
+// closed once the requests it was serving have finished. Cached answers
+// survive a reload, except those of domains whose settings changed (or
+// all of them, when the policy, directory or cache settings changed).
+
+var (
+	reloads = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "mailbeacon_config_reloads_total",
+		Help: "Configuration reloads (SIGHUP) by result: ok, or failed (the previous configuration kept serving).",
+	}, []string{"result"})
+	reloadsOK     = reloads.WithLabelValues("ok")
+	reloadsFailed = reloads.WithLabelValues("failed")
+)
+
+// generation is what one configuration serves with. Requests hold its
+// read lock while they run, so retire can wait for them.
+type generation struct {
+	app     *app
+	handler http.Handler
+	ops     http.Handler // operations.listen's handler; nil when unused
+	mu      sync.RWMutex
+	retired atomic.Bool
+}
+
+func newGeneration(a *app, log *slog.Logger) *generation {
+	g := &generation{app: a}
+	opts := a.handlerOptions(log)
+	g.handler = protocols.NewHandler(a.resolver, opts)
+	if a.cfg.Operations.Listen != "" {
+		g.ops = protocols.OperationsHandler(opts)
+	}
+	return g
+}
+
+// retire waits for the requests in flight on g, then closes its
+// directory connections. Call it after g stopped being current.
+func (g *generation) retire() {
+	g.retired.Store(true)
+	g.mu.Lock()
+	g.app.source.Close()
+	g.mu.Unlock()
+}
+
+// liveHandler sends each request to the current generation.
+type liveHandler struct{ cur atomic.Pointer[generation] }
+
+func (l *liveHandler) load() *generation   { return l.cur.Load() }
+func (l *liveHandler) store(g *generation) { l.cur.Store(g) }
+
+// enter returns the current generation with its read lock held.
+func (l *liveHandler) enter() *generation {
+	for {
+		g := l.cur.Load()
+		g.mu.RLock()
+		if !g.retired.Load() {
+			return g
+		}
+		// Swapped out between Load and RLock: the new one is current.
+		g.mu.RUnlock()
+	}
+}
+
+func (l *liveHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g := l.enter()
+	defer g.mu.RUnlock()
+	g.handler.ServeHTTP(w, r)
+}
+
+// operationsView serves the current generation's operations handler.
+type operationsView struct{ l *liveHandler }
+
+func (o operationsView) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g := o.l.enter()
+	defer g.mu.RUnlock()
+	if g.ops == nil {
+		// operations.listen was turned off by a reload: it still listens
+		// until a restart, with the usual routes.
+		g.handler.ServeHTTP(w, r)
+		return
+	}
+	g.ops.ServeHTTP(w, r)
+}
+
+// reload reads and builds the configuration again and swaps it in. On
+// error nothing changes.
+func (s *server) reload() error {
+	old := s.cur.load()
+	s.log.Info("SIGHUP: reloading the configuration")
+	a, err := rebuild(old.app, s.log)
+	if err == nil {
+		if err = s.tls.update(a.cfg); err != nil {
+			a.source.Close()
+		}
+	}
+	if err != nil {
+		reloadsFailed.Inc()
+		s.log.Error("configuration reload failed; still serving the previous configuration", "err", err)
+		return err
+	}
+	for _, key := range needRestart(old.app.cfg, a.cfg) {
+		s.log.Warn("configuration reload: this key changed but takes effect only after a restart", "key", key)
+	}
+	// The routes follow the listeners that run, not those the file asks for.
+	a.cfg.Operations.Listen = old.app.cfg.Operations.Listen
+	kept, changed := carryCache(old.app, a)
+	s.cur.store(newGeneration(a, s.log))
+	s.retiring.Add(1)
+	go func() {
+		defer s.retiring.Done()
+		old.retire()
+	}()
+	reloadsOK.Inc()
+	s.log.Info("configuration reloaded", "domains", len(a.cfg.Domains), "changed_domains", changed, "cached_answers_kept", kept)
+	return nil
+}
+
+// rebuild reads the configuration the way old was made and builds it.
+func rebuild(old *app, log *slog.Logger) (*app, error) {
+	if old.reread == nil {
+		return nil, fmt.Errorf("this server cannot reload its configuration")
+	}
+	cfg, err := old.reread()
+	if err != nil {
+		return nil, err
+	}
+	a, err := build(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	a.reread = old.reread
+	return a, nil
+}
+
+// carryCache moves old's cached answers into a, except those of domains
+// whose settings changed or went away; when what decides every answer
+// (policy, directory, cache settings) changed, nothing is carried. It
+// returns how many answers were kept and which domains changed ("*" for
+// all).
+func carryCache(old, a *app) (kept int, changed []string) {
+	o, n := old.cfg, a.cfg
+	if !reflect.DeepEqual(o.Policy, n.Policy) || !reflect.DeepEqual(o.LDAP, n.LDAP) || o.Cache != n.Cache {
+		return 0, []string{"*"}
+	}
+	before := map[string]policy.DomainConfig{}
+	for _, d := range o.Domains {
+		before[domainKey(d.Name)] = d
+	}
+	after := map[string]bool{}
+	for _, d := range n.Domains {
+		name := domainKey(d.Name)
+		after[name] = true
+		if prev, ok := before[name]; !ok || !reflect.DeepEqual(prev, d) {
+			changed = append(changed, name)
+		}
+	}
+	for name := range before {
+		if !after[name] {
+			changed = append(changed, name)
+		}
+	}
+	slices.Sort(changed)
+	kept = a.resolver.CarryCache(old.resolver, func(d string) bool { return !slices.Contains(changed, d) })
+	return kept, changed
+}
+
+func domainKey(name string) string {
+	if n, err := policy.NormalizeDomain(name); err == nil {
+		return n
+	}
+	return strings.ToLower(name)
+}
+
+// needRestart lists the keys that changed but apply only at start-up.
+func needRestart(o, n config) []string {
+	var keys []string
+	check := func(key string, changed bool) {
+		if changed {
+			keys = append(keys, key)
+		}
+	}
+	so, sn := o.Server, n.Server
+	check("server.listen", so.Listen != sn.Listen)
+	check("server.http_listen", so.HTTPListen != sn.HTTPListen)
+	check("server.read_header_timeout", so.ReadHeaderTimeout != sn.ReadHeaderTimeout)
+	check("server.read_timeout", so.ReadTimeout != sn.ReadTimeout)
+	check("server.write_timeout", so.WriteTimeout != sn.WriteTimeout)
+	check("server.idle_timeout", so.IdleTimeout != sn.IdleTimeout)
+	check("server.shutdown_timeout", so.ShutdownTimeout != sn.ShutdownTimeout)
+	// The names ACME may ask for follow the domains at once; the account
+	// and the CA do not.
+	ao, an := so.ACME, sn.ACME
+	ao.BareDomains, an.BareDomains = false, false
+	check("server.acme", ao != an)
+	check("operations.listen", o.Operations.Listen != n.Operations.Listen)
+	check("log", o.Log != n.Log)
+	return keys
+}

@@ -1,0 +1,47 @@
+package ldapsource
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+var (
+	searchDuration = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "mailbeacon_directory_search_duration_seconds",
+		Help: "Duration of one address lookup in the directory, waiting for a pooled connection and dialing included, by result: found, not_found, ambiguous, error.",
+		// Lookups are bounded by ldap.request_timeout (3s by default).
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"result"})
+	connectionsInUse = promauto.NewGauge(prometheus.GaugeOpts{
+		Name: "mailbeacon_directory_connections_in_use",
+		Help: "Directory connections checked out of the pool or being dialed (at most ldap.pool_size per configuration).",
+	})
+	failovers = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "mailbeacon_directory_failovers_total",
+		Help: "Times the preferred directory URL failed and another one answered.",
+	})
+	dialErrors = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "mailbeacon_directory_dial_errors_total",
+		Help: "Failed attempts to connect and bind to a directory URL, by URL.",
+	}, []string{"url"})
+
+	// Label children resolved once, off the request path.
+	searchFound     = searchDuration.WithLabelValues("found")
+	searchNotFound  = searchDuration.WithLabelValues("not_found")
+	searchAmbiguous = searchDuration.WithLabelValues("ambiguous")
+	searchError     = searchDuration.WithLabelValues("error")
+)
+
+// observeSearch records a lookup's duration under its result.
+func observeSearch(seconds float64, err error) {
+	switch err {
+	case nil:
+		searchFound.Observe(seconds)
+	case ErrNotFound:
+		searchNotFound.Observe(seconds)
+	case ErrAmbiguous:
+		searchAmbiguous.Observe(seconds)
+	default:
+		searchError.Observe(seconds)
+	}
+}

@@ -1,0 +1,59 @@
+package sambatest
+
+import (
+	"os"
+	"testing"
+)
+
+// The domain the DC holds.
+const (
+	Realm      = "EXAMPLE.TEST"
+	NetBIOS    = "EXAMPLE"
+	BaseDN     = "DC=example,DC=test"
+	MailDomain = "example.test"
+
+	// ServiceDN, or ServiceUPN, is the account mailbeacon binds as: a
+	// plain domain user, with no rights beyond what every user has.
+	ServiceDN       = "CN=svc-mailbeacon,CN=Users,DC=example,DC=test"
+	ServiceUPN      = "svc-mailbeacon@example.test"
+	ServicePassword = "Svc-Passw0rd!mb"
+	// UserPassword is every other seeded user's password.
+	UserPassword = "User-Passw0rd!mb"
+	// AdminUPN and AdminPassword are the domain administrator's.
+	AdminUPN      = "Administrator@example.test"
+	AdminPassword = "Admin-Passw0rd!mb"
+
+	// POP3DisabledGroup has bob.login and ContractorsGroup as members;
+	// ContractorsGroup has dave.
+	POP3DisabledGroup = "CN=Mail-POP3-Disabled,OU=Groups,DC=example,DC=test"
+	ContractorsGroup  = "CN=Contractors,OU=Groups,DC=example,DC=test"
+	// MobileUsersGroup has asmith and dave.
+	MobileUsersGroup = "CN=Mobile-Users,OU=Groups,DC=example,DC=test"
+)
+
+// UserDN returns the DN of the seeded user with sAMAccountName sam.
+func UserDN(sam string) string { return "CN=" + sam + ",CN=Users," + BaseDN }
+
+// Server is a running domain controller.
+type Server struct {
+	IP        string // the DC's address, in its own network namespace
+	URL       string // ldap://IP: StartTLS; simple binds without it are refused
+	LDAPSURL  string // ldaps://IP
+	CAFile    string // PEM of the CA that signed the DC's certificate
+	Dir       string // the DC's files: configuration, database, log/
+	Namespace string // the network namespace's name
+}
+
+// Debian packages that provide what DC needs.
+const packages = "samba samba-ad-dc samba-ad-provision iproute2"
+
+// unavailable skips the test, or fails it under CI=true, where a missing
+// Samba must not pass silently.
+func unavailable(t testing.TB, why string) {
+	t.Helper()
+	msg := "sambatest: " + why
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}

@@ -1,0 +1,151 @@
+package protocols
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/mailbeacon/mailbeacon/policy"
+)
+
+// Benchmarks of the hot paths: cached answers through the whole handler
+// (with the default limits, as served), the limits alone, and the
+// renderers. bench/run.sh measures the same over real HTTP against nginx.
+
+// benchLimits are the defaults with a request rate no benchmark reaches:
+// the limiter still does all its work on every request.
+func benchLimits(b *testing.B) LimitOptions {
+	o := DefaultLimitOptions()
+	o.RequestsPerSecond, o.Burst = 1e9, 1e9
+	return limitsFor(b, o)
+}
+
+type nopWriter struct{ h http.Header }
+
+func (w *nopWriter) Header() http.Header         { return w.h }
+func (w *nopWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *nopWriter) WriteHeader(int)             {}
+
+func benchServe(b *testing.B, h http.Handler, newReq func() *http.Request) {
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		w := &nopWriter{h: http.Header{}}
+		for pb.Next() {
+			clear(w.h)
+			h.ServeHTTP(w, newReq())
+		}
+	})
+}
+
+func BenchmarkAutoconfigCached(b *testing.B) {
+	res, _ := newDemoResolver(b, demoDomains())
+	h := NewHandler(res, Options{Limits: benchLimits(b)})
+	if rec := get(b, h, "GET", "", "/mail/config-v1.1.xml?emailaddress=bob@example.com"); rec.Code != 200 {
+		b.Fatal(rec.Code)
+	}
+	benchServe(b, h, func() *http.Request {
+		r := httptest.NewRequest("GET", "/mail/config-v1.1.xml?emailaddress=bob@example.com", nil)
+		return r
+	})
+}
+
+func BenchmarkAutodiscoverCached(b *testing.B) {
+	res, _ := newDemoResolver(b, demoDomains())
+	h := NewHandler(res, Options{Limits: benchLimits(b)})
+	body := adXML("bob@example.com")
+	benchServe(b, h, func() *http.Request {
+		return httptest.NewRequest("POST", "https://autodiscover.example.com/autodiscover/autodiscover.xml", strings.NewReader(body))
+	})
+}
+
+func BenchmarkAutodiscoverJSONCached(b *testing.B) {
+	res, _ := newDemoResolver(b, demoDomains())
+	h := NewHandler(res, Options{Limits: benchLimits(b)})
+	benchServe(b, h, func() *http.Request {
+		return httptest.NewRequest("GET", "/autodiscover/autodiscover.json/v1.0/bob@example.com?Protocol=ActiveSync", nil)
+	})
+}
+
+// BenchmarkLimit is the cost limit() adds to every request: client
+// address, request bucket, concurrency count, context for the
+// unknown-address budget. Clients are spread over 4096 addresses.
+func BenchmarkLimit(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		opts LimitOptions
+	}{
+		{"off", LimitOptions{}},
+		{"defaults", benchLimits(b)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			s := &Server{log: slog.New(slog.DiscardHandler), opts: Options{Limits: tc.opts}}
+			s.res, _ = newDemoResolver(b, demoDomains())
+			s.setupLimits()
+			h := s.limit(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+			reqs := make([]*http.Request, 4096)
+			for i := range reqs {
+				reqs[i] = httptest.NewRequest("GET", "/mail/config-v1.1.xml", nil)
+				reqs[i].RemoteAddr = fmt.Sprintf("198.51.%d.%d:4000", i>>8, i&255)
+			}
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				w := &nopWriter{h: http.Header{}}
+				i := 0
+				for pb.Next() {
+					h.ServeHTTP(w, reqs[i&4095])
+					i++
+				}
+			})
+		})
+	}
+}
+
+func BenchmarkRenderAutoconfig(b *testing.B) {
+	res, _ := newDemoResolver(b, demoDomains())
+	acct, err := res.Resolve(b.Context(), mustAddress(b, "alice@example.com"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := renderAutoconfig(acct); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRenderOutlook(b *testing.B) {
+	res, _ := newDemoResolver(b, demoDomains())
+	acct, err := res.Resolve(b.Context(), mustAddress(b, "alice@example.com"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := renderOutlook(acct); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkParsePOXRequest(b *testing.B) {
+	body := []byte(adXML("bob@example.com"))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := parsePOXRequest(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func mustAddress(t testing.TB, s string) policy.Address {
+	t.Helper()
+	a, err := policy.ParseAddress(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}

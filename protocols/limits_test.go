@@ -1,0 +1,523 @@
+package protocols
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/mailbeacon/mailbeacon/policy"
+)
+
+// limRequest sends one request from remote (ip:port) with optional headers
+// ("Name: value").
+func limRequest(h http.Handler, method, target, remote string, body io.Reader, headers ...string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, target, body)
+	req.RemoteAddr = remote
+	for _, hv := range headers {
+		k, v, _ := strings.Cut(hv, ":")
+		req.Header.Add(k, strings.TrimSpace(v))
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+func counterValue(t testing.TB, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+func limitsFor(t testing.TB, o LimitOptions) LimitOptions {
+	t.Helper()
+	if err := o.Prepare(); err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+func retryAfter(t testing.TB, rec *httptest.ResponseRecorder) int {
+	t.Helper()
+	n, err := strconv.Atoi(rec.Header().Get("Retry-After"))
+	if err != nil || n < 1 {
+		t.Errorf("Retry-After %q: want a positive number of seconds", rec.Header().Get("Retry-After"))
+	}
+	return n
+}
+
+func TestLimitOptionsPrepare(t *testing.T) {
+	if err := new(LimitOptions).Prepare(); err != nil {
+		t.Errorf("zero options: %v", err)
+	}
+	def := DefaultLimitOptions()
+	if err := def.Prepare(); err != nil {
+		t.Errorf("defaults: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		mod  func(o *LimitOptions)
+		key  string // "" for valid
+	}{
+		{"negative rate", func(o *LimitOptions) { o.RequestsPerSecond = -1 }, "limits.requests_per_second"},
+		{"rate without burst", func(o *LimitOptions) { o.Burst = 0 }, "limits.burst"},
+		{"negative unknown rate", func(o *LimitOptions) { o.UnknownPerMinute = -3 }, "limits.unknown_per_minute"},
+		{"unknown without burst", func(o *LimitOptions) { o.UnknownBurst = 0 }, "limits.unknown_burst"},
+		{"negative clients", func(o *LimitOptions) { o.MaxClients = -1 }, "limits.max_clients"},
+		{"negative concurrency", func(o *LimitOptions) { o.MaxConcurrent = -1 }, "limits.max_concurrent"},
+		{"negative body", func(o *LimitOptions) { o.MaxBodyBytes = -1 }, "limits.max_body_bytes"},
+		{"bad header", func(o *LimitOptions) { o.ClientIPHeader = "X-Real-IP" }, "limits.client_ip_header"},
+		{"bad proxy", func(o *LimitOptions) { o.TrustedProxies = []string{"10.0.0.0/8", "proxy.example.com"} }, "limits.trusted_proxies[1]"},
+		{"bad cidr", func(o *LimitOptions) { o.TrustedProxies = []string{"10.0.0.0/33"} }, "limits.trusted_proxies[0]"},
+		{"rates off", func(o *LimitOptions) { o.RequestsPerSecond, o.Burst, o.UnknownPerMinute, o.UnknownBurst = 0, 0, 0, 0 }, ""},
+		{"good proxies", func(o *LimitOptions) {
+			o.TrustedProxies = []string{"10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "::ffff:198.51.100.0/120"}
+		}, ""},
+		{"forwarded header", func(o *LimitOptions) { o.ClientIPHeader = "forwarded" }, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := DefaultLimitOptions()
+			tc.mod(&o)
+			err := o.Prepare()
+			switch {
+			case tc.key == "" && err != nil:
+				t.Errorf("Prepare: %v", err)
+			case tc.key != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.key+":")):
+				t.Errorf("Prepare = %v; want an error naming %s", err, tc.key)
+			}
+		})
+	}
+}
+
+func TestClientIP(t *testing.T) {
+	xff := limitsFor(t, LimitOptions{TrustedProxies: []string{"10.0.0.0/8", "2001:db8:ffff::/48"}})
+	fwd := limitsFor(t, LimitOptions{TrustedProxies: []string{"10.0.0.0/8"}, ClientIPHeader: "Forwarded"})
+	none := limitsFor(t, LimitOptions{})
+	for _, tc := range []struct {
+		name    string
+		opts    LimitOptions
+		remote  string
+		headers []string
+		want    string
+	}{
+		{"direct", xff, "192.0.2.1:4000", nil, "192.0.2.1"},
+		{"direct v6", xff, "[2001:db8::1]:4000", nil, "2001:db8::1"},
+		{"v4-mapped peer", xff, "[::ffff:192.0.2.1]:4000", nil, "192.0.2.1"},
+		{"untrusted peer's header ignored", xff, "192.0.2.1:4000", []string{"X-Forwarded-For: 198.51.100.9"}, "192.0.2.1"},
+		{"no trusted proxies: header ignored", none, "10.0.0.1:4000", []string{"X-Forwarded-For: 198.51.100.9"}, "10.0.0.1"},
+		{"trusted proxy", xff, "10.0.0.1:4000", []string{"X-Forwarded-For: 198.51.100.9"}, "198.51.100.9"},
+		{"client-supplied entries left of the real one", xff, "10.0.0.1:4000",
+			[]string{"X-Forwarded-For: 1.1.1.1, 2.2.2.2, 198.51.100.9"}, "198.51.100.9"},
+		{"chain of trusted proxies", xff, "10.0.0.1:4000",
+			[]string{"X-Forwarded-For: 198.51.100.9, 10.1.1.1, 10.2.2.2"}, "198.51.100.9"},
+		{"several header lines", xff, "10.0.0.1:4000",
+			[]string{"X-Forwarded-For: 6.6.6.6", "X-Forwarded-For: 198.51.100.9, 10.9.9.9"}, "198.51.100.9"},
+		{"forged trusted address left of real client", xff, "10.0.0.1:4000",
+			[]string{"X-Forwarded-For: 10.5.5.5, 198.51.100.9"}, "198.51.100.9"},
+		{"v6 client with port", xff, "10.0.0.1:4000", []string{"X-Forwarded-For: [2001:db8:1::5]:1234"}, "2001:db8:1::5"},
+		{"v4 client with port", xff, "10.0.0.1:4000", []string{"X-Forwarded-For: 198.51.100.9:5555"}, "198.51.100.9"},
+		{"garbage stops at last trusted hop", xff, "10.0.0.1:4000",
+			[]string{"X-Forwarded-For: 198.51.100.9, <script>, 10.2.2.2"}, "10.2.2.2"},
+		{"all trusted: left-most", xff, "10.0.0.1:4000", []string{"X-Forwarded-For: 10.3.3.3, 10.2.2.2"}, "10.3.3.3"},
+		{"empty header", xff, "10.0.0.1:4000", []string{"X-Forwarded-For: "}, "10.0.0.1"},
+		{"no header from trusted proxy", xff, "10.0.0.1:4000", nil, "10.0.0.1"},
+		{"Forwarded ignored when X-Forwarded-For configured", xff, "10.0.0.1:4000",
+			[]string{"Forwarded: for=198.51.100.9"}, "10.0.0.1"},
+		{"X-Forwarded-For ignored when Forwarded configured", fwd, "10.0.0.1:4000",
+			[]string{"X-Forwarded-For: 198.51.100.9"}, "10.0.0.1"},
+		{"Forwarded", fwd, "10.0.0.1:4000", []string{"Forwarded: for=198.51.100.9;proto=https;by=10.0.0.1"}, "198.51.100.9"},
+		{"Forwarded quoted v6 with port", fwd, "10.0.0.1:4000",
+			[]string{`Forwarded: for=1.1.1.1, for="[2001:db8:cafe::17]:4711"`}, "2001:db8:cafe::17"},
+		{"Forwarded case and spaces", fwd, "10.0.0.1:4000", []string{"Forwarded: proto=https; For=198.51.100.9"}, "198.51.100.9"},
+		{"Forwarded unknown", fwd, "10.0.0.1:4000", []string{"Forwarded: for=unknown"}, "10.0.0.1"},
+		{"Forwarded obfuscated", fwd, "10.0.0.1:4000", []string{"Forwarded: for=_hidden, for=10.7.7.7"}, "10.7.7.7"},
+		{"Forwarded element without for", fwd, "10.0.0.1:4000",
+			[]string{"Forwarded: for=198.51.100.9, proto=https"}, "198.51.100.9"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := &limiter{opts: tc.opts}
+			req := httptest.NewRequest("GET", "/", nil)
+			req.RemoteAddr = tc.remote
+			for _, hv := range tc.headers {
+				k, v, _ := strings.Cut(hv, ":")
+				req.Header.Add(k, strings.TrimSpace(v))
+			}
+			ip, ok := l.clientIP(req)
+			if !ok || ip.String() != tc.want {
+				t.Errorf("clientIP = %v, %v; want %s", ip, ok, tc.want)
+			}
+			s := &Server{lim: l}
+			if got := s.clientAddr(req); got != tc.want {
+				t.Errorf("clientAddr = %q; want %s", got, tc.want)
+			}
+		})
+	}
+	// A peer that is no IP address at all (a Unix socket) is "unknown".
+	req := httptest.NewRequest("GET", "/", nil)
+	req.RemoteAddr = "@"
+	if got := (&Server{}).clientAddr(req); got != "unknown" {
+		t.Errorf("clientAddr of a unix peer = %q", got)
+	}
+}
+
+func TestClientKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.1":              "192.0.2.1",
+		"::ffff:192.0.2.1":       "192.0.2.1",
+		"2001:db8:1:2:3:4:5:6":   "2001:db8:1:2::",
+		"2001:db8:1:2:ffff::1":   "2001:db8:1:2::",
+		"2001:db8:1:3::1":        "2001:db8:1:3::",
+		"fe80::1%eth0":           "fe80::",
+		"::1":                    "::",
+		"2001:db8:aaaa:bbbb::99": "2001:db8:aaaa:bbbb::",
+	} {
+		if got := clientKey(netip.MustParseAddr(in)).String(); got != want {
+			t.Errorf("clientKey(%s) = %s; want %s", in, got, want)
+		}
+	}
+}
+
+func TestBucket(t *testing.T) {
+	const rate, burst = 1e-9, 3.0 // one token a second
+	var b bucket
+	sec := int64(time.Second)
+	steps := []struct {
+		at   int64
+		ok   bool
+		wait time.Duration
+	}{
+		{1, true, 0}, {1, true, 0}, {1, true, 0}, // the burst
+		{1, false, time.Second},             // empty
+		{1 + sec/2, false, time.Second / 2}, // half a token back
+		{1 + sec, true, 0},                  // one token back
+		{1 + sec, false, time.Second},
+		{1 + 100*sec, true, 0}, {1 + 100*sec, true, 0}, {1 + 100*sec, true, 0}, // full again, not more
+		{1 + 100*sec, false, time.Second},
+	}
+	for i, st := range steps {
+		ok, wait := b.take(st.at, rate, burst, 1)
+		if ok != st.ok || (!ok && (wait < st.wait-time.Millisecond || wait > st.wait+time.Millisecond)) {
+			t.Errorf("step %d at %d: take = %v, %v; want %v, %v", i, st.at, ok, wait, st.ok, st.wait)
+		}
+	}
+}
+
+func TestRequestRateLimit(t *testing.T) {
+	res, _ := newDemoResolver(t, demoDomains())
+	h := NewHandler(res, Options{Limits: limitsFor(t, LimitOptions{RequestsPerSecond: 0.001, Burst: 5, TrustedProxies: []string{"10.0.0.1"}})})
+	before := counterValue(t, limitedRequests)
+	target := "/mail/config-v1.1.xml?emailaddress=bob@example.com"
+	for i := range 5 {
+		if rec := limRequest(h, "GET", target, "192.0.2.1:1000", nil); rec.Code != 200 {
+			t.Fatalf("request %d within the burst: %d", i, rec.Code)
+		}
+	}
+	for _, tc := range []struct {
+		name, remote string
+		headers      []string
+		want         int
+	}{
+		{"over the burst", "192.0.2.1:1001", nil, 429},
+		{"same client, other port", "192.0.2.1:2002", nil, 429},
+		{"any path", "192.0.2.1:2002", nil, 429},
+		{"other client", "192.0.2.2:1000", nil, 200},
+		{"limited client behind the trusted proxy", "10.0.0.1:1000", []string{"X-Forwarded-For: 192.0.2.1"}, 429},
+		{"other client behind the trusted proxy", "10.0.0.1:1000", []string{"X-Forwarded-For: 192.0.2.3"}, 200},
+		{"header from an untrusted peer does not help", "192.0.2.1:3000", []string{"X-Forwarded-For: 192.0.2.9"}, 429},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := limRequest(h, "GET", target, tc.remote, nil, tc.headers...)
+			if rec.Code != tc.want {
+				t.Fatalf("status %d; want %d: %s", rec.Code, tc.want, rec.Body)
+			}
+			if tc.want == 429 {
+				if n := retryAfter(t, rec); n < 500 {
+					t.Errorf("Retry-After %d; want about 1000 s at 0.001 requests/s", n)
+				}
+				if strings.Contains(rec.Body.String(), "bob") {
+					t.Errorf("429 body echoes the request: %s", rec.Body)
+				}
+			}
+		})
+	}
+	if got := counterValue(t, limitedRequests) - before; got != 5 {
+		t.Errorf("mailbeacon_rate_limited_requests_total{reason=requests} rose by %v; want 5", got)
+	}
+}
+
+// adXML is a POX request body for addr.
+func adXML(addr string) string {
+	return `<?xml version="1.0" encoding="utf-8"?><Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"><Request><EMailAddress>` +
+		addr + `</EMailAddress><AcceptableResponseSchema>http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a</AcceptableResponseSchema></Request></Autodiscover>`
+}
+
+// The unknown-address budget, through every endpoint that looks an address
+// up: once a client has spent it, its lookups are refused before they
+// reach the directory, and other clients are not affected.
+func TestUnknownAddressBudget(t *testing.T) {
+	lookups := []struct {
+		name   string
+		method string
+		target func(addr string) string
+		body   func(addr string) string
+	}{
+		{"autoconfig", "GET", func(a string) string { return "/mail/config-v1.1.xml?emailaddress=" + a }, nil},
+		{"autodiscover pox", "POST", func(string) string { return "https://autodiscover.example.com/autodiscover/autodiscover.xml" }, adXML},
+		{"autodiscover json", "GET", func(a string) string { return "/autodiscover/autodiscover.json/v1.0/" + a + "?Protocol=ActiveSync" }, nil},
+		{"mobileconfig", "GET", func(a string) string { return "/mobileconfig?emailaddress=" + a }, nil},
+		{"setup page", "GET", func(a string) string { return "/?emailaddress=" + a }, nil},
+	}
+	send := func(h http.Handler, l int, addr, remote string) *httptest.ResponseRecorder {
+		lk := lookups[l]
+		var body io.Reader
+		if lk.body != nil {
+			body = strings.NewReader(lk.body(addr))
+		}
+		return limRequest(h, lk.method, lk.target(addr), remote, body)
+	}
+	for i, lk := range lookups {
+		t.Run(lk.name, func(t *testing.T) {
+			res, dir := newDemoResolver(t, demoDomains())
+			h := NewHandler(res, Options{Limits: limitsFor(t, LimitOptions{UnknownPerMinute: 0.001, UnknownBurst: 3})})
+			before := counterValue(t, limitedUnknown)
+			scanner := "192.0.2.66:5000"
+			// Known addresses cost nothing.
+			for range 5 {
+				if rec := send(h, i, "alice@example.com", scanner); rec.Code != 200 {
+					t.Fatalf("alice: %d %s", rec.Code, rec.Body)
+				}
+			}
+			for n := range 3 {
+				if rec := send(h, i, fmt.Sprintf("guess%d@example.com", n), scanner); rec.Code != 200 {
+					t.Fatalf("unknown address %d within the budget: %d %s", n, rec.Code, rec.Body)
+				}
+			}
+			searches := dir.searches.Load()
+			for n := range 3 {
+				rec := send(h, i, fmt.Sprintf("more%d@example.com", n), scanner)
+				if rec.Code != 429 {
+					t.Fatalf("unknown address over the budget: %d %s", rec.Code, rec.Body)
+				}
+				retryAfter(t, rec)
+				if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+					t.Errorf("429 Content-Type %q: the handler's answer leaked through", ct)
+				}
+				if strings.Contains(rec.Body.String(), "more") || strings.Contains(rec.Body.String(), "example.com") {
+					t.Errorf("429 body carries the handler's answer: %s", rec.Body)
+				}
+			}
+			// While refused, even a known address is not looked up for
+			// this client...
+			if rec := send(h, i, "bob@example.com", scanner); rec.Code != 429 {
+				t.Errorf("known address from a refused client: %d", rec.Code)
+			}
+			if got := dir.searches.Load(); got != searches {
+				t.Errorf("%d directory searches for refused lookups; want none", got-searches)
+			}
+			// ...but another client is served, and from the same network
+			// only the same IPv6 /64 shares the budget.
+			for _, other := range []string{"192.0.2.67:5000", "[2001:db8:0:2::1]:5000"} {
+				if rec := send(h, i, "nobody@example.com", other); rec.Code != 200 {
+					t.Errorf("other client %s: %d", other, rec.Code)
+				}
+			}
+			if got := counterValue(t, limitedUnknown) - before; got != 4 {
+				t.Errorf("mailbeacon_rate_limited_requests_total{reason=unknown_addresses} rose by %v; want 4", got)
+			}
+		})
+	}
+	t.Run("ipv6 /64 shares one budget", func(t *testing.T) {
+		res, _ := newDemoResolver(t, demoDomains())
+		h := NewHandler(res, Options{Limits: limitsFor(t, LimitOptions{UnknownPerMinute: 0.001, UnknownBurst: 2})})
+		for n, remote := range []string{"[2001:db8:0:1::1]:1", "[2001:db8:0:1::2]:1", "[2001:db8:0:1:ffff::3]:1"} {
+			rec := send(h, 0, fmt.Sprintf("x%d@example.com", n), remote)
+			if want := map[bool]int{true: 200, false: 429}[n < 2]; rec.Code != want {
+				t.Errorf("%s: %d; want %d", remote, rec.Code, want)
+			}
+		}
+	})
+	t.Run("domain-only answers need no budget", func(t *testing.T) {
+		res, _ := newDemoResolver(t, demoDomains())
+		h := NewHandler(res, Options{Limits: limitsFor(t, LimitOptions{UnknownPerMinute: 0.001, UnknownBurst: 1})})
+		send(h, 0, "x@example.com", "192.0.2.9:1")
+		if rec := limRequest(h, "GET", "/mail/config-v1.1.xml", "192.0.2.9:1", nil); rec.Code == 429 {
+			t.Errorf("autoconfig without an address: 429")
+		}
+	})
+}
+
+// With policy.unknown: reject, the 404 answers count as unknown too.
+func TestUnknownBudgetRejectPolicy(t *testing.T) {
+	pol, err := policy.New(policy.Config{Preset: "openldap", Login: "{uid}", Unknown: "reject"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := policy.NewDomains(demoDomains())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := &demoDirectory{dir: demoDir()}
+	res, err := policy.NewResolver(dir, pol, ds, policy.DefaultCacheConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandler(res, Options{Limits: limitsFor(t, LimitOptions{UnknownPerMinute: 0.001, UnknownBurst: 2})})
+	for n, want := range []int{404, 404, 429} {
+		rec := limRequest(h, "GET", fmt.Sprintf("/mail/config-v1.1.xml?emailaddress=n%d@example.com", n), "192.0.2.5:1", nil)
+		if rec.Code != want {
+			t.Errorf("lookup %d: %d; want %d", n, rec.Code, want)
+		}
+	}
+}
+
+// gatedResolver blocks lookups of "slow@example.com" until released.
+type gatedResolver struct {
+	Resolver
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedResolver) Resolve(ctx context.Context, addr policy.Address) (*policy.Account, error) {
+	if addr.Local == "slow" {
+		g.entered <- struct{}{}
+		<-g.release
+	}
+	return g.Resolver.Resolve(ctx, addr)
+}
+
+func TestMaxConcurrent(t *testing.T) {
+	res, _ := newDemoResolver(t, demoDomains())
+	g := &gatedResolver{Resolver: res, entered: make(chan struct{}), release: make(chan struct{})}
+	h := NewHandler(g, Options{Limits: limitsFor(t, LimitOptions{MaxConcurrent: 2})})
+	before := counterValue(t, limitedConcurrency)
+	var wg sync.WaitGroup
+	codes := make(chan int, 2)
+	for n := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rec := limRequest(h, "GET", "/mail/config-v1.1.xml?emailaddress=slow@example.com", fmt.Sprintf("192.0.2.%d:1", n+1), nil)
+			codes <- rec.Code
+		}()
+		<-g.entered
+	}
+	// Two requests are in progress: a third is refused at once, health
+	// checks still get through to the router.
+	rec := limRequest(h, "GET", "/mail/config-v1.1.xml?emailaddress=bob@example.com", "192.0.2.3:1", nil)
+	if rec.Code != 503 {
+		t.Errorf("third concurrent request: %d; want 503", rec.Code)
+	}
+	retryAfter(t, rec)
+	if rec := limRequest(h, "GET", "/healthz", "192.0.2.3:1", nil); rec.Code == 503 {
+		t.Errorf("/healthz refused for concurrency")
+	}
+	close(g.release)
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != 200 {
+			t.Errorf("blocked request finished with %d", c)
+		}
+	}
+	if rec := limRequest(h, "GET", "/mail/config-v1.1.xml?emailaddress=bob@example.com", "192.0.2.3:1", nil); rec.Code != 200 {
+		t.Errorf("after the others finished: %d", rec.Code)
+	}
+	if got := counterValue(t, limitedConcurrency) - before; got != 1 {
+		t.Errorf("concurrency refusals counted %v; want 1", got)
+	}
+}
+
+// chunked hides the length of a body, as Transfer-Encoding: chunked does.
+type chunked struct{ io.Reader }
+
+func TestMaxBodyBytes(t *testing.T) {
+	res, _ := newDemoResolver(t, demoDomains())
+	h := NewHandler(res, Options{Limits: limitsFor(t, LimitOptions{MaxBodyBytes: 1000})})
+	padded := adXML("bob@example.com")
+	pad := strings.Repeat(" ", 2000)
+	for _, tc := range []struct {
+		name string
+		body io.Reader
+		want int
+	}{
+		{"small", strings.NewReader(padded), 200},
+		{"declared too large", strings.NewReader(padded + pad), 413},
+		{"chunked too large", chunked{strings.NewReader(padded + pad)}, 413},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := limRequest(h, "POST", "https://autodiscover.example.com/autodiscover/autodiscover.xml", "192.0.2.1:1", tc.body)
+			if rec.Code != tc.want {
+				t.Errorf("status %d; want %d: %.200s", rec.Code, tc.want, rec.Body)
+			}
+		})
+	}
+	// Zero options still bound bodies, at 64 KiB.
+	h = NewHandler(res, Options{})
+	rec := limRequest(h, "POST", "https://autodiscover.example.com/autodiscover/autodiscover.xml", "192.0.2.1:1", strings.NewReader(strings.Repeat("x", 65<<10)))
+	if rec.Code != 413 {
+		t.Errorf("65 KiB body with default options: %d", rec.Code)
+	}
+}
+
+// A scanner with many source addresses cannot grow the client table past
+// limits.max_clients.
+func TestLimiterTableBounded(t *testing.T) {
+	res, _ := newDemoResolver(t, demoDomains())
+	opts := limitsFor(t, LimitOptions{RequestsPerSecond: 1, Burst: 1, UnknownPerMinute: 1, UnknownBurst: 1, MaxClients: 640})
+	s := &Server{res: res, log: slog.New(slog.DiscardHandler), opts: Options{Limits: opts}}
+	s.setupLimits()
+	h := s.limit(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(204) }))
+	for n := range 20000 {
+		remote := fmt.Sprintf("198.%d.%d.%d:1", n>>16&255, n>>8&255, n&255)
+		if rec := limRequest(h, "GET", "/", remote, nil); rec.Code != 204 {
+			t.Fatalf("new client %s: %d", remote, rec.Code)
+		}
+	}
+	if n := s.lim.clients(); n > 640 || n < 320 {
+		t.Errorf("%d clients remembered after 20000 sources; want at most 640 (and the table in use)", n)
+	}
+}
+
+func TestMakeRoomPrefersIdleClients(t *testing.T) {
+	l := &limiter{reqRate: 1e-9, reqBurst: 2, unkRate: 1e-9, unkBurst: 2, perShard: 4}
+	sh := &l.shards[0]
+	sh.clients = map[netip.Addr]clientBuckets{}
+	now := int64(100 * time.Second)
+	busy := func(i byte) netip.Addr { return netip.AddrFrom4([4]byte{192, 0, 2, i}) }
+	for i := range byte(2) {
+		sh.clients[busy(i)] = clientBuckets{req: bucket{tokens: 0, last: now}}
+	}
+	for i := range byte(2) {
+		sh.clients[busy(100+i)] = clientBuckets{req: bucket{tokens: 0, last: now - int64(time.Hour)}} // refilled long ago
+	}
+	l.makeRoom(sh, now)
+	for i := range byte(2) {
+		if _, ok := sh.clients[busy(i)]; !ok {
+			t.Errorf("busy client %d forgotten while idle ones were there", i)
+		}
+		if _, ok := sh.clients[busy(100+i)]; ok {
+			t.Errorf("idle client %d kept", i)
+		}
+	}
+	// Full of busy clients: one arbitrary client goes.
+	sh.clients[busy(2)] = clientBuckets{req: bucket{last: now}}
+	sh.clients[busy(3)] = clientBuckets{req: bucket{last: now}}
+	l.makeRoom(sh, now+1)
+	if len(sh.clients) != 3 {
+		t.Errorf("%d clients after making room in a full shard; want 3", len(sh.clients))
+	}
+}
