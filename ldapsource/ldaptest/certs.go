@@ -15,14 +15,25 @@ import (
 	"time"
 )
 
-// writeCerts creates a throwaway CA and a server certificate signed by it
-// (ECDSA P-256, SAN DNS:localhost and IP:127.0.0.1, valid for 2 days) and
-// writes ca.crt, server.crt and server.key into dir.
+// writeCerts writes the slapd test server's CA, certificate and key into
+// dir as ca.crt, server.crt and server.key.
 func writeCerts(dir string) (caFile, certFile, keyFile string, err error) {
+	caFile = filepath.Join(dir, "ca.crt")
+	certFile = filepath.Join(dir, "server.crt")
+	keyFile = filepath.Join(dir, "server.key")
+	err = WriteServerCert(caFile, certFile, keyFile, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)})
+	return caFile, certFile, keyFile, err
+}
+
+// WriteServerCert creates a throwaway CA and a server certificate signed by
+// it (ECDSA P-256, valid for two days, subjectAltName the given names and
+// addresses, which Go's verifier needs) and writes them and the server's key
+// (mode 0600) as PEM files. Test directory servers share it.
+func WriteServerCert(caFile, certFile, keyFile string, names []string, ips []net.IP) error {
 	now := time.Now()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return "", "", "", err
+		return err
 	}
 	caTmpl := &x509.Certificate{
 		SerialNumber:          serial(),
@@ -36,22 +47,22 @@ func writeCerts(dir string) (caFile, certFile, keyFile string, err error) {
 	}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
-		return "", "", "", fmt.Errorf("CA certificate: %w", err)
+		return fmt.Errorf("CA certificate: %w", err)
 	}
 	ca, err := x509.ParseCertificate(caDER)
 	if err != nil {
-		return "", "", "", err
+		return err
 	}
 
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return "", "", "", err
+		return err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		Subject:      pkix.Name{CommonName: names[0]},
+		DNSNames:     names,
+		IPAddresses:  ips,
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(48 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
@@ -59,16 +70,12 @@ func writeCerts(dir string) (caFile, certFile, keyFile string, err error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
-		return "", "", "", fmt.Errorf("server certificate: %w", err)
+		return fmt.Errorf("server certificate: %w", err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return "", "", "", err
+		return err
 	}
-
-	caFile = filepath.Join(dir, "ca.crt")
-	certFile = filepath.Join(dir, "server.crt")
-	keyFile = filepath.Join(dir, "server.key")
 	for _, f := range []struct {
 		path, typ string
 		der       []byte
@@ -80,10 +87,10 @@ func writeCerts(dir string) (caFile, certFile, keyFile string, err error) {
 	} {
 		b := pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der})
 		if err := os.WriteFile(f.path, b, f.mode); err != nil {
-			return "", "", "", err
+			return err
 		}
 	}
-	return caFile, certFile, keyFile, nil
+	return nil
 }
 
 func serial() *big.Int {

@@ -69,8 +69,7 @@ type Server struct {
 	mu  sync.Mutex
 	pid int // 0 when stopped
 
-	watchdog     *exec.Cmd
-	watchdogPipe *os.File
+	watchdog *Watchdog
 }
 
 // Option changes what Slapd sets up.
@@ -510,38 +509,16 @@ exit 0
 `
 
 func (s *Server) startWatchdog() {
-	r, w, err := os.Pipe()
+	wd, err := StartWatchdog(watchdogScript, "ldaptest-watchdog", nil, s.pidFile, s.conf)
 	if err != nil {
 		s.t.Logf("ldaptest: no watchdog: %v", err)
-		return
 	}
-	cmd := exec.Command("/bin/sh", "-c", watchdogScript, "ldaptest-watchdog", s.pidFile, s.conf)
-	cmd.Stdin = r // only the watchdog holds the read end; the write end is close-on-exec
-	detach(cmd)
-	err = cmd.Start()
-	r.Close()
-	if err != nil {
-		w.Close()
-		s.t.Logf("ldaptest: no watchdog: %v", err)
-		return
-	}
-	s.watchdog, s.watchdogPipe = cmd, w
+	s.watchdog = wd
 }
 
 // stopWatchdog lets the watchdog go once the slapd is stopped and its
 // pidfile removed: on EOF it finds nothing to kill and exits.
 func (s *Server) stopWatchdog() {
-	if s.watchdog == nil {
-		return
-	}
-	s.watchdogPipe.Close()
-	done := make(chan struct{})
-	go func() { _ = s.watchdog.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(stopTimeout):
-		_ = s.watchdog.Process.Kill()
-		<-done
-	}
+	s.watchdog.Stop(stopTimeout)
 	s.watchdog = nil
 }

@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/mailbeacon/mailbeacon/ldapsource/ldaptest"
 )
 
 //go:embed seed.py
@@ -177,8 +179,7 @@ type dc struct {
 
 	cmd      *exec.Cmd
 	exited   chan struct{}
-	watchdog *exec.Cmd
-	wdPipe   *os.File
+	watchdog *ldaptest.Watchdog
 }
 
 type network struct {
@@ -469,38 +470,16 @@ exit 0
 `
 
 func (d *dc) startWatchdog() {
-	r, w, err := os.Pipe()
+	env := append(os.Environ(), "PATH="+filepath.Dir(d.tools.ip)+":"+os.Getenv("PATH"))
+	wd, err := ldaptest.StartWatchdog(watchdogScript, "sambatest-watchdog", env, d.net.ns, d.net.hostIf, d.dir)
 	if err != nil {
 		d.t.Logf("sambatest: no watchdog: %v", err)
-		return
 	}
-	cmd := exec.Command("/bin/sh", "-c", watchdogScript, "sambatest-watchdog", d.net.ns, d.net.hostIf, d.dir)
-	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(d.tools.ip)+":"+os.Getenv("PATH"))
-	cmd.Stdin = r
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // Ctrl-C must not reach it
-	err = cmd.Start()
-	r.Close()
-	if err != nil {
-		w.Close()
-		d.t.Logf("sambatest: no watchdog: %v", err)
-		return
-	}
-	d.watchdog, d.wdPipe = cmd, w
+	d.watchdog = wd
 }
 
 func (d *dc) stopWatchdog() {
-	if d.watchdog == nil {
-		return
-	}
-	d.wdPipe.Close()
-	done := make(chan struct{})
-	go func() { _ = d.watchdog.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(stopWait + 5*time.Second):
-		_ = d.watchdog.Process.Kill()
-		<-done
-	}
+	d.watchdog.Stop(stopWait + 5*time.Second)
 	d.watchdog = nil
 }
 
@@ -532,7 +511,12 @@ func (d *dc) configure(nw network) error {
 	if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
 		return err
 	}
-	return writeCerts(filepath.Join(d.dir, "tls"), nw.dcIP)
+	tlsDir := filepath.Join(d.dir, "tls")
+	if err := os.MkdirAll(tlsDir, 0o755); err != nil {
+		return err
+	}
+	return ldaptest.WriteServerCert(filepath.Join(tlsDir, "ca.pem"), filepath.Join(tlsDir, "cert.pem"),
+		filepath.Join(tlsDir, "key.pem"), []string{"dc1.example.test", "example.test"}, []net.IP{nw.dcIP})
 }
 
 // start runs samba in the namespace, in a process group of its own, and
