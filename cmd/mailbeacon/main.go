@@ -15,6 +15,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/mailbeacon/mailbeacon/ldapsource"
 	"github.com/mailbeacon/mailbeacon/ldapsource/embedded"
@@ -136,8 +137,11 @@ func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) error {
 	return nil
 }
 
+// logFlushInterval bounds how long a log line waits in the buffer.
+const logFlushInterval = 100 * time.Millisecond
+
 // setup loads the configuration (starting the demo directory if asked) and
-// builds the app. cleanup must be called when done.
+// builds the app. cleanup must be called when done; it also flushes the log.
 func setup(c commonFlags, stderr io.Writer) (a *app, log *slog.Logger, cleanup func(), err error) {
 	if c.demoSign && !c.demo {
 		return nil, nil, nil, errDemoSignNeedsDemo
@@ -146,11 +150,19 @@ func setup(c commonFlags, stderr io.Writer) (a *app, log *slog.Logger, cleanup f
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	log, err = newLogger(stderr, cfg.Log)
+	lw := newLogWriter(stderr, logFlushInterval)
+	log, err = newLogger(lw, cfg.Log)
 	if err != nil {
+		lw.Close()
 		return nil, nil, nil, err
 	}
 	stopDemo := func() {}
+	defer func() {
+		if err != nil {
+			stopDemo()
+			lw.Close()
+		}
+	}()
 	if c.demo {
 		srv, err := embedded.Start(embedded.Demo(), nil)
 		if err != nil {
@@ -163,7 +175,6 @@ func setup(c commonFlags, stderr io.Writer) (a *app, log *slog.Logger, cleanup f
 	if c.demoSign {
 		stopSign, err := demoSigning(&cfg, log)
 		if err != nil {
-			stopDemo()
 			return nil, nil, nil, err
 		}
 		stop := stopDemo
@@ -171,7 +182,6 @@ func setup(c commonFlags, stderr io.Writer) (a *app, log *slog.Logger, cleanup f
 	}
 	a, err = build(cfg, log)
 	if err != nil {
-		stopDemo()
 		return nil, nil, nil, err
 	}
 	// A reload (serve, SIGHUP) reads the same file again and keeps what
@@ -190,7 +200,7 @@ func setup(c commonFlags, stderr io.Writer) (a *app, log *slog.Logger, cleanup f
 		}
 		return cfg, nil
 	}
-	return a, log, func() { a.source.Close(); stopDemo() }, nil
+	return a, log, func() { a.source.Close(); stopDemo(); lw.Close() }, nil
 }
 
 // readConfig reads the file --config names, or the built-in demo
