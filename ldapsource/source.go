@@ -218,17 +218,8 @@ func (s *Source) get(ctx context.Context) (*conn, error) {
 	case <-s.closed:
 		return nil, ErrClosed
 	}
-	for {
-		select {
-		case c := <-s.idle:
-			if c.IsClosing() {
-				c.Close()
-				continue
-			}
-			return c, nil
-		default:
-		}
-		break
+	if c := s.takeIdle(); c != nil {
+		return c, nil
 	}
 	c, err := s.dial(ctx)
 	if err != nil {
@@ -236,6 +227,21 @@ func (s *Source) get(ctx context.Context) (*conn, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// takeIdle returns an idle connection that is still open, or nil.
+func (s *Source) takeIdle() *conn {
+	for {
+		select {
+		case c := <-s.idle:
+			if !c.IsClosing() {
+				return c
+			}
+			c.Close()
+		default:
+			return nil
+		}
+	}
 }
 
 // put returns a healthy connection to the pool.
