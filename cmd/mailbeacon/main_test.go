@@ -21,9 +21,9 @@ import (
 	"github.com/mailbeacon/mailbeacon/protocols"
 )
 
-// demoApp builds the app from a configuration text against a fresh embedded
-// demo directory, the way `--demo` does, and returns its HTTP handler.
-func demoApp(t testing.TB, configText string) (http.Handler, *embedded.Server) {
+// demoTestConfig loads a configuration text and points it at a fresh
+// embedded demo directory, the way `--demo` does.
+func demoTestConfig(t testing.TB, configText string) (config, *embedded.Server) {
 	t.Helper()
 	srv, err := embedded.Start(embedded.Demo(), nil)
 	if err != nil {
@@ -35,6 +35,14 @@ func demoApp(t testing.TB, configText string) (http.Handler, *embedded.Server) {
 		t.Fatal(err)
 	}
 	cfg.LDAP = demoLDAP(cfg.LDAP, srv.URL)
+	return cfg, srv
+}
+
+// demoApp builds the app from a configuration text against a fresh embedded
+// demo directory, the way `--demo` does, and returns its HTTP handler.
+func demoApp(t testing.TB, configText string) (http.Handler, *embedded.Server) {
+	t.Helper()
+	cfg, srv := demoTestConfig(t, configText)
 	a, err := build(cfg, nil)
 	if err != nil {
 		t.Fatal(err)

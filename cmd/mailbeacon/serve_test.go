@@ -269,16 +269,7 @@ func TestServeShutdownDrainsTLS(t *testing.T) {
 	dir := t.TempDir()
 	ca := checktest.NewCA(t)
 	certFile, keyFile := ca.WriteFiles(t, dir, time.Now().Add(24*time.Hour), "127.0.0.1")
-	srv, err := embedded.Start(embedded.Demo(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Close() })
-	cfg, err := loadConfig(strings.NewReader(demoConfig), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.LDAP = demoLDAP(cfg.LDAP, srv.URL)
+	cfg, _ := demoTestConfig(t, demoConfig)
 	cfg.Server.Listen = "127.0.0.1:0"
 	cfg.Server.TLS = tlsFiles{CertFile: certFile, KeyFile: keyFile}
 	var logs syncBuffer
@@ -357,16 +348,7 @@ func (s *server) waitShutdownStarted(t *testing.T, logs *syncBuffer) {
 // A retired generation closes its directory connections only after the
 // requests it was serving finished.
 func TestGenerationRetireWaitsForRequests(t *testing.T) {
-	srv, err := embedded.Start(embedded.Demo(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Close() })
-	cfg, err := loadConfig(strings.NewReader(demoConfig), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.LDAP = demoLDAP(cfg.LDAP, srv.URL)
+	cfg, _ := demoTestConfig(t, demoConfig)
 	a, err := build(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
