@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -84,6 +85,9 @@ func (r *Resolver) Authenticate(ctx context.Context, addr Address, password stri
 		if _, cached := r.cache.Get(addr.String()); !cached {
 			return nil, fmt.Errorf("%w: cannot check a password for an address the directory did not look up", ErrDirectoryUnavailable)
 		}
+		// No bind is needed to refuse, but answering faster than a wrong
+		// password would tell which addresses have accounts.
+		r.binds.pad(ctx, r.sleep)
 		return nil, ErrBadCredentials
 	}
 	m := &r.binds
@@ -95,9 +99,13 @@ func (r *Resolver) Authenticate(ctx context.Context, addr Address, password stri
 	// a success is remembered before the flight lands, so that a login
 	// arriving just after it finds the memory rather than binding again.
 	ch := m.flight.DoChan(addr.String()+"\x00"+hex.EncodeToString(mac[:]), func() (any, error) {
+		start := r.now()
 		err := b.Authenticate(context.WithoutCancel(ctx), acct.DN, password)
-		if err == nil {
+		switch {
+		case err == nil:
 			m.remember(addr.String(), mac, r.now())
+		case errors.Is(err, ldapsource.ErrInvalidCredentials):
+			m.noteRefusal(r.now().Sub(start))
 		}
 		return nil, err
 	})
@@ -116,16 +124,44 @@ func (r *Resolver) Authenticate(ctx context.Context, addr Address, password stri
 	return nil, fmt.Errorf("%w: %w", ErrDirectoryUnavailable, res.Err)
 }
 
-// bindMemory remembers successful binds briefly. Its zero value is ready.
+// bindMemory remembers successful binds briefly, and how long the
+// directory takes to refuse a wrong password. Its zero value is ready.
 type bindMemory struct {
-	once   sync.Once
-	key    []byte // random per process: the MACs mean nothing elsewhere
-	flight singleflight.Group
+	refusal atomic.Int64 // moving average of a refused bind, in nanoseconds
+	once    sync.Once
+	key     []byte // random per process: the MACs mean nothing elsewhere
+	flight  singleflight.Group
 
 	mu     sync.Mutex
 	ttl    time.Duration
 	ttlSet bool
 	seen   map[string]rememberedBind // by address
+}
+
+// maxPad bounds the wait that makes refusing an unknown address as slow as
+// refusing a wrong password.
+const maxPad = 2 * time.Second
+
+// noteRefusal adds a refused bind's duration to the moving average.
+func (m *bindMemory) noteRefusal(d time.Duration) {
+	d = min(max(d, 0), maxPad)
+	for {
+		old := m.refusal.Load()
+		next := int64(d)
+		if old != 0 {
+			next = old + (int64(d)-old)/8
+		}
+		if m.refusal.CompareAndSwap(old, next) {
+			return
+		}
+	}
+}
+
+// pad waits about as long as the directory takes to refuse a wrong password.
+func (m *bindMemory) pad(ctx context.Context, sleep func(context.Context, time.Duration)) {
+	if d := time.Duration(m.refusal.Load()); d > 0 {
+		sleep(ctx, d)
+	}
 }
 
 type rememberedBind struct {

@@ -21,10 +21,14 @@ type bindingDirectory struct {
 	bindErr   atomic.Pointer[error]
 	gate      chan struct{} // when set, binds wait for it to close
 	binds     atomic.Int64
+	onBind    func() // when set, runs during every bind (e.g. to advance a clock)
 }
 
 func (d *bindingDirectory) Authenticate(ctx context.Context, dn, password string) error {
 	d.binds.Add(1)
+	if d.onBind != nil {
+		d.onBind()
+	}
 	if d.gate != nil {
 		<-d.gate
 	}
@@ -309,5 +313,35 @@ func TestDomainExchangeURLs(t *testing.T) {
 				t.Errorf("err = %v, want one starting %q", err, tc.err)
 			}
 		})
+	}
+}
+
+// Refusing an unknown or disabled address takes about as long as refusing
+// a wrong password: no bind is made, but the answer must not be faster.
+func TestAuthenticateUnknownAsSlowAsWrongPassword(t *testing.T) {
+	r, dir, clk := newAuthResolver(t, Config{})
+	var slept []time.Duration
+	r.sleep = func(_ context.Context, d time.Duration) { slept = append(slept, d) }
+	ctx := context.Background()
+	// Before any refused bind there is nothing to imitate.
+	if _, err := r.Authenticate(ctx, mustAddr(t, "nobody@example.com"), "x"); !errors.Is(err, ErrBadCredentials) || len(slept) != 0 {
+		t.Fatalf("err %v, slept %v", err, slept)
+	}
+	// A wrong password that the directory takes 80ms to refuse.
+	dir.onBind = func() { clk.Advance(80 * time.Millisecond) }
+	if _, err := r.Authenticate(ctx, mustAddr(t, "bob@example.com"), "wrong"); !errors.Is(err, ErrBadCredentials) {
+		t.Fatal(err)
+	}
+	binds := dir.binds.Load()
+	for _, addr := range []string{"nobody@example.com", "carol@example.com"} {
+		if _, err := r.Authenticate(ctx, mustAddr(t, addr), "Secret123!"); !errors.Is(err, ErrBadCredentials) {
+			t.Fatalf("%s: %v", addr, err)
+		}
+	}
+	if len(slept) != 2 || slept[0] != 80*time.Millisecond || slept[1] != 80*time.Millisecond {
+		t.Errorf("unknown and disabled refusals waited %v, want 80ms each", slept)
+	}
+	if dir.binds.Load() != binds {
+		t.Error("refusing an unknown or disabled address must not bind")
 	}
 }

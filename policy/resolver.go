@@ -73,6 +73,7 @@ type Resolver struct {
 	log     *slog.Logger
 	now     func() time.Time
 	binds   bindMemory // authenticate.go
+	sleep   func(context.Context, time.Duration)
 }
 
 // cached is a cache item. acct is nil for an address the directory does not
@@ -92,7 +93,7 @@ func NewResolver(dir Directory, pol *Policy, domains map[string]*Domain, cfg Cac
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Resolver{
-		dir: dir, pol: pol, domains: domains, cfg: cfg, log: log, now: time.Now,
+		dir: dir, pol: pol, domains: domains, cfg: cfg, log: log, now: time.Now, sleep: sleepCtx,
 		cache: cache.New(cache.NoExpiration, time.Minute),
 	}
 	if err := r.checkDirectory(); err != nil {
@@ -209,4 +210,14 @@ func (r *Resolver) Explain(ctx context.Context, addr Address) (*Account, *Explan
 	}
 	acct, ex := r.pol.decide(d, addr, e, groups, r.now())
 	return acct, ex, nil
+}
+
+// sleepCtx waits for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
