@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -374,8 +373,8 @@ func TestSlapdPoolBound(t *testing.T) {
 	srv := ldaptest.Slapd(t)
 	// A TCP relay in front of slapd counts the connections open at once
 	// (StartTLS passes through it untouched).
-	relay := newConnCounter(t, strings.TrimPrefix(srv.URL, "ldap://"))
-	cfg := slapdConfig(srv.CAFile, true, "ldap://"+relay.addr)
+	relay := ldaptest.NewProxy(t, strings.TrimPrefix(srv.URL, "ldap://"))
+	cfg := slapdConfig(srv.CAFile, true, "ldap://"+relay.Addr)
 	cfg.PoolSize = 2
 	src := slapdSource(t, cfg, "uid")
 
@@ -403,71 +402,8 @@ func TestSlapdPoolBound(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	t.Logf("%d lookups over at most %d connections at once", n, relay.max())
-	if got := relay.max(); got < 1 || got > cfg.PoolSize {
+	t.Logf("%d lookups over at most %d connections at once", n, relay.MaxOpen())
+	if got := relay.MaxOpen(); got < 1 || got > cfg.PoolSize {
 		t.Errorf("at most %d connections were open at once; want 1..%d", got, cfg.PoolSize)
 	}
-}
-
-type connCounter struct {
-	addr      string
-	mu        sync.Mutex
-	open, top int
-}
-
-func newConnCounter(t *testing.T, target string) *connCounter {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &connCounter{addr: l.Addr().String()}
-	var wg sync.WaitGroup
-	var conns sync.Map
-	t.Cleanup(func() {
-		l.Close()
-		conns.Range(func(k, _ any) bool { k.(net.Conn).Close(); return true })
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			in, err := l.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.DialTimeout("tcp", target, 2*time.Second)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			conns.Store(in, nil)
-			conns.Store(out, nil)
-			c.mu.Lock()
-			c.open++
-			c.top = max(c.top, c.open)
-			c.mu.Unlock()
-			var once sync.Once
-			done := func() {
-				once.Do(func() {
-					in.Close()
-					out.Close()
-					c.mu.Lock()
-					c.open--
-					c.mu.Unlock()
-				})
-			}
-			wg.Add(2)
-			go func() { defer wg.Done(); _, _ = io.Copy(out, in); done() }()
-			go func() { defer wg.Done(); _, _ = io.Copy(in, out); done() }()
-		}
-	}()
-	return c
-}
-
-func (c *connCounter) max() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.top
 }

@@ -9,7 +9,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -237,16 +236,16 @@ func TestDirectoryFailoverSlapd(t *testing.T) {
 	t.Run("first server hangs", func(t *testing.T) {
 		s1.Start()
 		s2.Start()
-		p := newSlowProxy(t, strings.TrimPrefix(s1.URL, "ldap://"))
+		p := ldaptest.NewProxy(t, strings.TrimPrefix(s1.URL, "ldap://"))
 		cfg := slapdConfig(t, s1, false)
-		cfg.LDAP.URLs, cfg.LDAP.CAFile = []string{"ldap://" + p.addr, s2.URL}, caBundle(t, s1, s2)
+		cfg.LDAP.URLs, cfg.LDAP.CAFile = []string{"ldap://" + p.Addr, s2.URL}, caBundle(t, s1, s2)
 		cfg.LDAP.DialTimeout, cfg.LDAP.RequestTimeout, cfg.LDAP.PoolSize = time.Second, 2*time.Second, 4
 		cfg.Cache.TTL, cfg.Cache.NegativeTTL, cfg.Cache.StaleFor = time.Nanosecond, time.Nanosecond, 0
 		_, hs := outageServer(t, cfg)
 		c := hs.Client()
 		// Fill the pool with connections to the first server: concurrent
 		// lookups of distinct addresses, slowed down so that they overlap.
-		p.setDelay(30 * time.Millisecond)
+		p.SetDelay(30 * time.Millisecond)
 		var wg sync.WaitGroup
 		for _, addr := range []string{"alice", "bob", "carol", "dave", "a.example", "nobody"} {
 			wg.Add(1)
@@ -260,8 +259,8 @@ func TestDirectoryFailoverSlapd(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		p.setDelay(0)
-		t.Logf("%d connections to the first server", p.maxOpen())
+		p.SetDelay(0)
+		t.Logf("%d connections to the first server", p.MaxOpen())
 		if got, _ := whoServedBy(t, c, hs.URL); got != "who-first" {
 			t.Fatalf("before the hang: %s", got)
 		}
@@ -269,7 +268,7 @@ func TestDirectoryFailoverSlapd(t *testing.T) {
 		// pooled connections are dead weight. A request may time out once
 		// on one of them (answered with the defaults); the next request
 		// must reach the second server.
-		p.setDelay(time.Hour)
+		p.SetDelay(time.Hour)
 		var answers []string
 		for range 3 {
 			got, took := whoServedBy(t, c, hs.URL)
@@ -283,118 +282,6 @@ func TestDirectoryFailoverSlapd(t *testing.T) {
 			t.Errorf("first answer during the hang: %s; want the second server or the defaults", answers[0])
 		}
 	})
-}
-
-// slowProxy relays TCP to a directory, holding every chunk the directory
-// sends back for delay (0: none), and counts the connections open at once.
-type slowProxy struct {
-	addr  string
-	delay atomic.Int64
-
-	mu        sync.Mutex
-	open, top int
-}
-
-func newSlowProxy(t *testing.T, target string) *slowProxy {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &slowProxy{addr: l.Addr().String()}
-	var wg sync.WaitGroup
-	var conns sync.Map
-	stop := make(chan struct{})
-	t.Cleanup(func() {
-		close(stop)
-		l.Close()
-		conns.Range(func(k, _ any) bool { k.(net.Conn).Close(); return true })
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			in, err := l.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.DialTimeout("tcp", target, 2*time.Second)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			conns.Store(in, nil)
-			conns.Store(out, nil)
-			var once sync.Once
-			counted := make(chan struct{})
-			done := func() {
-				once.Do(func() {
-					in.Close()
-					out.Close()
-					<-counted
-					p.mu.Lock()
-					p.open--
-					p.mu.Unlock()
-				})
-			}
-			wg.Add(3)
-			go func() {
-				// Counted after a moment, so that a connection the client
-				// closed just before dialing this one is no longer open.
-				defer wg.Done()
-				defer close(counted)
-				select {
-				case <-time.After(50 * time.Millisecond):
-				case <-stop:
-				}
-				p.mu.Lock()
-				p.open++
-				p.top = max(p.top, p.open)
-				p.mu.Unlock()
-			}()
-			go func() { defer wg.Done(); _, _ = io.Copy(out, in); done() }()
-			go func() {
-				defer wg.Done()
-				defer done()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := out.Read(buf)
-					if n > 0 {
-						if d := time.Duration(p.delay.Load()); d > 0 {
-							select {
-							case <-time.After(d):
-							case <-stop:
-								return
-							}
-						}
-						if _, werr := in.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return p
-}
-
-func (p *slowProxy) setDelay(d time.Duration) { p.delay.Store(int64(d)) }
-
-// maxOpen returns the most connections open at once since the last reset.
-func (p *slowProxy) maxOpen() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.top
-}
-
-func (p *slowProxy) resetMax() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.top = p.open
 }
 
 // settleGoroutines waits until at most n goroutines run, and returns the
@@ -420,9 +307,10 @@ func TestSlowDirectorySlapd(t *testing.T) {
 		{"fail", 503},
 	} {
 		t.Run(tc.onError, func(t *testing.T) {
-			p := newSlowProxy(t, strings.TrimPrefix(srv.URL, "ldap://"))
+			p := ldaptest.NewProxy(t, strings.TrimPrefix(srv.URL, "ldap://"))
+			p.CountAfter(50 * time.Millisecond) // a discarded connection closes asynchronously
 			cfg := slapdConfig(t, srv, false)
-			cfg.LDAP.URLs = []string{"ldap://" + p.addr}
+			cfg.LDAP.URLs = []string{"ldap://" + p.Addr}
 			cfg.LDAP.DialTimeout, cfg.LDAP.RequestTimeout, cfg.LDAP.PoolSize = 300*time.Millisecond, 600*time.Millisecond, 2
 			cfg.Cache.OnDirectoryError = tc.onError
 			_, hs := outageServer(t, cfg)
@@ -432,12 +320,12 @@ func TestSlowDirectorySlapd(t *testing.T) {
 			askAll(t, c, hs.URL, "bob@example.com", "bob.login", 200)
 			c.CloseIdleConnections()
 			base := settleGoroutines(0, 300*time.Millisecond)
-			p.resetMax()
+			p.ResetMax()
 
 			// The directory now answers after 2 s, well past the 600 ms
 			// request timeout. 30 requests for addresses nobody cached,
 			// all at once.
-			p.setDelay(2 * time.Second)
+			p.SetDelay(2 * time.Second)
 			const n = 30
 			var wg sync.WaitGroup
 			var mu sync.Mutex
@@ -485,8 +373,8 @@ func TestSlowDirectorySlapd(t *testing.T) {
 			wg.Wait()
 			close(stopSampling)
 			t.Logf("%d requests against a directory answering after 2 s: slowest answer %v (request timeout %v); at most %d directory connections open at once (pool %d); goroutines %d before, %d at the peak",
-				n, slowest.Round(time.Millisecond), cfg.LDAP.RequestTimeout, p.maxOpen(), cfg.LDAP.PoolSize, base, peak.Load())
-			if got := p.maxOpen(); got > cfg.LDAP.PoolSize {
+				n, slowest.Round(time.Millisecond), cfg.LDAP.RequestTimeout, p.MaxOpen(), cfg.LDAP.PoolSize, base, peak.Load())
+			if got := p.MaxOpen(); got > cfg.LDAP.PoolSize {
 				t.Errorf("%d directory connections open at once; want at most ldap.pool_size = %d", got, cfg.LDAP.PoolSize)
 			}
 			// Each request holds a few goroutines of its own (HTTP client
@@ -502,7 +390,7 @@ func TestSlowDirectorySlapd(t *testing.T) {
 			}
 
 			// And once the directory is fast again, lookups work.
-			p.setDelay(0)
+			p.SetDelay(0)
 			askAll(t, c, hs.URL, "alice@example.com", "alice", 200)
 		})
 	}
