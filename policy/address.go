@@ -101,11 +101,10 @@ func NormalizeDomain(domain string) (string, error) {
 	if len(ascii) > maxDomainLen {
 		return "", fmt.Errorf("%w: domain longer than %d bytes", ErrInvalidAddress, maxDomainLen)
 	}
-	labels := strings.Split(ascii, ".")
-	if len(labels) < 2 {
+	if !strings.Contains(ascii, ".") {
 		return "", fmt.Errorf("%w: domain %q has no dot", ErrInvalidAddress, ascii)
 	}
-	for _, l := range labels {
+	for l := range strings.SplitSeq(ascii, ".") {
 		if !validLabel(l) {
 			return "", fmt.Errorf("%w: bad domain label %q", ErrInvalidAddress, l)
 		}

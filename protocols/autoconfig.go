@@ -154,15 +154,26 @@ func (s *Server) autoconfig(w http.ResponseWriter, r *http.Request) {
 	writeXML(w, r, body)
 }
 
+var (
+	xmlContentType = []string{"text/xml; charset=utf-8"}
+	noSniff        = []string{"nosniff"}
+	privateNoCache = []string{"private, no-cache"}
+)
+
 // writeXML sends an XML document. Thunderbird drops a config whose
 // Content-Type does not start with text/xml or application/xml (quirk 1).
 func writeXML(w http.ResponseWriter, r *http.Request, body []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "text/xml; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	// Per-user answers must not be stored by shared caches.
-	h.Set("Cache-Control", "private, no-cache")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
+	// Shared, never modified value slices: Header.Set would allocate one
+	// per header on every request of the hottest path.
+	h["Content-Type"] = xmlContentType
+	h["X-Content-Type-Options"] = noSniff
+	// Per-user answers must not be stored by shared caches. A caller that
+	// set its own (error documents: no-store) keeps it.
+	if _, set := h["Cache-Control"]; !set {
+		h["Cache-Control"] = privateNoCache
+	}
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)

@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -257,5 +258,21 @@ func TestAutoconfigEscapesDirectoryData(t *testing.T) {
 	}
 	if cc.Provider.DisplayName != evil.Provider || cc.Provider.Incoming[0].Username != "a&<b>" {
 		t.Errorf("round trip changed values: %q %q", cc.Provider.DisplayName, cc.Provider.Incoming[0].Username)
+	}
+}
+
+// Answers may be kept by the client only; error documents not at all.
+func TestCacheControl(t *testing.T) {
+	res, _ := newDemoResolver(t, demoDomains())
+	h := NewHandler(res, Options{})
+	if got := get(t, h, "GET", "", "/mail/config-v1.1.xml?emailaddress=bob@example.com").Header().Get("Cache-Control"); got != "private, no-cache" {
+		t.Errorf("autoconfig Cache-Control %q", got)
+	}
+	req := httptest.NewRequest("POST", "/autodiscover/autodiscover.xml", strings.NewReader("<not xml"))
+	req.Host = "127.0.0.1:8080" // not a served domain over plain HTTP: no redirect probe
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if got := rec.Header().Get("Cache-Control"); rec.Code != 200 || !strings.Contains(rec.Body.String(), "<ErrorCode>600</ErrorCode>") || got != "no-store" {
+		t.Errorf("error document: %d, Cache-Control %q\n%s", rec.Code, got, rec.Body)
 	}
 }
