@@ -54,6 +54,15 @@ const (
 	maxPOXBody = 16 << 10
 )
 
+// BindMemory is how long the resolver should remember a successful bind:
+// auth_cache_ttl, or its default when unset.
+func (o AutodiscoverOptions) BindMemory() time.Duration {
+	if o.AuthCacheTTL != nil {
+		return *o.AuthCacheTTL
+	}
+	return policy.DefaultAuthCacheTTL
+}
+
 // Prepare validates the options and loads the files they name, once at
 // start-up. Errors name the configuration key at fault.
 func (o *AutodiscoverOptions) Prepare() error {
@@ -109,13 +118,6 @@ func (s *Server) autodiscoverRoutes(r *mux.Router) {
 	if a.opts.RequireAuth {
 		if _, ok := s.res.(authenticator); !ok {
 			s.log.Error("autodiscover.require_auth is on but the resolver cannot check passwords: every Autodiscover request will fail")
-		}
-		if c, ok := s.res.(interface{ SetAuthCacheTTL(time.Duration) }); ok {
-			ttl := policy.DefaultAuthCacheTTL
-			if a.opts.AuthCacheTTL != nil {
-				ttl = *a.opts.AuthCacheTTL
-			}
-			c.SetAuthCacheTTL(ttl)
 		}
 	}
 	// The path is not case sensitive (MS-OXDISCO; quirk 17): clients send

@@ -191,6 +191,7 @@ func adHandler(t testing.TB, opts AutodiscoverOptions) (http.Handler, *adBinding
 		t.Fatal(err)
 	}
 	res, dir := adResolver(t, adDemoPolicy)
+	res.SetAuthCacheTTL(opts.BindMemory())
 	return NewHandler(res, Options{Autodiscover: opts}), dir
 }
 

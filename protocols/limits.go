@@ -675,10 +675,3 @@ func (la limitedAuthResolver) Authenticate(ctx context.Context, addr policy.Addr
 	}
 	return acct, err
 }
-
-// SetAuthCacheTTL passes the Autodiscover setting through to the resolver.
-func (la limitedAuthResolver) SetAuthCacheTTL(ttl time.Duration) {
-	if c, ok := la.au.(interface{ SetAuthCacheTTL(time.Duration) }); ok {
-		c.SetAuthCacheTTL(ttl)
-	}
-}

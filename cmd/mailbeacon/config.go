@@ -144,6 +144,7 @@ func build(cfg config, log *slog.Logger) (*app, error) {
 		src.Close()
 		return nil, err
 	}
+	res.SetAuthCacheTTL(cfg.Autodiscover.BindMemory())
 	return &app{cfg: cfg, source: src, resolver: res}, nil
 }
 

@@ -332,3 +332,36 @@ func mustParse(t testing.TB, s string) policy.Address {
 	}
 	return a
 }
+
+// autodiscover.auth_cache_ttl reaches the resolver: with the default a
+// polling client binds once, with 0 it binds on every request.
+func TestAuthCacheTTLFromConfig(t *testing.T) {
+	body := `<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"><Request>` +
+		`<EMailAddress>alice@example.com</EMailAddress><AcceptableResponseSchema>` +
+		`http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a</AcceptableResponseSchema></Request></Autodiscover>`
+	for _, tc := range []struct {
+		extra string
+		binds int64
+	}{
+		{"autodiscover:\n  require_auth: true\n", 1},
+		{"autodiscover:\n  require_auth: true\n  auth_cache_ttl: 0s\n", 3},
+	} {
+		h, srv := demoApp(t, demoConfig+tc.extra)
+		before := srv.Binds()
+		for range 3 {
+			req := httptest.NewRequest("POST", "/autodiscover/autodiscover.xml", strings.NewReader(body))
+			req.Host = "127.0.0.1"
+			req.SetBasicAuth("alice@example.com", "Secret123!")
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != 200 || !strings.Contains(rec.Body.String(), "<LoginName>alice</LoginName>") {
+				t.Fatalf("%q: %d %s", tc.extra, rec.Code, rec.Body)
+			}
+		}
+		// The service account binds once per pooled connection; the rest
+		// are binds as alice.
+		if got := srv.Binds() - before - 1; got != tc.binds {
+			t.Errorf("%q: %d user binds for 3 requests, want %d", tc.extra, got, tc.binds)
+		}
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"net/http"
@@ -111,32 +110,11 @@ func buildAD(t *testing.T, text string) adApp {
 // "imap:LOGIN pop3:LOGIN smtp465:LOGIN ...".
 func (a adApp) autoconfig(t *testing.T, addr string) string {
 	t.Helper()
-	rec := httptest.NewRecorder()
-	a.h.ServeHTTP(rec, httptest.NewRequest("GET", "/mail/config-v1.1.xml?emailaddress="+addr, nil))
-	if rec.Code != 200 {
-		t.Fatalf("%s: HTTP %d: %s", addr, rec.Code, rec.Body)
+	code, doc := fetchAutoconfig(t, a.h, addr)
+	if code != 200 {
+		t.Fatalf("%s: HTTP %d", addr, code)
 	}
-	var doc struct {
-		Incoming []struct {
-			Type     string `xml:"type,attr"`
-			Username string `xml:"username"`
-		} `xml:"emailProvider>incomingServer"`
-		Outgoing []struct {
-			Port     int    `xml:"port"`
-			Username string `xml:"username"`
-		} `xml:"emailProvider>outgoingServer"`
-	}
-	if err := xml.Unmarshal(rec.Body.Bytes(), &doc); err != nil {
-		t.Fatalf("%s: %v", addr, err)
-	}
-	var parts []string
-	for _, s := range doc.Incoming {
-		parts = append(parts, s.Type+":"+s.Username)
-	}
-	for _, s := range doc.Outgoing {
-		parts = append(parts, fmt.Sprintf("smtp%d:%s", s.Port, s.Username))
-	}
-	return strings.Join(parts, " ")
+	return doc.summary()
 }
 
 // explain returns the account and the rule that decided each service.

@@ -24,6 +24,7 @@ type Server struct {
 	URL      string
 	srv      *gldap.Server
 	searches atomic.Int64
+	binds    atomic.Int64
 	// handled orders every handled request before Close: gldap adds to a
 	// WaitGroup per accepted connection and waits on it in Stop, and the
 	// race detector needs that Add to happen before the Wait.
@@ -34,6 +35,9 @@ type Server struct {
 // Searches counts the search requests served so far (tests use it to check
 // that the cache collapses lookups).
 func (s *Server) Searches() int64 { return s.searches.Load() }
+
+// Binds counts the bind requests served so far.
+func (s *Server) Binds() int64 { return s.binds.Load() }
 
 // Close stops the server.
 func (s *Server) Close() error {
@@ -64,6 +68,7 @@ func Start(dir *Dir, tlsCfg *tls.Config) (*Server, error) {
 	}
 	if err := mux.Bind(func(w *gldap.ResponseWriter, r *gldap.Request) {
 		s.touch()
+		s.binds.Add(1)
 		resp := r.NewBindResponse(gldap.WithResponseCode(gldap.ResultInvalidCredentials))
 		defer func() { _ = w.Write(resp) }()
 		m, err := r.GetSimpleBindMessage()
