@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -159,8 +160,8 @@ func (c config) validate() error {
 			return fmt.Errorf("%s: must be a positive duration such as 10s", key)
 		}
 	}
-	if s.Listen == "" {
-		return fmt.Errorf("server.listen: empty: give host:port, e.g. 127.0.0.1:8080")
+	if _, _, err := net.SplitHostPort(s.Listen); err != nil {
+		return fmt.Errorf("server.listen: %q is not host:port: give e.g. 127.0.0.1:8080 or :443", s.Listen)
 	}
 	if _, err := newLogger(io.Discard, c.Log); err != nil {
 		return err

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -21,9 +20,6 @@ import (
 	"github.com/mailbeacon/mailbeacon/ldapsource/embedded"
 )
 
-// version is set at build time with -ldflags "-X main.version=v1.2.3".
-var version = ""
-
 const usage = `mailbeacon - e-mail client autoconfiguration from your LDAP directory
 
 Usage:
@@ -31,6 +27,7 @@ Usage:
   mailbeacon lookup [--config FILE] [--demo] ADDRESS
   mailbeacon dns    [--config FILE] [--demo] [--target HOST | --address IP...] DOMAIN
   mailbeacon check  [--config FILE] [--demo] [--resolver IP:PORT] [--json] ADDRESS
+  mailbeacon config check [--online] FILE
   mailbeacon version
 
 Commands:
@@ -40,7 +37,10 @@ Commands:
   dns      print the DNS records a domain needs, in zone-file syntax
   check    check a live deployment for an address: DNS, certificates, and
            every URL in the order Thunderbird and Outlook try them
-  version  print the version
+  config check
+           validate a configuration file without serving (with --online, also
+           bind to the directory and search once per domain)
+  version  print the version, commit and Go release it was built from
 
   --demo runs against a built-in directory (domain example.com; users alice,
   bob, carol, dave) served in-process, with the built-in demo configuration
@@ -78,8 +78,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = dnsCmd(args[1:], stdout, stderr)
 	case "check":
 		err = checkCmd(ctx, args[1:], stdout, stderr)
+	case "config":
+		err = configCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "mailbeacon", versionString())
+		readBuildInfo().write(stdout)
 		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
@@ -96,21 +98,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, errUsage):
 		return 2
 	}
+	if ee := (*exitError)(nil); errors.As(err, &ee) {
+		fmt.Fprintln(stderr, "mailbeacon:", err)
+		return ee.code
+	}
 	fmt.Fprintln(stderr, "mailbeacon:", err)
 	return 1
 }
 
 var errUsage = errors.New("usage")
-
-func versionString() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(devel)"
-}
 
 // commonFlags are the flags every command that needs a configuration takes.
 type commonFlags struct {

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+
+	"github.com/mailbeacon/mailbeacon/ldapsource"
+	"github.com/mailbeacon/mailbeacon/policy"
+)
+
+// Exit statuses of `config check`, for scripts (and systemd's
+// ExecStartPre); a usage error exits 2 like every command.
+const (
+	exitConfigInvalid = 1 // the file, a key, or a file a key names is wrong
+	exitDirectory     = 3 // --online: the trial bind or a search failed
+)
+
+// exitError makes run exit with code after printing err.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func configCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "check" {
+		fmt.Fprint(stderr, "Usage: mailbeacon config check [--online] FILE\n")
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+			return flag.ErrHelp
+		}
+		return errUsage
+	}
+	return configCheckCmd(ctx, args[1:], stdout, stderr)
+}
+
+// configCheckCmd validates a configuration file the way serve loads it:
+// readConfig, build (every section, and the files the ldap and apple keys
+// name) and the HTTPS certificate files or ACME settings. It serves
+// nothing. With --online it also binds as the service account and runs
+// one search per domain.
+func configCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("config check", flag.ContinueOnError)
+	online := fs.Bool("online", false, "also bind to the directory as the service account and search once per domain")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: mailbeacon config check [--online] FILE\n\n"+
+			"Check a configuration without serving: every key (as serve reads them, with the\n"+
+			"MAILBEACON_* environment overrides), the password, CA, TLS and signing files\n"+
+			"they name. With --online, also bind as ldap.bind_dn and search for\n"+
+			"postmaster@DOMAIN in each domain. Each problem is printed with the key at\n"+
+			"fault and the fix.\n\n"+
+			"Exit status: 0 valid, 1 invalid configuration, 2 usage error,\n"+
+			"3 (--online) the directory refused the bind or a search, or cannot be reached.\n\n")
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	file := pos[0]
+	invalid := func(err error) error {
+		return &exitError{exitConfigInvalid, fmt.Errorf("%s: %w", file, err)}
+	}
+	cfg, err := readConfig(commonFlags{config: file})
+	if err != nil {
+		// readConfig's errors name the file already.
+		return &exitError{exitConfigInvalid, err}
+	}
+	// Warnings (an unencrypted service password, a certificate that does
+	// not cover every name, ...) are printed as serve would log them.
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	a, err := build(cfg, log)
+	if err != nil {
+		return invalid(err)
+	}
+	defer a.source.Close()
+	t, err := newTLSServing(a.cfg, log)
+	if err != nil {
+		return invalid(err)
+	}
+	https := "plain HTTP (TLS at a reverse proxy)"
+	if t != nil {
+		https = "HTTPS from " + t.mode
+	}
+	apple := "unsigned"
+	if a.cfg.Apple.Signed() {
+		apple = "signed"
+	}
+	domains := domainNames(a.cfg.Domains)
+	fmt.Fprintf(stdout, "%s: valid: %d domain(s) %v, %s, Apple profiles %s\n", file, len(domains), domains, https, apple)
+	if !*online {
+		return nil
+	}
+	if err := checkDirectory(ctx, a.source, domains, stdout); err != nil {
+		return &exitError{exitDirectory, err}
+	}
+	return nil
+}
+
+func domainNames(cfgs []policy.DomainConfig) []string {
+	var out []string
+	for _, d := range cfgs {
+		if n, err := policy.NormalizeDomain(d.Name); err == nil {
+			out = append(out, n)
+		}
+	}
+	return slices.Compact(out)
+}
+
+// directory is what the online check uses of ldapsource.Source.
+type directory interface {
+	Ping(ctx context.Context) error
+	Lookup(ctx context.Context, q ldapsource.Query) (*ldapsource.Entry, error)
+}
+
+// checkDirectory binds as the service account, reads the base DN, and
+// searches once per domain with the configured filter, for the postmaster
+// address RFC 5321 makes every mail domain have. Found or not, the search
+// worked; only errors fail.
+func checkDirectory(ctx context.Context, d directory, domains []string, stdout io.Writer) error {
+	if err := d.Ping(ctx); err != nil {
+		return fmt.Errorf("directory: bind as ldap.bind_dn or reading ldap.base_dn failed: %w", err)
+	}
+	fmt.Fprintln(stdout, "directory: bound as the service account and read ldap.base_dn")
+	var errs []error
+	for _, dom := range domains {
+		q := ldapsource.Query{Email: "postmaster@" + dom, Local: "postmaster", Domain: dom}
+		_, err := d.Lookup(ctx, q)
+		switch {
+		case err == nil:
+			fmt.Fprintf(stdout, "domain %s: searched: %s has an entry\n", dom, q.Email)
+		case errors.Is(err, ldapsource.ErrNotFound):
+			fmt.Fprintf(stdout, "domain %s: searched: no entry for %s (the search itself works)\n", dom, q.Email)
+		case errors.Is(err, ldapsource.ErrAmbiguous):
+			fmt.Fprintf(stdout, "domain %s: searched: several entries match %s: check ldap.filter (or the policy preset's), one address must find one entry\n", dom, q.Email)
+		default:
+			errs = append(errs, fmt.Errorf("domain %s: searching %s under ldap.base_dn with ldap.filter failed: %w", dom, q.Email, err))
+		}
+	}
+	return errors.Join(errs...)
+}
