@@ -88,6 +88,8 @@ func TestSystemdUnit(t *testing.T) {
 		"DynamicUser=yes", "NoNewPrivileges=yes", "ProtectSystem=strict", "ReadOnlyPaths=/etc/mailbeacon",
 		"CapabilityBoundingSet=", "PrivateTmp=yes", "ProtectHome=yes", "StateDirectory=mailbeacon",
 		"ExecReload=/bin/kill -HUP $MAINPID", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+		"ExecStartPre=/usr/bin/mailbeacon config check /etc/mailbeacon/config.yaml",
+		"Environment=MAILBEACON_LDAP_BIND_PASSWORD_FILE=%d/ldap-password",
 	} {
 		if !lines[want] {
 			t.Errorf("mailbeacon.service lacks %q", want)
@@ -96,7 +98,7 @@ func TestSystemdUnit(t *testing.T) {
 	sa := needTool(t, "systemd-analyze")
 	dir := t.TempDir()
 	// verify wants ExecStart's program to exist.
-	unit := rewrite(t, "mailbeacon.service", dir, "/usr/local/bin/mailbeacon", "/bin/true")
+	unit := rewrite(t, "mailbeacon.service", dir, "/usr/bin/mailbeacon", "/bin/true")
 	if out := runTool(t, nil, sa, "verify", unit); strings.Contains(out, "mailbeacon.service:") {
 		t.Errorf("systemd-analyze verify complains:\n%s", out)
 	}
