@@ -68,7 +68,7 @@ deb:
 # The image from deploy/Containerfile, built by buildah in storage of its
 # own under $(DIST) (the vfs driver works in containers and needs no
 # daemon), saved as an OCI archive.
-BUILDAH      = buildah --root $(CURDIR)/$(DIST)/containers/storage --runroot $(CURDIR)/$(DIST)/containers/run --storage-driver vfs
+BUILDAH      = buildah --root $(abspath $(DIST))/containers/storage --runroot $(abspath $(DIST))/containers/run --storage-driver vfs
 image:
 	@rm -rf $(DIST)/image-context && mkdir -p $(DIST)/image-context
 	GOOS=linux GOARCH=$(GOARCH) $(GOBUILD) -o $(DIST)/image-context/mailbeacon ./cmd/mailbeacon
