@@ -20,9 +20,9 @@ GOBUILD      = CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=auto -ldflags='-s -
 # The module version the build information holds, for the package's.
 BINVERSION   = $$($(GO) version -m $(1) | awk '$$1 == "mod" { v = $$3 } END { print (v == "(devel)" || v == "") ? "v0.0.0-devel" : v }')
 
-.PHONY: check deps fmt-check vet lint test package-test run fuzz build bench dist deb image
+.PHONY: check deps fmt-check vet lint test deploy-check package-test run fuzz build bench dist deb image
 
-check: deps fmt-check vet lint test package-test
+check: deps fmt-check vet lint test deploy-check package-test
 
 # Debian packages the integration tests need (slapd, ldap-utils, ...).
 deps:
@@ -40,6 +40,12 @@ lint:
 
 test:
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# deploy/kubernetes and deploy/compose.yaml, decoded strictly by the
+# Kubernetes API types and loaded by the Compose loader: offline, in a
+# module of its own (deploy/check) that keeps those out of go.mod.
+deploy-check:
+	cd deploy/check && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./... && $(GO) test -count=1 ./...
 
 # Builds the .deb and the image, installs and removes the package, and
 # runs the image's binary (as root on Debian; see the script).
