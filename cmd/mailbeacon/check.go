@@ -45,15 +45,11 @@ func checkWith(ctx context.Context, args []string, stdout, stderr io.Writer, adj
 			"set %s to the address's password to check those answers too.\n\n", checkPasswordEnv)
 		fs.PrintDefaults()
 	}
-	pos, err := parseInterspersed(fs, args, stderr)
+	arg, err := oneArgument(fs, args, stderr)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errUsage
-	}
-	addr, err := policy.ParseAddress(pos[0])
+	addr, err := policy.ParseAddress(arg)
 	if err != nil {
 		return err
 	}

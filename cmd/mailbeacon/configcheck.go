@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 
 	"github.com/mailbeacon/mailbeacon/ldapsource"
@@ -59,15 +60,14 @@ func configCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 			"3 (--online) the directory refused the bind or a search, or cannot be reached.\n\n")
 		fs.PrintDefaults()
 	}
-	pos, err := parseInterspersed(fs, args, stderr)
+	arg, err := oneArgument(fs, args, stderr)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errUsage
+	file := arg
+	if _, err := os.Stat(file); err != nil {
+		return &exitError{exitConfigInvalid, err}
 	}
-	file := pos[0]
 	invalid := func(err error) error {
 		return &exitError{exitConfigInvalid, fmt.Errorf("%s: %w", file, err)}
 	}

@@ -82,7 +82,7 @@ func TestConfigCheckUsage(t *testing.T) {
 	if code := run(context.Background(), []string{"config", "verify"}, &out, &errOut); code != 2 {
 		t.Errorf("config verify: exit %d", code)
 	}
-	if code, _, errOut := runConfigCheck(t, "/nonexistent/config.yaml"); code != exitConfigInvalid || !strings.Contains(errOut, "--config") && !strings.Contains(errOut, "no such file") {
+	if code, _, errOut := runConfigCheck(t, "/nonexistent/config.yaml"); code != exitConfigInvalid || !strings.Contains(errOut, "stat /nonexistent/config.yaml: no such file") {
 		t.Errorf("missing file: exit %d, stderr %q", code, errOut)
 	}
 }

@@ -43,13 +43,9 @@ func dnsCmd(args []string, stdout, stderr io.Writer) error {
 			"No directory is contacted.\n\n")
 		fs.PrintDefaults()
 	}
-	pos, err := parseInterspersed(fs, args, stderr)
+	arg, err := oneArgument(fs, args, stderr)
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errUsage
 	}
 	if *ttl == 0 || *ttl > 1<<31-1 {
 		return fmt.Errorf("--ttl: %d is not a TTL in seconds", *ttl)
@@ -58,7 +54,7 @@ func dnsCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	d, err := findDomain(domains, pos[0])
+	d, err := findDomain(domains, arg)
 	if err != nil {
 		return err
 	}
@@ -70,6 +66,20 @@ func dnsCmd(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("no target for autoconfig.%s and autodiscover.%s: give --target HOST (the name mailbeacon is reached by) or --address IP, or set server.public_host", d.Name, d.Name)
 	}
 	return check.WriteZone(stdout, d, t, check.Records(d, t, uint32(*ttl)))
+}
+
+// oneArgument parses flags around exactly one positional argument; any
+// other count prints the usage.
+func oneArgument(fs *flag.FlagSet, args []string, stderr io.Writer) (string, error) {
+	pos, err := parseInterspersed(fs, args, stderr)
+	if err != nil {
+		return "", err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return "", errUsage
+	}
+	return pos[0], nil
 }
 
 // parseInterspersed parses flags before and after the positional
