@@ -68,8 +68,8 @@ dist:
 deb:
 	@mkdir -p $(DIST)/deb
 	GOOS=linux GOARCH=$(GOARCH) $(GOBUILD) -o $(DIST)/deb/mailbeacon ./cmd/mailbeacon
-	GOARCH=$(GOARCH) BINARY=$(DIST)/deb/mailbeacon VERSION=$(call BINVERSION,$(DIST)/deb/mailbeacon) \
-	  $(GO) run $(NFPM) package --config deploy/nfpm.yaml --packager deb --target $(DIST)/
+	PKG_ARCH=$(GOARCH) BINARY=$(DIST)/deb/mailbeacon VERSION=$(call BINVERSION,$(DIST)/deb/mailbeacon) \
+	  GOOS= GOARCH= $(GO) run $(NFPM) package --config deploy/nfpm.yaml --packager deb --target $(DIST)/
 
 # The image from deploy/Containerfile, built by buildah in storage of its
 # own under $(DIST) (the vfs driver works in containers and needs no
@@ -79,7 +79,7 @@ image:
 	@rm -rf $(DIST)/image-context && mkdir -p $(DIST)/image-context
 	GOOS=linux GOARCH=$(GOARCH) $(GOBUILD) -o $(DIST)/image-context/mailbeacon ./cmd/mailbeacon
 	cp /etc/ssl/certs/ca-certificates.crt deploy/container/passwd deploy/container/group $(DIST)/image-context/
-	$(BUILDAH) build --quiet --layers=false -f deploy/Containerfile -t localhost/mailbeacon:latest $(DIST)/image-context
+	$(BUILDAH) build --quiet --layers=false --arch $(GOARCH) -f deploy/Containerfile -t localhost/mailbeacon:latest $(DIST)/image-context
 	rm -f $(DIST)/mailbeacon-image.tar
 	$(BUILDAH) push --quiet localhost/mailbeacon:latest oci-archive:$(DIST)/mailbeacon-image.tar:localhost/mailbeacon:latest
 
