@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"slices"
 
 	"github.com/mailbeacon/mailbeacon/ldapsource"
 	"github.com/mailbeacon/mailbeacon/policy"
@@ -60,11 +59,10 @@ func configCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 			"3 (--online) the directory refused the bind or a search, or cannot be reached.\n\n")
 		fs.PrintDefaults()
 	}
-	arg, err := oneArgument(fs, args, stderr)
+	file, err := oneArgument(fs, args, stderr)
 	if err != nil {
 		return err
 	}
-	file := arg
 	if _, err := os.Stat(file); err != nil {
 		return &exitError{exitConfigInvalid, err}
 	}
@@ -114,7 +112,7 @@ func domainNames(cfgs []policy.DomainConfig) []string {
 			out = append(out, n)
 		}
 	}
-	return slices.Compact(out)
+	return out
 }
 
 // directory is what the online check uses of ldapsource.Source.
