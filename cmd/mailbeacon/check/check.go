@@ -15,6 +15,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/mailbeacon/mailbeacon/cmd/mailbeacon/zone"
 	"github.com/mailbeacon/mailbeacon/policy"
 )
 
@@ -25,7 +26,7 @@ type Options struct {
 	// autoconfig. and autodiscover. names should point (may be empty:
 	// then any address will do).
 	Domain *policy.Domain
-	Target Target
+	Target zone.Target
 	// TTL of the records printed in fixes; default 3600.
 	TTL uint32
 	// Resolver is the DNS server (host:port) asked for everything,
@@ -169,7 +170,7 @@ func (c *checker) dial(ctx context.Context, network, hostport string) (net.Conn,
 
 const secDNS = "DNS (compared with the configuration)"
 
-func (c *checker) zoneLines(recs []Record) string {
+func (c *checker) zoneLines(recs []zone.Record) string {
 	var lines []string
 	for _, r := range recs {
 		lines = append(lines, r.String())
@@ -178,10 +179,10 @@ func (c *checker) zoneLines(recs []Record) string {
 }
 
 func (c *checker) checkDNS(ctx context.Context) {
-	recs := Records(c.d, c.o.Target, c.o.TTL)
+	recs := zone.Records(c.d, c.o.Target, c.o.TTL)
 	for _, n := range []string{"autoconfig.", "autodiscover."} {
 		name := n + c.d.Name
-		var want []Record
+		var want []zone.Record
 		for _, r := range recs {
 			if r.Name == name+"." && (r.Type == "CNAME" || r.Type == "A" || r.Type == "AAAA") {
 				want = append(want, r)
@@ -192,7 +193,7 @@ func (c *checker) checkDNS(ctx context.Context) {
 	// The SRV and TXT records, one check per owner name and type.
 	type key struct{ name, typ string }
 	var order []key
-	groups := map[key][]Record{}
+	groups := map[key][]zone.Record{}
 	for _, r := range recs {
 		if r.Type != "SRV" && r.Type != "TXT" {
 			continue
@@ -214,7 +215,7 @@ func (c *checker) checkDNS(ctx context.Context) {
 
 // checkHostName checks that name leads to mailbeacon: the CNAME or
 // addresses the configuration names, or any address when it names none.
-func (c *checker) checkHostName(ctx context.Context, name string, want []Record) {
+func (c *checker) checkHostName(ctx context.Context, name string, want []zone.Record) {
 	check := name
 	t := c.o.Target
 	fix := "add to the " + c.d.Name + " zone:\n" + c.zoneLines(want)
@@ -228,7 +229,7 @@ func (c *checker) checkHostName(ctx context.Context, name string, want []Record)
 	}
 	ips, ipErr := c.lookup(ctx, name)
 	switch {
-	case target != "" && len(t.Addresses) == 0 && t.Host != "" && target != fqdn(t.Host):
+	case target != "" && len(t.Addresses) == 0 && t.Host != "" && target != zone.FQDN(t.Host):
 		c.add(secDNS, check, Fail, fmt.Sprintf("CNAME %s, but server.public_host is %s", target, t.Host), "replace the record with:\n"+c.zoneLines(want))
 		return
 	case ipErr != nil && target != "":
@@ -258,7 +259,7 @@ func (c *checker) checkHostName(ctx context.Context, name string, want []Record)
 	c.add(secDNS, check, OK, detail, "")
 }
 
-func (c *checker) checkSRV(ctx context.Context, name string, want []Record) {
+func (c *checker) checkSRV(ctx context.Context, name string, want []zone.Record) {
 	check := strings.TrimSuffix(name, ".") + " SRV"
 	got, err := c.dns.srv(ctx, name)
 	if err != nil && !errors.Is(err, errNoRecord) {
@@ -319,7 +320,7 @@ func (c *checker) checkSRV(ctx context.Context, name string, want []Record) {
 	}
 }
 
-func srvValues(rs []Record) string {
+func srvValues(rs []zone.Record) string {
 	var v []string
 	for _, r := range rs {
 		v = append(v, r.Value)
@@ -327,7 +328,7 @@ func srvValues(rs []Record) string {
 	return strings.Join(v, ", ")
 }
 
-func (c *checker) checkTXT(ctx context.Context, name string, want []Record) {
+func (c *checker) checkTXT(ctx context.Context, name string, want []zone.Record) {
 	check := strings.TrimSuffix(name, ".") + " TXT"
 	got, err := c.dns.txt(ctx, name)
 	if err != nil && !errors.Is(err, errNoRecord) {
