@@ -119,6 +119,7 @@ func Run(ctx context.Context, addr policy.Address, o Options) (*Report, error) {
 	c.checkCertificates(ctx)
 	c.checkThunderbird(ctx)
 	c.checkOutlook(ctx)
+	c.checkPACC(ctx)
 	return c.rep, nil
 }
 
@@ -180,8 +181,7 @@ func (c *checker) zoneLines(recs []zone.Record) string {
 
 func (c *checker) checkDNS(ctx context.Context) {
 	recs := zone.Records(c.d, c.o.Target, c.o.TTL)
-	for _, n := range []string{"autoconfig.", "autodiscover."} {
-		name := n + c.d.Name
+	for _, name := range c.hostNames(recs) {
 		var want []zone.Record
 		for _, r := range recs {
 			if r.Name == name+"." && (r.Type == "CNAME" || r.Type == "A" || r.Type == "AAAA") {
@@ -211,6 +211,16 @@ func (c *checker) checkDNS(ctx context.Context) {
 			c.checkTXT(ctx, k.name, groups[k])
 		}
 	}
+}
+
+// hostNames are the names clients reach mailbeacon by: autoconfig. and
+// autodiscover., and ua-auto-config. when the domain publishes PACC.
+func (c *checker) hostNames(recs []zone.Record) []string {
+	names := []string{"autoconfig." + c.d.Name, "autodiscover." + c.d.Name}
+	if slices.ContainsFunc(recs, func(r zone.Record) bool { return r.Name == paccTXTName(c.d) }) {
+		names = append(names, "ua-auto-config."+c.d.Name)
+	}
+	return names
 }
 
 // checkHostName checks that name leads to mailbeacon: the CNAME or
@@ -344,7 +354,7 @@ func (c *checker) checkTXT(ctx context.Context, name string, want []zone.Record)
 	if len(got) > 0 {
 		detail = "has " + strings.Join(got, ", ")
 	}
-	c.add(secDNS, check, Fail, detail+"; the configured URL's path is "+wantText, "add to the "+c.d.Name+" zone:\n"+c.zoneLines(want))
+	c.add(secDNS, check, Fail, detail+"; the configuration says "+wantText, "add to the "+c.d.Name+" zone (and remove a stale one):\n"+c.zoneLines(want))
 }
 
 func joinIPs(ips []net.IP) string {
@@ -364,7 +374,7 @@ func sameIPs(a, b []net.IP) bool { return joinIPs(a) == joinIPs(b) }
 const secCerts = "Certificates (port 443)"
 
 func (c *checker) checkCertificates(ctx context.Context) {
-	hosts := []string{"autoconfig." + c.d.Name, "autodiscover." + c.d.Name, c.d.Name}
+	hosts := append(c.hostNames(zone.Records(c.d, c.o.Target, c.o.TTL)), c.d.Name)
 	// Outlook and Thunderbird also connect to the _autodiscover SRV target.
 	if srvs, err := c.dns.srv(ctx, "_autodiscover._tcp."+c.d.Name); err == nil && srvs[0].Target != "." {
 		if t := strings.ToLower(strings.TrimSuffix(srvs[0].Target, ".")); !slices.Contains(hosts, t) {

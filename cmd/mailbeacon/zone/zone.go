@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/mailbeacon/mailbeacon/policy"
+	"github.com/mailbeacon/mailbeacon/protocols"
 )
 
 // Target is where the autoconfig. and autodiscover. names of a domain
@@ -62,7 +63,10 @@ func FQDN(name string) string { return strings.TrimSuffix(name, ".") + "." }
 //     priority over the STARTTLS ones, the domain's first access protocol
 //     preferred over the other, and target "." for what is not offered;
 //   - RFC 6764 _caldavs/_carddavs SRV and TXT path= for configured DAV
-//     URLs ("." for the labels not in use).
+//     URLs ("." for the labels not in use);
+//   - PACC (draft-ietf-mailmaint-pacc), when the domain has a document:
+//     ua-auto-config.<d> like the names above, and the _ua-auto-config TXT
+//     record with the SHA-256 of exactly the bytes mailbeacon serves there.
 func Records(d *policy.Domain, t Target, ttl uint32) []Record {
 	var out []Record
 	dom := FQDN(d.Name)
@@ -71,21 +75,8 @@ func Records(d *policy.Domain, t Target, ttl uint32) []Record {
 		out = append(out, r)
 	}
 	hostNote := "Thunderbird autoconfig and Outlook Autodiscover"
-	switch {
-	case len(t.Addresses) > 0:
-		for _, n := range []string{"autoconfig.", "autodiscover."} {
-			for _, ip := range t.Addresses {
-				typ := "A"
-				if ip.To4() == nil {
-					typ = "AAAA"
-				}
-				add(Record{Name: n + dom, Type: typ, Value: ip.String(), Note: hostNote})
-			}
-		}
-	case t.Host != "":
-		for _, n := range []string{"autoconfig.", "autodiscover."} {
-			add(Record{Name: n + dom, Type: "CNAME", Target: FQDN(t.Host), Value: FQDN(t.Host), Note: hostNote})
-		}
+	for _, r := range hostRecords(t, hostNote, "autoconfig."+dom, "autodiscover."+dom) {
+		add(r)
 	}
 	add(srv("_autodiscover._tcp."+dom, 0, 0, adPort(d), autodiscoverTarget(d, t), hostNote))
 
@@ -168,6 +159,37 @@ func Records(d *policy.Domain, t Target, ttl uint32) []Record {
 			}
 		}
 	}
+	// PACC. The document is rendered here exactly as it is served, so the
+	// hash cannot drift from the bytes.
+	if body, ok, err := protocols.RenderPACC(d); err == nil && ok {
+		paccNote := "PACC (draft-ietf-mailmaint-pacc): the document on ua-auto-config, pinned by its SHA-256;\n" +
+			"; change the domain's services, oauth or provider and this TXT record changes too"
+		for _, r := range hostRecords(t, paccNote, "ua-auto-config."+dom) {
+			add(r)
+		}
+		add(Record{Name: "_ua-auto-config." + dom, Type: "TXT", Value: strconv.Quote(protocols.PACCRecord(body)), Note: paccNote})
+	}
+	return out
+}
+
+// hostRecords point each of names at t: a CNAME to t.Host, or A/AAAA
+// records for t.Addresses; none when t is empty.
+func hostRecords(t Target, note string, names ...string) []Record {
+	var out []Record
+	for _, n := range names {
+		switch {
+		case len(t.Addresses) > 0:
+			for _, ip := range t.Addresses {
+				typ := "A"
+				if ip.To4() == nil {
+					typ = "AAAA"
+				}
+				out = append(out, Record{Name: n, Type: typ, Value: ip.String(), Note: note})
+			}
+		case t.Host != "":
+			out = append(out, Record{Name: n, Type: "CNAME", Target: FQDN(t.Host), Value: FQDN(t.Host), Note: note})
+		}
+	}
 	return out
 }
 
@@ -207,7 +229,7 @@ func Write(w io.Writer, d *policy.Domain, t Target, recs []Record) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 1, ' ', 0)
 	fmt.Fprintf(tw, "; DNS records for %s, made by mailbeacon from its configuration.\n", d.Name)
 	if t.empty() {
-		fmt.Fprintf(tw, "; autoconfig.%s and autodiscover.%s are left out: set server.public_host (or --target).\n", d.Name, d.Name)
+		fmt.Fprintf(tw, "; autoconfig.%[1]s, autodiscover.%[1]s and ua-auto-config.%[1]s are left out: set server.public_host (or --target).\n", d.Name)
 	}
 	note := ""
 	for _, r := range recs {
