@@ -116,7 +116,7 @@ func renderAutoconfig(a *policy.Account) ([]byte, error) {
 			// A cleartext server makes Thunderbird for Android reject the
 			// whole document (quirk 8), and RFC 8314 says not to offer it.
 			// ActiveSync, CalDAV and CardDAV (no socket) have no form that
-			// current clients read (§1.7): Thunderbird finds DAV by itself.
+			// current clients read (§1.8): Thunderbird finds DAV by itself.
 			continue
 		}
 		ms := mailServer{
