@@ -9,25 +9,6 @@ import (
 	"testing"
 )
 
-// Answers of a domain offering EWS and OAuth (draftDomains), pinned.
-func TestAutoconfigDraftGolden(t *testing.T) {
-	h := NewHandler(newDraftResolver(t), Options{})
-	for _, tc := range []struct{ name, host, target string }{
-		{"alice-ews", "", "/mail/config-v1.1.xml?emailaddress=alice@example.com"},
-		{"bob-no-ews", "", "/mail/config-v1.1.xml?emailaddress=bob@example.com"},
-		{"nobody-ews", "", "/mail/config-v1.1.xml?emailaddress=nobody@example.com"},
-		{"no-address-ews", "autoconfig.example.com", "/mail/config-v1.1.xml"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			rec := get(t, h, http.MethodGet, tc.host, tc.target)
-			if rec.Code != http.StatusOK {
-				t.Fatalf("status %d: %s", rec.Code, rec.Body)
-			}
-			golden(t, "autoconfig/"+tc.name+".xml", rec.Body.Bytes())
-		})
-	}
-}
-
 // Thunderbird desktop's reader (readFromXML.sys.mjs, CLIENTS.md §1.8,
 // quirk 26) turns an entitled user's answer into an EWS server with the
 // URL, offered after the services the domain prefers; a user the rules
