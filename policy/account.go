@@ -16,14 +16,19 @@ const (
 	ActiveSync Kind = "activesync"
 	CalDAV     Kind = "caldav"
 	CardDAV    Kind = "carddav"
+	// EWS is Exchange Web Services: Outlook's EXCH/EXPR in Autodiscover,
+	// <incomingServer type="ews"> for Thunderbird.
+	EWS Kind = "ews"
 )
 
 // Kinds lists every kind in a stable order, for validation and help texts.
-var Kinds = []Kind{IMAP, POP3, SMTP, ActiveSync, CalDAV, CardDAV}
+var Kinds = []Kind{IMAP, POP3, SMTP, ActiveSync, CalDAV, CardDAV, EWS}
 
 // HTTPBased reports whether the service is reached by a URL rather than a
 // host and port.
-func (k Kind) HTTPBased() bool { return k == ActiveSync || k == CalDAV || k == CardDAV }
+func (k Kind) HTTPBased() bool {
+	return k == ActiveSync || k == CalDAV || k == CardDAV || k == EWS
+}
 
 // Socket is how a connection is secured.
 type Socket string
@@ -114,10 +119,15 @@ type Domain struct {
 	ShortName        string
 	DocumentationURL string
 	Services         []Service // Login left empty: filled per user
-	// Optional Exchange-style URLs, for backends that speak EWS; empty
-	// unless configured. OOFURL defaults to EWSURL, as Exchange has it.
+	// EWSURL is the URL of the domain's first EWS service (a {type: ews}
+	// service, or the ews_url shorthand), empty when it offers none; for
+	// answers that are per domain, not per user. OOFURL defaults to it, as
+	// Exchange has it.
 	EWSURL string
 	OOFURL string
+	// OAuth is the domain's OAuth issuer for public clients, nil unless
+	// configured.
+	OAuth *OAuth
 	// AutodiscoverURL is the public HTTPS URL of this domain's POX
 	// Autodiscover endpoint; empty means
 	// https://autodiscover.<domain>/autodiscover/autodiscover.xml.

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -13,9 +14,10 @@ type DomainConfig struct {
 	ShortName        string          `mapstructure:"short_name"`
 	DocumentationURL string          `mapstructure:"documentation_url"`
 	Services         []ServiceConfig `mapstructure:"services"`
-	// EWSURL opts the domain into Exchange-style answers: Autodiscover's
-	// Outlook response carries EXCH/EXPR protocols with this URL, and the
-	// v2 JSON endpoint answers Protocol=EWS. Only for backends that speak EWS.
+	// EWSURL is a shorthand for a last {type: ews, url: …} service: the
+	// domain offers Exchange Web Services (Autodiscover's EXCH/EXPR,
+	// autoconfig's type="ews", v2 JSON's Protocol=EWS) to the users its
+	// rules entitle. Only for backends that speak EWS.
 	EWSURL string `mapstructure:"ews_url"`
 	// OOFURL is the out-of-office (EWS) URL; default ews_url.
 	OOFURL string `mapstructure:"oof_url"`
@@ -23,6 +25,8 @@ type DomainConfig struct {
 	// the HTTP redirect probe and Autodiscover v2; default
 	// https://autodiscover.<name>/autodiscover/autodiscover.xml.
 	AutodiscoverURL string `mapstructure:"autodiscover_url"`
+	// OAuth names the domain's OAuth issuer for public clients (oauth.go).
+	OAuth *OAuthConfig `mapstructure:"oauth"`
 }
 
 // ServiceConfig is one service a domain offers, in order of preference.
@@ -40,6 +44,14 @@ var defaultPorts = map[Kind]map[Socket]int{
 	IMAP: {SocketTLS: 993, SocketSTARTTLS: 143, SocketPlain: 143},
 	POP3: {SocketTLS: 995, SocketSTARTTLS: 110, SocketPlain: 110},
 	SMTP: {SocketTLS: 465, SocketSTARTTLS: 587, SocketPlain: 587},
+}
+
+// exampleURL is shown when an HTTP-based service lacks its url.
+var exampleURL = map[Kind]string{
+	ActiveSync: "https://mail.example.com/Microsoft-Server-ActiveSync",
+	CalDAV:     "https://dav.example.com/caldav/",
+	CardDAV:    "https://dav.example.com/carddav/",
+	EWS:        "https://mail.example.com/EWS/Exchange.asmx",
 }
 
 // NewDomains validates the domains list; errors name the key at fault
@@ -70,9 +82,6 @@ func NewDomains(cfgs []DomainConfig) (map[string]*Domain, error) {
 				return nil, fmt.Errorf("%s.documentation_url: %w", key, err)
 			}
 		}
-		if err := d.setExchangeURLs(c); err != nil {
-			return nil, fmt.Errorf("%s.%w", key, err)
-		}
 		if len(c.Services) == 0 {
 			return nil, fmt.Errorf("%s.services: %s offers no service: list at least imap or pop3, and smtp", key, name)
 		}
@@ -82,6 +91,14 @@ func NewDomains(cfgs []DomainConfig) (map[string]*Domain, error) {
 				return nil, fmt.Errorf("%s.services[%d]: %w", key, j, err)
 			}
 			d.Services = append(d.Services, s)
+		}
+		if err := d.setExchangeURLs(c); err != nil {
+			return nil, fmt.Errorf("%s.%w", key, err)
+		}
+		if c.OAuth != nil {
+			if d.OAuth, err = newOAuth(*c.OAuth); err != nil {
+				return nil, fmt.Errorf("%s.oauth.%w", key, err)
+			}
 		}
 		out[name] = d
 	}
@@ -96,7 +113,7 @@ func newService(c ServiceConfig) (Service, error) {
 	s := Service{Kind: kind}
 	if kind.HTTPBased() {
 		if c.URL == "" {
-			return Service{}, fmt.Errorf("url: %s needs a url such as https://mail.example.com/Microsoft-Server-ActiveSync", kind)
+			return Service{}, fmt.Errorf("url: %s needs a url such as %s", kind, exampleURL[kind])
 		}
 		if err := checkHTTPURL(c.URL); err != nil {
 			return Service{}, fmt.Errorf("url: %w", err)
@@ -153,18 +170,29 @@ func checkHTTPURL(s string) error {
 	return nil
 }
 
-// setExchangeURLs validates and copies the optional Exchange-style URLs.
-// Errors start with the key (ews_url, ...) for the caller to prefix.
+// setExchangeURLs turns the ews_url shorthand into a last EWS service,
+// and validates and copies the domain-wide Exchange-style URLs. It runs
+// after the services are parsed. Errors start with the key (ews_url, ...)
+// for the caller to prefix.
 func (d *Domain) setExchangeURLs(c DomainConfig) error {
 	if c.EWSURL != "" {
 		if err := checkHTTPURL(c.EWSURL); err != nil {
 			return fmt.Errorf("ews_url: %w", err)
 		}
-		d.EWSURL, d.OOFURL = c.EWSURL, c.EWSURL
+		if slices.ContainsFunc(d.Services, func(s Service) bool { return s.Kind == EWS }) {
+			return fmt.Errorf("ews_url: the services list has a {type: ews} entry already: ews_url is a shorthand for one, drop it")
+		}
+		d.Services = append(d.Services, Service{Kind: EWS, URL: c.EWSURL, Auth: []Auth{AuthPasswordCleartext}})
+	}
+	for _, s := range d.Services {
+		if s.Kind == EWS {
+			d.EWSURL, d.OOFURL = s.URL, s.URL
+			break
+		}
 	}
 	if c.OOFURL != "" {
-		if c.EWSURL == "" {
-			return fmt.Errorf("oof_url: only applies with ews_url: set ews_url too, or drop oof_url")
+		if d.EWSURL == "" {
+			return fmt.Errorf("oof_url: only applies to a domain offering EWS: set ews_url (or a {type: ews} service) too, or drop oof_url")
 		}
 		if err := checkHTTPURL(c.OOFURL); err != nil {
 			return fmt.Errorf("oof_url: %w", err)

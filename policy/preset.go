@@ -109,6 +109,12 @@ func activeDirectory() Config {
 // https://www.tools4ever.nl/blog/2008/ldap-managing-exchange-features-using-protocolsettings-attribute/,
 // http://sysadmin-e.com/activesync-msexchomaadminwirelessenable).
 //
+// msExchEwsEnabled is the mailbox's Exchange Web Services switch
+// (Set-CASMailbox -EwsEnabled): 0 disabled, 1 enabled, no value means the
+// organisation's default, enabled (Microsoft's "Filterable properties for
+// the Filter parameter", EwsEnabled: "0 (disabled), 1 (enabled) or $null",
+// https://learn.microsoft.com/en-us/powershell/exchange/filter-properties).
+//
 // msExchHideFromAddressLists is not read: hiding a mailbox from the address
 // book does not change how its owner connects.
 func exchange() Config {
@@ -117,6 +123,7 @@ func exchange() Config {
 		string(POP3):       {Not: &Rule{HasPrefix: "protocolSettings", Value: "POP3§0"}},
 		string(IMAP):       {Not: &Rule{HasPrefix: "protocolSettings", Value: "IMAP4§0"}},
 		string(ActiveSync): {BitClear: "msExchOmaAdminWirelessEnable", Mask: "0x4"},
+		string(EWS):        {Not: &Rule{Equals: "msExchEwsEnabled", Value: "0"}},
 	}
 	return c
 }

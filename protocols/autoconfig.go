@@ -19,6 +19,17 @@ type clientConfig struct {
 	XMLName  xml.Name      `xml:"clientConfig"`
 	Version  string        `xml:"version,attr"`
 	Provider emailProvider `xml:"emailProvider"`
+	// OAuth2 is draft-ietf-mailmaint-autoconfig's element at the root
+	// (CLIENTS.md §1.8): no listed client reads it, all skip it.
+	OAuth2 *oAuth2 `xml:"oAuth2,omitempty"`
+}
+
+type oAuth2 struct {
+	Issuer   string `xml:"issuer"`
+	Scope    string `xml:"scope,omitempty"`
+	AuthURL  string `xml:"authURL,omitempty"`
+	TokenURL string `xml:"tokenURL,omitempty"`
+	ClientID string `xml:"clientID,omitempty"`
 }
 
 type emailProvider struct {
@@ -33,17 +44,29 @@ type emailProvider struct {
 	Documentation    *documentation `xml:"documentation,omitempty"`
 }
 
-// mailServer is an incomingServer or outgoingServer. Every element is always
-// present: Thunderbird for Android rejects the whole document when an
-// imap/smtp block lacks one (quirk 8), and Thunderbird turns a missing
-// username into the string "undefined".
+// mailServer is an incomingServer or outgoingServer. For imap, pop3 and
+// smtp every element is always present: Thunderbird for Android rejects
+// the whole document when an imap/smtp block lacks one (quirk 8), and
+// Thunderbird turns a missing username into the string "undefined". A
+// URL-based server (ews) has a url instead of hostname, port and
+// socketType, as the draft and Thunderbird have it (quirk 26); Android
+// skips the whole block by its type (quirk 27).
 type mailServer struct {
-	Type           string   `xml:"type,attr"`
-	Hostname       string   `xml:"hostname"`
-	Port           int      `xml:"port"`
-	SocketType     string   `xml:"socketType"`
-	Authentication []string `xml:"authentication"`
-	Username       string   `xml:"username"`
+	Type           string       `xml:"type,attr"`
+	URL            string       `xml:"url,omitempty"`
+	Hostname       string       `xml:"hostname,omitempty"`
+	Port           int          `xml:"port,omitempty"`
+	SocketType     string       `xml:"socketType,omitempty"`
+	Authentication []serverAuth `xml:"authentication"`
+	Username       string       `xml:"username"`
+}
+
+// serverAuth is one <authentication>; System "http" marks the draft's HTTP
+// scheme names (Basic), which Thunderbird does not know and passes over
+// (quirk 26), so they follow the values it reads.
+type serverAuth struct {
+	System string `xml:"system,attr,omitempty"`
+	Value  string `xml:",chardata"`
 }
 
 type documentation struct {
@@ -82,10 +105,18 @@ func renderAutoconfig(a *policy.Account) ([]byte, error) {
 		},
 	}
 	for _, s := range a.Services {
+		if s.Kind == policy.EWS {
+			// In the domain's order: the first incoming server is
+			// Thunderbird's default, the others its alternatives (§1.8).
+			cc.Provider.Incoming = append(cc.Provider.Incoming, urlServer(s))
+			continue
+		}
 		socket, ok := autoconfigSocket[s.Socket]
 		if !ok {
 			// A cleartext server makes Thunderbird for Android reject the
 			// whole document (quirk 8), and RFC 8314 says not to offer it.
+			// ActiveSync, CalDAV and CardDAV (no socket) have no form that
+			// current clients read (§1.8): Thunderbird finds DAV by itself.
 			continue
 		}
 		ms := mailServer{
@@ -95,7 +126,7 @@ func renderAutoconfig(a *policy.Account) ([]byte, error) {
 			Username:   s.Login,
 		}
 		for _, au := range s.Auth {
-			ms.Authentication = append(ms.Authentication, string(au))
+			ms.Authentication = append(ms.Authentication, serverAuth{Value: string(au)})
 		}
 		switch s.Kind {
 		case policy.IMAP, policy.POP3:
@@ -105,8 +136,12 @@ func renderAutoconfig(a *policy.Account) ([]byte, error) {
 			ms.Type = "smtp"
 			cc.Provider.Outgoing = append(cc.Provider.Outgoing, ms)
 		}
-		// ActiveSync, CalDAV and CardDAV have no config-v1.1 form that
-		// current clients read (§1.7): Thunderbird finds DAV by itself.
+	}
+	if o := d.OAuth; o != nil {
+		cc.OAuth2 = &oAuth2{
+			Issuer: o.IssuerHost(), Scope: strings.Join(o.Scopes, " "),
+			AuthURL: o.AuthURL, TokenURL: o.TokenURL, ClientID: o.ClientID,
+		}
 	}
 	if d.DocumentationURL != "" {
 		cc.Provider.Documentation = &documentation{URL: d.DocumentationURL, Descr: descr{Lang: "en", Text: "Mail client settings"}}
@@ -121,6 +156,22 @@ func renderAutoconfig(a *policy.Account) ([]byte, error) {
 	}
 	b.WriteByte('\n')
 	return b.Bytes(), nil
+}
+
+// urlServer is the incomingServer of a URL-based service (EWS). Its
+// authentication lists the service's methods, which Thunderbird reads, and
+// after a password method the draft's HTTP form of it, Basic.
+func urlServer(s policy.Service) mailServer {
+	ms := mailServer{Type: string(s.Kind), URL: s.URL, Username: s.Login}
+	basic := false
+	for _, au := range s.Auth {
+		ms.Authentication = append(ms.Authentication, serverAuth{Value: string(au)})
+		basic = basic || au == policy.AuthPasswordCleartext
+	}
+	if basic {
+		ms.Authentication = append(ms.Authentication, serverAuth{System: "http", Value: "Basic"})
+	}
+	return ms
 }
 
 // autoconfig serves GET /mail/config-v1.1.xml and the .well-known path.

@@ -15,16 +15,29 @@ import (
 func TestAutoconfigGolden(t *testing.T) {
 	res, _ := newDemoResolver(t, demoDomains())
 	h := NewHandler(res, Options{})
-	for _, tc := range []struct{ name, host, target string }{
-		{"alice", "", "/mail/config-v1.1.xml?emailaddress=alice@example.com"},
-		{"alice-alias", "", "/mail/config-v1.1.xml?emailaddress=a.example@example.com"},
-		{"bob", "", "/mail/config-v1.1.xml?emailaddress=bob%40example.com"},
-		{"carol-disabled", "", "/mail/config-v1.1.xml?emailaddress=carol@example.com"},
-		{"nobody", "", "/mail/config-v1.1.xml?emailaddress=nobody@example.com"},
-		{"dave-mailhost", "", "/mail/config-v1.1.xml?emailaddress=dave@example.com"},
-		{"no-address", "autoconfig.example.com", "/mail/config-v1.1.xml"},
+	// draft: the demo domain offering EWS and OAuth (draftDomains).
+	draft := NewHandler(newDraftResolver(t), Options{})
+	for _, tc := range []struct {
+		name, host, target string
+		draft              bool
+	}{
+		{"alice", "", "/mail/config-v1.1.xml?emailaddress=alice@example.com", false},
+		{"alice-alias", "", "/mail/config-v1.1.xml?emailaddress=a.example@example.com", false},
+		{"bob", "", "/mail/config-v1.1.xml?emailaddress=bob%40example.com", false},
+		{"carol-disabled", "", "/mail/config-v1.1.xml?emailaddress=carol@example.com", false},
+		{"nobody", "", "/mail/config-v1.1.xml?emailaddress=nobody@example.com", false},
+		{"dave-mailhost", "", "/mail/config-v1.1.xml?emailaddress=dave@example.com", false},
+		{"no-address", "autoconfig.example.com", "/mail/config-v1.1.xml", false},
+		{"alice-ews", "", "/mail/config-v1.1.xml?emailaddress=alice@example.com", true},
+		{"bob-no-ews", "", "/mail/config-v1.1.xml?emailaddress=bob@example.com", true},
+		{"nobody-ews", "", "/mail/config-v1.1.xml?emailaddress=nobody@example.com", true},
+		{"no-address-ews", "autoconfig.example.com", "/mail/config-v1.1.xml", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			h := h
+			if tc.draft {
+				h = draft
+			}
 			rec := get(t, h, http.MethodGet, tc.host, tc.target)
 			if rec.Code != http.StatusOK {
 				t.Fatalf("status %d: %s", rec.Code, rec.Body)

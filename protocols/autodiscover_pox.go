@@ -301,26 +301,29 @@ func displayName(a *policy.Account) string {
 }
 
 // outlookProtocols lists the Protocol elements for an account: the
-// Exchange-style EXCH and EXPR first when the domain has an EWS URL (as
+// Exchange-style EXCH and EXPR first when the user may use EWS (as
 // Exchange orders them; GNOME Online Accounts reads only the first
 // Protocol), then IMAP, POP3 and SMTP in the domain's order of preference.
 func outlookProtocols(a *policy.Account) []poxProtocol {
 	var out []poxProtocol
-	d := a.Domain
-	if d.EWSURL != "" {
+	if ews, ok := a.First(policy.EWS); ok {
 		// ASUrl is the Availability service (EWS), not ActiveSync: Evolution
 		// reads ASUrl, exchangelib EwsUrl, both preferring EXPR over EXCH.
 		var host string
 		ssl := "on"
-		if u, err := url.Parse(d.EWSURL); err == nil {
+		if u, err := url.Parse(ews.URL); err == nil {
 			host = u.Hostname()
 			ssl = onOff(u.Scheme == "https")
+		}
+		oof := a.Domain.OOFURL
+		if oof == "" || ews.URL != a.Domain.EWSURL {
+			oof = ews.URL // oof_url goes with the domain's first EWS URL
 		}
 		for _, typ := range []string{"EXCH", "EXPR"} {
 			out = append(out, poxProtocol{
 				Type: typ, Server: host, DomainRequired: "off", SPA: "off", SSL: ssl,
 				AuthRequired: "on", AuthPackage: "Basic",
-				ASUrl: d.EWSURL, EwsUrl: d.EWSURL, OOFUrl: d.OOFURL,
+				ASUrl: ews.URL, EwsUrl: ews.URL, OOFUrl: oof,
 			})
 		}
 	}

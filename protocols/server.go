@@ -58,6 +58,8 @@ func NewHandler(res Resolver, opts Options) http.Handler {
 		r.HandleFunc(p, s.autoconfig).Methods(http.MethodGet, http.MethodHead)
 		r.HandleFunc(p, methodNotAllowed(http.MethodGet, http.MethodHead))
 	}
+	r.HandleFunc(PACCPath, s.pacc) // pacc.go: draft-ietf-mailmaint-pacc, per domain
+
 	s.autodiscoverRoutes(r) // autodiscover.go: Outlook, ActiveSync, Autodiscover v2 JSON
 	s.appleRoutes(r)        // apple.go: configuration profiles, setup page, RFC 6764
 	s.operationsRoutes(r)   // operations.go: metrics and health

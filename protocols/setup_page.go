@@ -51,8 +51,12 @@ type setupResult struct {
 	Incoming   []serverSetting // IMAP, then POP3, each in the domain's order
 	Outgoing   []serverSetting // SMTP
 	ActiveSync []urlSetting
+	EWS        []urlSetting // Exchange Web Services
 	CalDAV     []urlSetting
 	CardDAV    []urlSetting
+	// OAuth is the domain's OAuth issuer, for apps that sign in with it;
+	// nil unless the domain configures one.
+	OAuth *policy.OAuth
 	// ProfileURL and MacProfileURL link to /mobileconfig; empty when the
 	// profile would carry nothing.
 	ProfileURL    string
@@ -134,7 +138,7 @@ func (s *Server) setupError(err error) (int, string) {
 }
 
 func newSetupResult(a *policy.Account) *setupResult {
-	res := &setupResult{Address: a.Address.String()}
+	res := &setupResult{Address: a.Address.String(), OAuth: a.Domain.OAuth}
 	for _, k := range []policy.Kind{policy.IMAP, policy.POP3, policy.SMTP} {
 		for _, svc := range a.Services {
 			sec, ok := securityLabel[svc.Socket]
@@ -161,6 +165,8 @@ func newSetupResult(a *policy.Account) *setupResult {
 		switch svc.Kind {
 		case policy.ActiveSync:
 			dst = &res.ActiveSync
+		case policy.EWS:
+			dst = &res.EWS
 		case policy.CalDAV:
 			dst = &res.CalDAV
 		case policy.CardDAV:

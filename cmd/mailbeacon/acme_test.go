@@ -220,7 +220,7 @@ server:
 	})
 }
 
-// The ACME host policy allows the autoconfig./autodiscover. names of
+// The ACME host policy allows the autoconfig./autodiscover./ua-auto-config. names of
 // configured domains and the public host, nothing else.
 func TestACMEHostPolicy(t *testing.T) {
 	for _, tc := range []struct {
@@ -232,6 +232,8 @@ func TestACMEHostPolicy(t *testing.T) {
 	}{
 		{"autoconfig", false, "autoconfig.example.com", "", true},
 		{"autodiscover, any case and a trailing dot", false, "AutoDiscover.Example.com.", "", true},
+		{"PACC name", false, "ua-auto-config.example.com", "", true},
+		{"PACC name of an unconfigured domain", false, "ua-auto-config.unconfigured.org", "", false},
 		{"public host", false, "mailbeacon.example.net", "mailbeacon.example.net", true},
 		{"bare domain not asked for", false, "example.com", "", false},
 		{"bare domain asked for", true, "example.com", "", true},

@@ -31,7 +31,7 @@ type deployment struct {
 }
 
 // certNames are the names a correct deployment's certificate covers.
-var certNames = []string{"autoconfig.example.com", "autodiscover.example.com", "example.com", "mailbeacon.example.net"}
+var certNames = []string{"autoconfig.example.com", "autodiscover.example.com", "ua-auto-config.example.com", "example.com", "mailbeacon.example.net"}
 
 // demoZone is what `mailbeacon dns example.com --demo` prints, plus the
 // addresses of the public host and of the bare domain: 127.0.0.1.
@@ -187,10 +187,10 @@ func TestCheckDeployment(t *testing.T) {
 		{
 			name: "certificate without autodiscover name",
 			cert: func(ca *checktest.CA) tls.Certificate {
-				return ca.Issue(nilT{}, time.Now().Add(90*24*time.Hour), "autoconfig.example.com", "example.com", "mailbeacon.example.net")
+				return ca.Issue(nilT{}, time.Now().Add(90*24*time.Hour), "autoconfig.example.com", "ua-auto-config.example.com", "example.com", "mailbeacon.example.net")
 			},
 			fails: []string{
-				"autodiscover.example.com: the certificate is for autoconfig.example.com, example.com, mailbeacon.example.net, not autodiscover.example.com",
+				"autodiscover.example.com: the certificate is for autoconfig.example.com, ua-auto-config.example.com, example.com, mailbeacon.example.net, not autodiscover.example.com",
 				"2 POST https://autodiscover.example.com/autodiscover/autodiscover.xml: TLS: the certificate is for",
 			},
 			fixes: []string{"get a certificate that includes autodiscover.example.com"},
@@ -203,6 +203,7 @@ func TestCheckDeployment(t *testing.T) {
 			fails: []string{
 				"autoconfig.example.com: valid, but expires in 3 days",
 				"autodiscover.example.com: valid, but expires in 3 days",
+				"ua-auto-config.example.com: valid, but expires in 3 days",
 				"example.com: valid, but expires in 3 days",
 				"mailbeacon.example.net: valid, but expires in 3 days",
 			},
@@ -219,6 +220,37 @@ func TestCheckDeployment(t *testing.T) {
 				"Thunderbird: no URL gives a valid configuration",
 			},
 			fixes: []string{"serve it as Content-Type: text/xml"},
+		},
+		{
+			// The configuration changed, the DNS record did not: PACC
+			// clients discard the document.
+			name: "stale PACC record",
+			zone: func(z string) string {
+				return withoutLine("_ua-auto-config.example.com.")(z) +
+					"_ua-auto-config.example.com. 3600 IN TXT \"v=UAAC1; a=sha256; d=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n"
+			},
+			fails: []string{
+				"_ua-auto-config.example.com TXT: has v=UAAC1; a=sha256; d=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=; the configuration says v=UAAC1; a=sha256; d=",
+				"_ua-auto-config.example.com TXT: has v=UAAC1; a=sha256; d=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=; the served document hashes to v=UAAC1; a=sha256; d=",
+			},
+			fixes: []string{"publish the record for the served document:", "_ua-auto-config.example.com. 3600 IN TXT \"v=UAAC1; a=sha256; d="},
+		},
+		{
+			// A proxy (or an old instance) serves other bytes than this
+			// configuration's: the published record does not match them.
+			name: "PACC body changed on the way",
+			wrap: func(h http.Handler) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if r.URL.Path == "/.well-known/user-agent-configuration.json" {
+						w.Header().Set("Content-Type", "application/json")
+						_, _ = w.Write([]byte("{\"protocols\": {}}\n"))
+						return
+					}
+					h.ServeHTTP(w, r)
+				})
+			},
+			fails: []string{"_ua-auto-config.example.com TXT: has v=UAAC1; a=sha256; d="},
+			fixes: []string{"differs from this configuration's document", "reload the running mailbeacon"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -261,6 +293,10 @@ func TestCheckDeployment(t *testing.T) {
 					"✔ 3 GET http://autodiscover.example.com/autodiscover/autodiscover.xml: 302 → POST https://autodiscover.example.com/autodiscover/autodiscover.xml: 200",
 					"✔ 4 POST https://mailbeacon.example.net/autodiscover/autodiscover.xml: 200",
 					"✔ Outlook: uses URL 1",
+					"✔ ua-auto-config.example.com: CNAME mailbeacon.example.net. → 127.0.0.1",
+					"✔ _ua-auto-config.example.com TXT: v=UAAC1; a=sha256; d=",
+					"✔ https://ua-auto-config.example.com/.well-known/user-agent-configuration.json: 200, ",
+					"✔ _ua-auto-config.example.com TXT: matches the served document",
 				} {
 					if !strings.Contains(out, want) {
 						t.Errorf("report lacks %q:\n%s", want, out)

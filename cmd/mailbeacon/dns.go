@@ -8,7 +8,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/mailbeacon/mailbeacon/cmd/mailbeacon/check"
+	"github.com/mailbeacon/mailbeacon/cmd/mailbeacon/zone"
 	"github.com/mailbeacon/mailbeacon/policy"
 )
 
@@ -65,7 +65,7 @@ func dnsCmd(args []string, stdout, stderr io.Writer) error {
 	if t.Host == "" && len(t.Addresses) == 0 {
 		return fmt.Errorf("no target for autoconfig.%s and autodiscover.%s: give --target HOST (the name mailbeacon is reached by) or --address IP, or set server.public_host", d.Name, d.Name)
 	}
-	return check.WriteZone(stdout, d, t, check.Records(d, t, uint32(*ttl)))
+	return zone.Write(stdout, d, t, zone.Records(d, t, uint32(*ttl)))
 }
 
 // oneArgument parses flags around exactly one positional argument; any
@@ -141,8 +141,8 @@ const demoPublicHost = "mailbeacon.example.net"
 
 // publicTarget is where autoconfig./autodiscover. names point: the flags,
 // else server.public_addresses / server.public_host.
-func publicTarget(c commonFlags, cfg config, host string, addrs []net.IP) (check.Target, error) {
-	t := check.Target{Host: cfg.Server.PublicHost}
+func publicTarget(c commonFlags, cfg config, host string, addrs []net.IP) (zone.Target, error) {
+	t := zone.Target{Host: cfg.Server.PublicHost}
 	if c.demo && t.Host == "" && len(cfg.Server.PublicAddresses) == 0 {
 		t.Host = demoPublicHost
 	}
@@ -152,12 +152,12 @@ func publicTarget(c commonFlags, cfg config, host string, addrs []net.IP) (check
 	if host != "" {
 		n, err := policy.NormalizeDomain(host)
 		if err != nil || !strings.Contains(n, ".") {
-			return check.Target{}, fmt.Errorf("--target: %q is not a host name", host)
+			return zone.Target{}, fmt.Errorf("--target: %q is not a host name", host)
 		}
-		t = check.Target{Host: n}
+		t = zone.Target{Host: n}
 	}
 	if len(addrs) > 0 {
-		t = check.Target{Host: t.Host, Addresses: addrs}
+		t = zone.Target{Host: t.Host, Addresses: addrs}
 	}
 	if t.Host != "" {
 		t.Host, _ = policy.NormalizeDomain(t.Host)

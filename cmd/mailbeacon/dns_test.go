@@ -3,9 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -61,9 +66,43 @@ func TestDNSDemoZone(t *testing.T) {
 		"_submissions._tcp.example.com. SRV 0 1 465 mail.example.com.",
 		"autoconfig.example.com. CNAME mailbeacon.example.net.",
 		"autodiscover.example.com. CNAME mailbeacon.example.net.",
+		"ua-auto-config.example.com. CNAME mailbeacon.example.net.",
 	}
-	if got := zoneRecords(t, out); !slices.Equal(got, want) {
+	// The PACC TXT record's hash is checked against the served body by
+	// TestDNSPACCRecordMatchesServedBody.
+	got := slices.DeleteFunc(zoneRecords(t, out), func(r string) bool {
+		return strings.HasPrefix(r, `_ua-auto-config.example.com. TXT "v=UAAC1; a=sha256; d=`)
+	})
+	if !slices.Equal(got, want) {
 		t.Errorf("records:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// The _ua-auto-config TXT record `mailbeacon dns example.com --demo`
+// prints carries the SHA-256 of exactly the body the demo serves on
+// ua-auto-config.example.com: recomputed here from the bytes on the wire.
+func TestDNSPACCRecordMatchesServedBody(t *testing.T) {
+	code, out, errOut := runDNS(t, "example.com", "--demo")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var txt []string
+	for _, r := range zoneRecords(t, out) {
+		if v, ok := strings.CutPrefix(r, "_ua-auto-config.example.com. TXT "); ok {
+			txt = append(txt, v)
+		}
+	}
+	h, _ := demoApp(t, demoConfig)
+	req := httptest.NewRequest(http.MethodGet, "https://ua-auto-config.example.com/.well-known/user-agent-configuration.json", nil)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK || rec.Header().Get("Content-Type") != "application/json" {
+		t.Fatalf("served %d %q: %s", rec.Code, rec.Header().Get("Content-Type"), rec.Body)
+	}
+	sum := sha256.Sum256(rec.Body.Bytes())
+	want := strconv.Quote("v=UAAC1; a=sha256; d=" + base64.StdEncoding.EncodeToString(sum[:]))
+	if len(txt) != 1 || txt[0] != want {
+		t.Errorf("dns prints %v, the served body needs %s", txt, want)
 	}
 }
 
@@ -96,6 +135,7 @@ domains:
 			"autoconfig.example.org. A 192.0.2.10",
 			"autoconfig.example.org. AAAA 2001:db8::10",
 			"autodiscover.example.org. A 192.0.2.10",
+			"ua-auto-config.example.org. AAAA 2001:db8::10",
 			"_autodiscover._tcp.example.org. SRV 0 0 443 ad.example.net.", // autodiscover_url's host
 			"_pop3s._tcp.example.org. SRV 0 1 995 pop.example.org.",
 			"_imaps._tcp.example.org. SRV 0 0 0 .",

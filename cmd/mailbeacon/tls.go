@@ -114,9 +114,9 @@ func (s serverConfig) validateTLS() error {
 }
 
 // tlsNames are the names clients reach mailbeacon by over HTTPS: for
-// each configured domain autoconfig.<d> and autodiscover.<d> (and <d>
-// when bare is set), and the public host, which is the _autodiscover SRV
-// target (dns.go).
+// each configured domain autoconfig.<d>, autodiscover.<d> and
+// ua-auto-config.<d> (PACC; and <d> when bare is set), and the public
+// host, which is the _autodiscover SRV target (dns.go).
 func tlsNames(cfg config, bare bool) []string {
 	var names []string
 	for _, d := range cfg.Domains {
@@ -125,6 +125,7 @@ func tlsNames(cfg config, bare bool) []string {
 			continue // build rejected it already
 		}
 		names = append(names, "autoconfig."+name, "autodiscover."+name)
+		names = append(names, "ua-auto-config."+name) // PACC (protocols/pacc.go)
 		if bare {
 			names = append(names, name)
 		}
@@ -206,7 +207,7 @@ func (t *tlsServing) hostPolicy(_ context.Context, host string) error {
 	if (*t.names.Load())[strings.ToLower(strings.TrimSuffix(host, "."))] {
 		return nil
 	}
-	return fmt.Errorf("acme: %q is not an autoconfig. or autodiscover. name of a configured domain: no certificate requested", host)
+	return fmt.Errorf("acme: %q is not an autoconfig., autodiscover. or ua-auto-config. name of a configured domain: no certificate requested", host)
 }
 
 func (t *tlsServing) setNames(cfg config) {

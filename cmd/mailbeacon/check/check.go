@@ -15,6 +15,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/mailbeacon/mailbeacon/cmd/mailbeacon/zone"
 	"github.com/mailbeacon/mailbeacon/policy"
 )
 
@@ -25,7 +26,7 @@ type Options struct {
 	// autoconfig. and autodiscover. names should point (may be empty:
 	// then any address will do).
 	Domain *policy.Domain
-	Target Target
+	Target zone.Target
 	// TTL of the records printed in fixes; default 3600.
 	TTL uint32
 	// Resolver is the DNS server (host:port) asked for everything,
@@ -118,6 +119,7 @@ func Run(ctx context.Context, addr policy.Address, o Options) (*Report, error) {
 	c.checkCertificates(ctx)
 	c.checkThunderbird(ctx)
 	c.checkOutlook(ctx)
+	c.checkPACC(ctx)
 	return c.rep, nil
 }
 
@@ -169,7 +171,7 @@ func (c *checker) dial(ctx context.Context, network, hostport string) (net.Conn,
 
 const secDNS = "DNS (compared with the configuration)"
 
-func (c *checker) zoneLines(recs []Record) string {
+func (c *checker) zoneLines(recs []zone.Record) string {
 	var lines []string
 	for _, r := range recs {
 		lines = append(lines, r.String())
@@ -178,10 +180,9 @@ func (c *checker) zoneLines(recs []Record) string {
 }
 
 func (c *checker) checkDNS(ctx context.Context) {
-	recs := Records(c.d, c.o.Target, c.o.TTL)
-	for _, n := range []string{"autoconfig.", "autodiscover."} {
-		name := n + c.d.Name
-		var want []Record
+	recs := zone.Records(c.d, c.o.Target, c.o.TTL)
+	for _, name := range c.hostNames(recs) {
+		var want []zone.Record
 		for _, r := range recs {
 			if r.Name == name+"." && (r.Type == "CNAME" || r.Type == "A" || r.Type == "AAAA") {
 				want = append(want, r)
@@ -192,7 +193,7 @@ func (c *checker) checkDNS(ctx context.Context) {
 	// The SRV and TXT records, one check per owner name and type.
 	type key struct{ name, typ string }
 	var order []key
-	groups := map[key][]Record{}
+	groups := map[key][]zone.Record{}
 	for _, r := range recs {
 		if r.Type != "SRV" && r.Type != "TXT" {
 			continue
@@ -212,9 +213,19 @@ func (c *checker) checkDNS(ctx context.Context) {
 	}
 }
 
+// hostNames are the names clients reach mailbeacon by: autoconfig. and
+// autodiscover., and ua-auto-config. when the domain publishes PACC.
+func (c *checker) hostNames(recs []zone.Record) []string {
+	names := []string{"autoconfig." + c.d.Name, "autodiscover." + c.d.Name}
+	if slices.ContainsFunc(recs, func(r zone.Record) bool { return r.Name == paccTXTName(c.d) }) {
+		names = append(names, "ua-auto-config."+c.d.Name)
+	}
+	return names
+}
+
 // checkHostName checks that name leads to mailbeacon: the CNAME or
 // addresses the configuration names, or any address when it names none.
-func (c *checker) checkHostName(ctx context.Context, name string, want []Record) {
+func (c *checker) checkHostName(ctx context.Context, name string, want []zone.Record) {
 	check := name
 	t := c.o.Target
 	fix := "add to the " + c.d.Name + " zone:\n" + c.zoneLines(want)
@@ -228,7 +239,7 @@ func (c *checker) checkHostName(ctx context.Context, name string, want []Record)
 	}
 	ips, ipErr := c.lookup(ctx, name)
 	switch {
-	case target != "" && len(t.Addresses) == 0 && t.Host != "" && target != fqdn(t.Host):
+	case target != "" && len(t.Addresses) == 0 && t.Host != "" && target != zone.FQDN(t.Host):
 		c.add(secDNS, check, Fail, fmt.Sprintf("CNAME %s, but server.public_host is %s", target, t.Host), "replace the record with:\n"+c.zoneLines(want))
 		return
 	case ipErr != nil && target != "":
@@ -258,7 +269,7 @@ func (c *checker) checkHostName(ctx context.Context, name string, want []Record)
 	c.add(secDNS, check, OK, detail, "")
 }
 
-func (c *checker) checkSRV(ctx context.Context, name string, want []Record) {
+func (c *checker) checkSRV(ctx context.Context, name string, want []zone.Record) {
 	check := strings.TrimSuffix(name, ".") + " SRV"
 	got, err := c.dns.srv(ctx, name)
 	if err != nil && !errors.Is(err, errNoRecord) {
@@ -319,7 +330,7 @@ func (c *checker) checkSRV(ctx context.Context, name string, want []Record) {
 	}
 }
 
-func srvValues(rs []Record) string {
+func srvValues(rs []zone.Record) string {
 	var v []string
 	for _, r := range rs {
 		v = append(v, r.Value)
@@ -327,7 +338,7 @@ func srvValues(rs []Record) string {
 	return strings.Join(v, ", ")
 }
 
-func (c *checker) checkTXT(ctx context.Context, name string, want []Record) {
+func (c *checker) checkTXT(ctx context.Context, name string, want []zone.Record) {
 	check := strings.TrimSuffix(name, ".") + " TXT"
 	got, err := c.dns.txt(ctx, name)
 	if err != nil && !errors.Is(err, errNoRecord) {
@@ -343,7 +354,7 @@ func (c *checker) checkTXT(ctx context.Context, name string, want []Record) {
 	if len(got) > 0 {
 		detail = "has " + strings.Join(got, ", ")
 	}
-	c.add(secDNS, check, Fail, detail+"; the configured URL's path is "+wantText, "add to the "+c.d.Name+" zone:\n"+c.zoneLines(want))
+	c.add(secDNS, check, Fail, detail+"; the configuration says "+wantText, "add to the "+c.d.Name+" zone (and remove a stale one):\n"+c.zoneLines(want))
 }
 
 func joinIPs(ips []net.IP) string {
@@ -363,7 +374,7 @@ func sameIPs(a, b []net.IP) bool { return joinIPs(a) == joinIPs(b) }
 const secCerts = "Certificates (port 443)"
 
 func (c *checker) checkCertificates(ctx context.Context) {
-	hosts := []string{"autoconfig." + c.d.Name, "autodiscover." + c.d.Name, c.d.Name}
+	hosts := append(c.hostNames(zone.Records(c.d, c.o.Target, c.o.TTL)), c.d.Name)
 	// Outlook and Thunderbird also connect to the _autodiscover SRV target.
 	if srvs, err := c.dns.srv(ctx, "_autodiscover._tcp."+c.d.Name); err == nil && srvs[0].Target != "." {
 		if t := strings.ToLower(strings.TrimSuffix(srvs[0].Target, ".")); !slices.Contains(hosts, t) {

@@ -94,6 +94,41 @@ func TestValidateAutoconfig(t *testing.T) {
 	}
 }
 
+// A URL-based server (Thunderbird's type="ews") is checked by its URL.
+func TestValidateAutoconfigEWS(t *testing.T) {
+	ds, err := policy.NewDomains([]policy.DomainConfig{{Name: "example.com", Services: []policy.ServiceConfig{
+		{Type: "imap", Host: "mail.example.com", Port: 993, Socket: "tls"},
+		{Type: "smtp", Host: "mail.example.com", Port: 587, Socket: "starttls"},
+	}, EWSURL: "https://mail.example.com/EWS/Exchange.asmx"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &checker{d: ds["example.com"]}
+	doc := func(ews string) []byte {
+		return []byte(`<clientConfig version="1.1"><emailProvider id="example.com"><domain>example.com</domain>
+<incomingServer type="imap"><hostname>mail.example.com</hostname><port>993</port><socketType>SSL</socketType><authentication>password-cleartext</authentication><username>bob</username></incomingServer>
+` + ews + `
+<outgoingServer type="smtp"><hostname>mail.example.com</hostname><port>587</port><socketType>STARTTLS</socketType><authentication>password-cleartext</authentication><username>bob</username></outgoingServer>
+</emailProvider></clientConfig>`)
+	}
+	for _, tc := range []struct{ name, ews, problem string }{
+		{"configured", `<incomingServer type="ews"><url>https://mail.example.com/EWS/Exchange.asmx</url><authentication>password-cleartext</authentication><username>bob</username></incomingServer>`, ""},
+		{"other url", `<incomingServer type="ews"><url>https://old.example.com/EWS/Exchange.asmx</url><authentication>password-cleartext</authentication><username>bob</username></incomingServer>`, "offers ews at https://old.example.com/EWS/Exchange.asmx, which the configuration does not"},
+		{"no username", `<incomingServer type="ews"><url>https://mail.example.com/EWS/Exchange.asmx</url><authentication>password-cleartext</authentication></incomingServer>`, "is incomplete (url, authentication, username)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			summary, problems, _ := c.validateAutoconfig(&answer{status: 200, ctype: "text/xml", body: doc(tc.ews)})
+			got := strings.Join(problems, "; ")
+			if (tc.problem == "") != (got == "") || !strings.Contains(got, tc.problem) {
+				t.Errorf("problems %q, want %q", got, tc.problem)
+			}
+			if tc.problem == "" && !strings.Contains(summary, "ews https://mail.example.com/EWS/Exchange.asmx") {
+				t.Errorf("summary %q", summary)
+			}
+		})
+	}
+}
+
 func TestValidatePOX(t *testing.T) {
 	c := &checker{d: testDomain(t)}
 	const ok = `<?xml version="1.0" encoding="utf-8"?><Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"><Response xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"><Account><AccountType>email</AccountType><Action>settings</Action>` +

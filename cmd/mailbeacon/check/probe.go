@@ -296,6 +296,7 @@ type acDoc struct {
 
 type acServer struct {
 	Type     string   `xml:"type,attr"`
+	URL      string   `xml:"url"` // URL-based servers (ews)
 	Hostname string   `xml:"hostname"`
 	Port     int      `xml:"port"`
 	Socket   string   `xml:"socketType"`
@@ -333,6 +334,18 @@ func (c *checker) validateAutoconfig(a *answer) (string, []string, string) {
 	}
 	var offered []string
 	for _, s := range slices.Concat(doc.Provider.Incoming, doc.Provider.Outgoing) {
+		if s.URL != "" {
+			// Thunderbird takes host and TLS from the URL (CLIENTS.md §1.8).
+			if len(s.Auth) == 0 || s.Username == "" {
+				problems = append(problems, fmt.Sprintf("%s server %q is incomplete (url, authentication, username)", s.Type, s.URL))
+				continue
+			}
+			if !slices.ContainsFunc(c.d.Services, func(d policy.Service) bool { return string(d.Kind) == strings.ToLower(s.Type) && d.URL == s.URL }) {
+				problems = append(problems, fmt.Sprintf("offers %s at %s, which the configuration does not", s.Type, s.URL))
+			}
+			offered = append(offered, s.Type+" "+s.URL)
+			continue
+		}
 		sock, ok := acSockets[s.Socket]
 		if s.Hostname == "" || s.Port == 0 || !ok || len(s.Auth) == 0 || s.Username == "" {
 			problems = append(problems, fmt.Sprintf("%s server %q is incomplete (hostname, port, socketType, authentication, username)", s.Type, s.Hostname))

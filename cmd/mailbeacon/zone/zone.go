@@ -1,8 +1,7 @@
-// Package check holds what `mailbeacon dns` and `mailbeacon check` share:
-// the DNS records a configured domain needs, and a checker of a live
-// deployment that compares DNS with them, inspects the certificates, and
-// requests every URL in the order Thunderbird and Outlook try them.
-package check
+// Package zone makes the DNS records a configured domain needs, from the
+// configuration alone: `mailbeacon dns` prints them and `mailbeacon check`
+// compares a live deployment with them.
+package zone
 
 import (
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/mailbeacon/mailbeacon/policy"
+	"github.com/mailbeacon/mailbeacon/protocols"
 )
 
 // Target is where the autoconfig. and autodiscover. names of a domain
@@ -48,7 +48,8 @@ func (r Record) String() string {
 // here" (target ".", RFC 2782).
 func (r Record) NotOffered() bool { return r.Type == "SRV" && r.Target == "." }
 
-func fqdn(name string) string { return strings.TrimSuffix(name, ".") + "." }
+// FQDN is name with one trailing dot.
+func FQDN(name string) string { return strings.TrimSuffix(name, ".") + "." }
 
 // Records are the records domain d needs, pointing its autoconfig. and
 // autodiscover. names at t (left out when t is empty), with the given TTL:
@@ -62,30 +63,20 @@ func fqdn(name string) string { return strings.TrimSuffix(name, ".") + "." }
 //     priority over the STARTTLS ones, the domain's first access protocol
 //     preferred over the other, and target "." for what is not offered;
 //   - RFC 6764 _caldavs/_carddavs SRV and TXT path= for configured DAV
-//     URLs ("." for the labels not in use).
+//     URLs ("." for the labels not in use);
+//   - PACC (draft-ietf-mailmaint-pacc), when the domain has a document:
+//     ua-auto-config.<d> like the names above, and the _ua-auto-config TXT
+//     record with the SHA-256 of exactly the bytes mailbeacon serves there.
 func Records(d *policy.Domain, t Target, ttl uint32) []Record {
 	var out []Record
-	dom := fqdn(d.Name)
+	dom := FQDN(d.Name)
 	add := func(r Record) {
 		r.TTL = ttl
 		out = append(out, r)
 	}
 	hostNote := "Thunderbird autoconfig and Outlook Autodiscover"
-	switch {
-	case len(t.Addresses) > 0:
-		for _, n := range []string{"autoconfig.", "autodiscover."} {
-			for _, ip := range t.Addresses {
-				typ := "A"
-				if ip.To4() == nil {
-					typ = "AAAA"
-				}
-				add(Record{Name: n + dom, Type: typ, Value: ip.String(), Note: hostNote})
-			}
-		}
-	case t.Host != "":
-		for _, n := range []string{"autoconfig.", "autodiscover."} {
-			add(Record{Name: n + dom, Type: "CNAME", Target: fqdn(t.Host), Value: fqdn(t.Host), Note: hostNote})
-		}
+	for _, r := range hostRecords(t, hostNote, "autoconfig."+dom, "autodiscover."+dom) {
+		add(r)
 	}
 	add(srv("_autodiscover._tcp."+dom, 0, 0, adPort(d), autodiscoverTarget(d, t), hostNote))
 
@@ -119,7 +110,7 @@ func Records(d *policy.Domain, t Target, ttl uint32) []Record {
 					continue
 				}
 				prio := base + uint16(10*i+len(recs))
-				recs = append(recs, srv(label+dom, prio, 1, uint16(s.Port), fqdn(s.Host), mailNote))
+				recs = append(recs, srv(label+dom, prio, 1, uint16(s.Port), FQDN(s.Host), mailNote))
 			}
 			if len(recs) == 0 {
 				recs = append(recs, srv(label+dom, 0, 0, 0, ".", mailNote))
@@ -162,10 +153,41 @@ func Records(d *policy.Domain, t Target, ttl uint32) []Record {
 			if p, err := strconv.Atoi(v.u.Port()); err == nil {
 				port = uint16(p)
 			}
-			add(srv(v.label+dom, 0, 1, port, fqdn(v.u.Hostname()), davNote))
+			add(srv(v.label+dom, 0, 1, port, FQDN(v.u.Hostname()), davNote))
 			if p := v.u.EscapedPath(); p != "" && p != "/" {
 				add(Record{Name: v.label + dom, Type: "TXT", Value: strconv.Quote("path=" + p), Note: davNote})
 			}
+		}
+	}
+	// PACC. The document is rendered here exactly as it is served, so the
+	// hash cannot drift from the bytes.
+	if body, ok, err := protocols.RenderPACC(d); err == nil && ok {
+		paccNote := "PACC (draft-ietf-mailmaint-pacc): the document on ua-auto-config, pinned by its SHA-256;\n" +
+			"; change the domain's services, oauth or provider and this TXT record changes too"
+		for _, r := range hostRecords(t, paccNote, "ua-auto-config."+dom) {
+			add(r)
+		}
+		add(Record{Name: "_ua-auto-config." + dom, Type: "TXT", Value: strconv.Quote(protocols.PACCRecord(body)), Note: paccNote})
+	}
+	return out
+}
+
+// hostRecords point each of names at t: a CNAME to t.Host, or A/AAAA
+// records for t.Addresses; none when t is empty.
+func hostRecords(t Target, note string, names ...string) []Record {
+	var out []Record
+	for _, n := range names {
+		switch {
+		case len(t.Addresses) > 0:
+			for _, ip := range t.Addresses {
+				typ := "A"
+				if ip.To4() == nil {
+					typ = "AAAA"
+				}
+				out = append(out, Record{Name: n, Type: typ, Value: ip.String(), Note: note})
+			}
+		case t.Host != "":
+			out = append(out, Record{Name: n, Type: "CNAME", Target: FQDN(t.Host), Value: FQDN(t.Host), Note: note})
 		}
 	}
 	return out
@@ -184,12 +206,12 @@ func srv(name string, prio, weight, port uint16, target, note string) Record {
 // be an alias, RFC 2782), else autodiscover.<d>.
 func autodiscoverTarget(d *policy.Domain, t Target) string {
 	if u, err := url.Parse(d.AutodiscoverURL); err == nil && d.AutodiscoverURL != "" && !strings.EqualFold(u.Hostname(), "autodiscover."+d.Name) {
-		return fqdn(strings.ToLower(u.Hostname()))
+		return FQDN(strings.ToLower(u.Hostname()))
 	}
 	if len(t.Addresses) == 0 && t.Host != "" {
-		return fqdn(t.Host)
+		return FQDN(t.Host)
 	}
-	return fqdn("autodiscover." + d.Name)
+	return FQDN("autodiscover." + d.Name)
 }
 
 func adPort(d *policy.Domain) uint16 {
@@ -201,13 +223,13 @@ func adPort(d *policy.Domain) uint16 {
 	return 443 // clients ignore the port anyway (protocols/CLIENTS.md §2.5, quirk 13)
 }
 
-// WriteZone writes recs in zone-file syntax, each group under its note as
+// Write writes recs in zone-file syntax, each group under its note as
 // a comment, with absolute names so the snippet pastes into any zone.
-func WriteZone(w io.Writer, d *policy.Domain, t Target, recs []Record) error {
+func Write(w io.Writer, d *policy.Domain, t Target, recs []Record) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 1, ' ', 0)
 	fmt.Fprintf(tw, "; DNS records for %s, made by mailbeacon from its configuration.\n", d.Name)
 	if t.empty() {
-		fmt.Fprintf(tw, "; autoconfig.%s and autodiscover.%s are left out: set server.public_host (or --target).\n", d.Name, d.Name)
+		fmt.Fprintf(tw, "; autoconfig.%[1]s, autodiscover.%[1]s and ua-auto-config.%[1]s are left out: set server.public_host (or --target).\n", d.Name)
 	}
 	note := ""
 	for _, r := range recs {
