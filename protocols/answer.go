@@ -205,13 +205,22 @@ func (c *call) text(status int, msg string) {
 // send writes an answer: every response of the client endpoints leaves
 // here. cache nil keeps a Cache-Control the caller set.
 func (c *call) send(status int, contentType, cache []string, body []byte) {
+	c.write(status, contentType, cache, body, []string{strconv.Itoa(len(body))})
+}
+
+// sendAnswer sends a rendered answer.
+func (c *call) sendAnswer(status int, contentType, cache []string, a *answer) {
+	c.write(status, contentType, cache, a.body, a.length)
+}
+
+func (c *call) write(status int, contentType, cache []string, body []byte, length []string) {
 	h := c.w.Header()
 	h["Content-Type"] = contentType
 	h["X-Content-Type-Options"] = noSniff
 	if cache != nil {
 		h["Cache-Control"] = cache
 	}
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	h["Content-Length"] = length
 	c.writeHeader(status)
 	if c.r.Method != http.MethodHead && len(body) > 0 {
 		_, _ = c.w.Write(body)

@@ -141,11 +141,11 @@ func (h *Handler) autoconfig(c *call) error {
 		}
 		acct = h.cache.placeholder(d)
 	}
-	body, err := h.cache.render(acct, formatAutoconfig)
+	ans, err := h.cache.render(acct, formatAutoconfig)
 	if err != nil {
 		return fmt.Errorf("rendering autoconfig: %w", err)
 	}
-	c.send(http.StatusOK, xmlContentType, privateNoCache, body)
+	c.sendAnswer(http.StatusOK, xmlContentType, privateNoCache, ans)
 	return nil
 }
 

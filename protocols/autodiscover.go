@@ -221,20 +221,20 @@ func (a *autodiscover) pox(c *call) error {
 	if err != nil {
 		return err
 	}
-	var out []byte
+	var out *answer
 	switch c.schema {
 	case schemaMobilesync:
 		out, err = c.h.cache.render(acct, formatMobilesync)
 	default:
 		out, err = c.h.cache.render(acct, formatOutlook)
-		if err == nil && len(out) == 0 {
+		if err == nil && len(out.body) == 0 {
 			return poxErrorCode(poxErrNoSettings)
 		}
 	}
 	if err != nil {
 		return fmt.Errorf("rendering autodiscover: %w", err)
 	}
-	c.send(http.StatusOK, xmlContentType, privateNoCache, out)
+	c.sendAnswer(http.StatusOK, xmlContentType, privateNoCache, out)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package protocols
 import (
 	"bytes"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -26,7 +27,7 @@ import (
 // The table is bounded: when it holds maxRendered entries it is emptied
 // and fills again with what is asked for.
 type renderCache struct {
-	m sync.Map // renderKey -> []byte
+	m sync.Map // renderKey -> *answer
 	n atomic.Int64
 
 	mu   sync.Mutex
@@ -77,15 +78,28 @@ const (
 	slabSize    = 256 << 10
 )
 
+// answer is a rendered body with its Content-Length value, made once: a
+// cached answer is written without a conversion or an allocation.
+type answer struct {
+	body   []byte
+	length []string
+}
+
+func newAnswer(b []byte) *answer { return &answer{body: b, length: []string{strconv.Itoa(len(b))}} }
+
 // render returns the answer of format f for a, from the table when it
-// can. The returned bytes are shared: callers must not change them.
-func (rc *renderCache) render(a *policy.Account, f renderFormat) ([]byte, error) {
+// can. The returned answer is shared: callers must not change it.
+func (rc *renderCache) render(a *policy.Account, f renderFormat) (*answer, error) {
 	k, ok := cacheKey(a, f)
 	if !ok {
-		return renderers[f](a)
+		b, err := renderers[f](a)
+		if err != nil {
+			return nil, err
+		}
+		return newAnswer(b), nil
 	}
 	if v, ok := rc.m.Load(k); ok {
-		return v.([]byte), nil
+		return v.(*answer), nil
 	}
 	b, err := renderers[f](a)
 	if err != nil {
@@ -95,9 +109,9 @@ func (rc *renderCache) render(a *policy.Account, f renderFormat) ([]byte, error)
 		rc.m.Clear()
 		rc.n.Store(1)
 	}
-	b = rc.keep(b)
-	rc.m.Store(k, b)
-	return b, nil
+	ans := newAnswer(rc.keep(b))
+	rc.m.Store(k, ans)
+	return ans, nil
 }
 
 // cacheKey returns the key of a's answer, or false when a is neither a

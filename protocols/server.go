@@ -31,6 +31,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/mailbeacon/mailbeacon/policy"
@@ -61,6 +62,9 @@ type Options struct {
 	// when the limits did not change, so a reload is no fresh start for a
 	// scanner.
 	Previous *Handler
+	// ReadTimeout is the http.Server's: a body deadline no shorter than it
+	// is left to the server (setting one costs a timer per request).
+	ReadTimeout time.Duration
 }
 
 // Handler serves every client endpoint. Make it with NewHandler.
@@ -75,7 +79,14 @@ type Handler struct {
 	ad     autodiscover
 	routes []route
 	other  route // what no route matches
+
+	calls  sync.Pool // *call: one per request in flight
+	bodies sync.Pool // *[]byte of pooledBody bytes: request bodies
 }
+
+// pooledBody is the size of the pooled body buffers: a real Autodiscover
+// request is well under 1 KiB.
+const pooledBody = 4 << 10
 
 // NewHandler returns the handler of every client endpoint, with the
 // operations endpoints too unless opts.Operations.Listen moves them to a
@@ -99,6 +110,8 @@ func newHandler(res Resolver, opts Options) *Handler {
 		h.met = privateMetrics()
 	}
 	h.auth, _ = res.(authenticator)
+	h.calls.New = func() any { return new(call) }
+	h.bodies.New = func() any { b := make([]byte, pooledBody); return &b }
 	h.lim = newLimiter(opts.Limits, h.log, opts.Previous)
 	h.ad = newAutodiscover(h)
 	return h
@@ -205,6 +218,7 @@ type call struct {
 	peerOK bool       // r.RemoteAddr was an IP address
 	ip     netip.Addr // the client's address, for the access log
 	body   []byte
+	buf    *[]byte // body's pooled buffer
 	status int
 
 	addr    policy.Address // the address asked about, for the access log
@@ -218,11 +232,17 @@ type call struct {
 
 // ServeHTTP runs the pipeline for one request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	c := call{h: h, w: w, r: r, rt: h.find(r), start: time.Now()}
-	if err := h.serve(&c); err != nil {
+	c := h.calls.Get().(*call)
+	*c = call{h: h, w: w, r: r, rt: h.find(r), start: time.Now()}
+	if err := h.serve(c); err != nil {
 		c.fail(err)
 	}
-	h.record(&c)
+	h.record(c)
+	if c.buf != nil {
+		h.bodies.Put(c.buf)
+	}
+	*c = call{}
+	h.calls.Put(c)
 }
 
 // serve runs the stages up to the route's handler; the first error ends
@@ -361,24 +381,30 @@ func (c *call) readBody() error {
 	if r.ContentLength > max {
 		return &limitError{reason: limitBody}
 	}
-	rc := http.NewResponseController(c.w)
-	if rc.SetReadDeadline(time.Now().Add(c.h.lim.bodyTimeout)) == nil {
-		defer rc.SetReadDeadline(time.Time{}) //nolint:errcheck // the connection is being read by nobody else
+	if rt := c.h.opts.ReadTimeout; rt == 0 || c.h.lim.bodyTimeout < rt {
+		rc := http.NewResponseController(c.w)
+		if rc.SetReadDeadline(time.Now().Add(c.h.lim.bodyTimeout)) == nil {
+			defer rc.SetReadDeadline(time.Time{}) //nolint:errcheck // the connection is being read by nobody else
+		}
 	}
-	size := r.ContentLength
-	if size < 0 {
-		size = 512
+	var err error
+	if n := r.ContentLength; n >= 0 && n <= pooledBody {
+		// The usual case: a declared small body, into a pooled buffer.
+		c.buf = c.h.bodies.Get().(*[]byte)
+		c.body = (*c.buf)[:n]
+		_, err = io.ReadFull(r.Body, c.body)
+	} else {
+		var buf bytes.Buffer
+		_, err = buf.ReadFrom(io.LimitReader(r.Body, max+1))
+		c.body = buf.Bytes()
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, size+1))
-	_, err := buf.ReadFrom(io.LimitReader(r.Body, max+1))
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return &limitError{reason: limitBodyTimeout}
 	case err != nil:
 		return &limitError{reason: limitBodyRead}
-	case int64(buf.Len()) > max:
+	case int64(len(c.body)) > max:
 		return &limitError{reason: limitBody}
 	}
-	c.body = buf.Bytes()
 	return nil
 }

@@ -194,5 +194,6 @@ func (a *app) handlerOptions(log *slog.Logger) protocols.Options {
 	return protocols.Options{
 		Log: log, Autodiscover: a.cfg.Autodiscover, Apple: a.cfg.Apple,
 		Operations: a.cfg.Operations, Limits: lim, Ready: a.source.Ping,
+		ReadTimeout: a.cfg.Server.ReadTimeout,
 	}
 }
