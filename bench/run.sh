@@ -313,6 +313,6 @@ echo
 if [ "$RUN_GO" = 1 ]; then
   echo
   echo "Go benchmarks (go test -bench, 2 goroutines where parallel):"
-  "$GO" test -run '^$' -bench 'Cached|Render|ParsePOX|Limit|Resolve|ParseAddress' -benchmem -benchtime 1s ./protocols ./policy |
+  "$GO" test -run '^$' -bench 'Pipeline|Cached|Render|ParsePOX|Limit|Resolve|ParseAddress' -benchmem -benchtime 1s ./protocols ./policy |
     grep -E '^Benchmark' || true
 fi
