@@ -66,8 +66,6 @@ type authError struct{ failed bool }
 
 func (e authError) Error() string { return "authentication required" }
 
-func isUnknownDomain(err error) bool { return errors.Is(err, policy.ErrUnknownDomain) }
-
 // lookupFailure is what a lookup error means for an answer.
 type lookupFailure uint8
 
@@ -249,5 +247,3 @@ func hostName(host string) string {
 	}
 	return host
 }
-
-func cutPrefix(s, prefix string) (string, bool) { return strings.CutPrefix(s, prefix) }

@@ -25,6 +25,8 @@ type fakeResolver struct {
 	binds    atomic.Int64 // Authenticate calls
 	fail     atomic.Bool  // lookups fail: the directory is unavailable
 	down     atomic.Bool  // password checks fail: the directory is unavailable
+	domErr   error        // Domain fails with this (nil: it answers)
+	broken   error        // Resolve fails with this: neither outage nor answer
 
 	mu    sync.Mutex
 	known map[string]*policy.Account // one Account per address, as the policy cache hands out
@@ -86,6 +88,9 @@ func newDemoResolver(t testing.TB, domains []policy.DomainConfig) (*fakeResolver
 }
 
 func (r *fakeResolver) Domain(_ context.Context, name string) (*policy.Domain, error) {
+	if r.domErr != nil {
+		return nil, r.domErr
+	}
 	if d, ok := r.domains[name]; ok {
 		return d, nil
 	}
@@ -103,6 +108,9 @@ func (r *fakeResolver) Resolve(ctx context.Context, addr policy.Address) (*polic
 		r.searches.Add(1)
 	}
 	r.mu.Unlock()
+	if r.broken != nil {
+		return nil, r.broken
+	}
 	if r.fail.Load() {
 		return nil, fmt.Errorf("%w: %w", policy.ErrDirectoryUnavailable, errDirectoryDown)
 	}

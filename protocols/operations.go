@@ -106,6 +106,7 @@ func pprofRoutes() []route {
 func (h *Handler) Operations() http.Handler {
 	o := h.opts
 	o.Limits = LimitOptions{}
+	o.Autodiscover = AutodiscoverOptions{}
 	o.Previous = nil
 	o.Metrics = h.met
 	ops := newHandler(h.res, o)

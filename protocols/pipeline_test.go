@@ -226,3 +226,93 @@ func TestAbsoluteFormNoForeignRedirect(t *testing.T) {
 		}
 	}
 }
+
+// A client's own concurrency slots: beyond them its requests are refused
+// at once, other clients are served, and the slots come back.
+func TestMaxPerClient(t *testing.T) {
+	res, _ := newDemoResolver(t, demoDomains())
+	g := &gatedResolver{Resolver: res, entered: make(chan struct{}), release: make(chan struct{})}
+	h := NewHandler(g, Options{Limits: limitsFor(t, LimitOptions{MaxPerClient: 2})})
+	before := limited(t, h, limitClientConcurrency)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if rec := limRequest(h, "GET", "/mail/config-v1.1.xml?emailaddress=slow@example.com", "192.0.2.1:1", nil); rec.Code != 200 {
+				t.Errorf("blocked request: %d", rec.Code)
+			}
+		}()
+		<-g.entered
+	}
+	if rec := limRequest(h, "GET", "/setup.css", "192.0.2.1:2", nil); rec.Code != 429 {
+		t.Errorf("third request of a client with two in progress: %d, want 429", rec.Code)
+	}
+	if rec := limRequest(h, "GET", "/healthz", "192.0.2.1:2", nil); rec.Code != 200 {
+		t.Errorf("health check from that client: %d", rec.Code)
+	}
+	if rec := limRequest(h, "GET", "/mail/config-v1.1.xml?emailaddress=bob@example.com", "192.0.2.2:1", nil); rec.Code != 200 {
+		t.Errorf("another client: %d", rec.Code)
+	}
+	close(g.release)
+	wg.Wait()
+	if rec := limRequest(h, "GET", "/setup.css", "192.0.2.1:2", nil); rec.Code != 200 {
+		t.Errorf("after the others finished: %d", rec.Code)
+	}
+	if got := limited(t, h, limitClientConcurrency) - before; got != 1 {
+		t.Errorf("client_concurrency refusals counted %v; want 1", got)
+	}
+}
+
+// Directory errors, as an outage and as a misconfiguration, in the
+// answer of each format: never the error's text, and a status that says
+// which it is.
+func TestDirectoryErrorsPerFormat(t *testing.T) {
+	outage := fmt.Errorf("%w: %w", policy.ErrDirectoryUnavailable, errDirectoryDown)
+	misconfigured := testError("ldap: invalid filter (secret detail)")
+	for _, tc := range []struct {
+		name           string
+		domErr, resErr error
+		method, target string
+		body           string
+		status         int
+		has            string
+		logLevel       string
+	}{
+		{"autoconfig outage", nil, outage, "GET", "/mail/config-v1.1.xml?emailaddress=bob@example.com", "", 503, "directory unavailable", "WARN"},
+		{"autoconfig by host, domain outage", outage, nil, "GET", "/mail/config-v1.1.xml", "", 503, "directory unavailable", "WARN"},
+		{"autoconfig misconfigured", nil, misconfigured, "GET", "/mail/config-v1.1.xml?emailaddress=bob@example.com", "", 500, "internal error", "ERROR"},
+		{"pox outage", nil, outage, "POST", "/autodiscover/autodiscover.xml", adXML("bob@example.com"), 200, "<ErrorCode>603</ErrorCode>", "WARN"},
+		{"pox misconfigured", nil, misconfigured, "POST", "/autodiscover/autodiscover.xml", adXML("bob@example.com"), 200, "<ErrorCode>603</ErrorCode>", "ERROR"},
+		{"v2 domain outage", outage, nil, "GET", "/autodiscover/autodiscover.json/v1.0/bob@example.com?Protocol=AutodiscoverV1", "", 503, `"ErrorCode":"ServerBusy"`, "WARN"},
+		{"v2 misconfigured", nil, misconfigured, "GET", "/autodiscover/autodiscover.json/v1.0/bob@example.com?Protocol=ActiveSync", "", 500, `"ErrorCode":"InternalServerError"`, "ERROR"},
+		{"profile outage", nil, outage, "GET", "/mobileconfig?emailaddress=bob@example.com", "", 503, "directory unavailable", "WARN"},
+		{"setup page outage", nil, outage, "GET", "/?emailaddress=bob@example.com", "", 503, "cannot be looked up right now", "WARN"},
+		{"setup page heading, domain outage", outage, nil, "GET", "/", "", 200, "<form", ""},
+		{"caldav, domain outage", outage, nil, "GET", "/.well-known/caldav", "", 503, "directory unavailable", "WARN"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, _ := newDemoResolver(t, demoDomains())
+			res.domErr, res.broken = tc.domErr, tc.resErr
+			var logs lockedBuffer
+			log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			h := NewHandler(res, Options{Log: log})
+			req := httptest.NewRequest(tc.method, tc.target, strings.NewReader(tc.body))
+			req.Host = "example.com"
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tc.status || !strings.Contains(rec.Body.String(), tc.has) {
+				t.Errorf("%d %.300s; want %d with %q", rec.Code, rec.Body, tc.status, tc.has)
+			}
+			if strings.Contains(rec.Body.String(), "secret") || strings.Contains(rec.Body.String(), string(errDirectoryDown)) {
+				t.Errorf("the error's text reached the client: %s", rec.Body)
+			}
+			logs.mu.Lock()
+			logged := logs.b.String()
+			logs.mu.Unlock()
+			if tc.logLevel != "" && !strings.Contains(logged, `"level":"`+tc.logLevel+`"`) || tc.logLevel == "" && logged != "" {
+				t.Errorf("log %q; want a %s record", logged, tc.logLevel)
+			}
+		})
+	}
+}

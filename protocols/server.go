@@ -31,6 +31,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -325,16 +326,21 @@ func (c *call) domain(name string) (*policy.Domain, error) {
 // hostDomain returns the served domain the Host header names, either
 // directly or as <prefix><domain>.
 func (c *call) hostDomain(prefixes ...string) (*policy.Domain, error) {
-	name, err := policy.NormalizeDomain(hostName(c.r.Host))
+	host := hostName(c.r.Host)
+	if _, err := netip.ParseAddr(host); err == nil {
+		// By address: no domain, and nothing to ask the directory.
+		return nil, policy.ErrUnknownDomain
+	}
+	name, err := policy.NormalizeDomain(host)
 	if err != nil {
 		return nil, policy.ErrUnknownDomain
 	}
 	d, err := c.domain(name)
 	for _, p := range prefixes {
-		if err == nil || !isUnknownDomain(err) {
+		if err == nil || !errors.Is(err, policy.ErrUnknownDomain) {
 			break
 		}
-		if rest, ok := cutPrefix(name, p); ok {
+		if rest, ok := strings.CutPrefix(name, p); ok {
 			d, err = c.domain(rest)
 		}
 	}
