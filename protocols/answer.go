@@ -159,29 +159,32 @@ func (c *call) textFail(err error) {
 	}
 }
 
+// refusals is the answer to each limit's refusal.
+var refusals = [numLimitReasons]struct {
+	status int
+	msg    string
+}{
+	limitRequests:          {http.StatusTooManyRequests, "too many requests, try again later"},
+	limitUnknown:           {http.StatusTooManyRequests, "too many requests, try again later"},
+	limitClientConcurrency: {http.StatusTooManyRequests, "too many requests, try again later"},
+	limitConcurrency:       {http.StatusServiceUnavailable, "server busy, try again later"},
+	limitBody:              {http.StatusRequestEntityTooLarge, "request body too large"},
+	limitBodyTimeout:       {http.StatusRequestTimeout, "request body not received in time"},
+	limitBodyRead:          {http.StatusBadRequest, "could not read the request body"},
+}
+
 // refuse answers a request the limits refused.
 func (c *call) refuse(e *limitError) {
-	h := c.w.Header()
-	switch e.reason {
-	case limitBody:
-		// Said before the body is read: the connection is closed after
+	r := refusals[e.reason]
+	if e.reason >= limitBody {
+		// The body is unread or broken: the connection is closed after
 		// the answer rather than drained.
-		h.Set("Connection", "close")
-		c.text(http.StatusRequestEntityTooLarge, "request body too large")
-	case limitBodyTimeout:
-		h.Set("Connection", "close")
-		c.text(http.StatusRequestTimeout, "request body not received in time")
-	case limitBodyRead:
-		h.Set("Connection", "close")
-		c.text(http.StatusBadRequest, "could not read the request body")
-	case limitConcurrency:
-		h.Set("Retry-After", "1")
-		c.text(http.StatusServiceUnavailable, "server busy, try again later")
-	default:
+		c.w.Header().Set("Connection", "close")
+	} else {
 		secs := int64(math.Ceil(e.wait.Seconds()))
-		h.Set("Retry-After", strconv.FormatInt(max(1, secs), 10))
-		c.text(http.StatusTooManyRequests, "too many requests, try again later")
+		c.w.Header().Set("Retry-After", strconv.FormatInt(max(1, secs), 10))
 	}
+	c.text(r.status, r.msg)
 }
 
 // Shared header values, never modified: Header.Set would allocate a
