@@ -249,9 +249,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serve runs the stages up to the route's handler; the first error ends
 // the request.
 func (h *Handler) serve(c *call) error {
-	if !c.rt.allows(c.r.Method) {
-		return &methodError{allowed: c.rt.methods}
-	}
 	c.ip, c.peerOK = h.lim.clientIP(c.r)
 	c.client = clientKey(c.ip)
 	if err := h.lim.admit(c.client, !c.rt.ops); err != nil {
@@ -259,6 +256,9 @@ func (h *Handler) serve(c *call) error {
 	}
 	if !c.rt.ops {
 		defer h.lim.leave(c.client)
+	}
+	if !c.rt.allows(c.r.Method) {
+		return &methodError{allowed: c.rt.methods}
 	}
 	if err := c.readBody(); err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/mailbeacon/mailbeacon/protocols"
 )
@@ -59,6 +60,10 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer s.close()
 	return s.run(ctx)
 }
+
+// opsWriteTimeout is the least write timeout of the operations listener:
+// longer than a default CPU profile (/debug/pprof/profile, 30 s).
+const opsWriteTimeout = time.Minute
 
 // server runs the listeners of one serve command across reloads.
 type server struct {
@@ -146,6 +151,9 @@ func (s *server) run(ctx context.Context) error {
 		if err := add("operations.listen", cfg.Operations.Listen, operationsView{&s.cur}, false, false); err != nil {
 			return err
 		}
+		// A CPU profile streams for 30 s by default (go tool pprof).
+		ops := ls[len(ls)-1].srv
+		ops.WriteTimeout = max(ops.WriteTimeout, opsWriteTimeout)
 	}
 
 	// SIGHUP reloads; registered before the listeners report ready, so a
