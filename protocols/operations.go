@@ -44,8 +44,10 @@ type OperationsOptions struct {
 const (
 	defaultReadyTimeout = 2 * time.Second
 	maxReadyTimeout     = 30 * time.Second
-	// DefaultOperationsListen is operations.listen's default: loopback.
-	DefaultOperationsListen = "127.0.0.1:9090"
+	// DefaultOperationsListen is operations.listen's default: loopback,
+	// on a port that Prometheus itself (9090) and the common exporters do
+	// not use, so a monitoring stack on the same host does not collide.
+	DefaultOperationsListen = "127.0.0.1:9734"
 )
 
 // DefaultOperationsOptions are the defaults documented in config.example.yaml.
@@ -64,7 +66,7 @@ func (o *OperationsOptions) Prepare() error {
 	}
 	if o.Listen != "" {
 		if _, _, err := net.SplitHostPort(o.Listen); err != nil {
-			return fmt.Errorf("operations.listen: %q is not host:port, e.g. 127.0.0.1:9090", o.Listen)
+			return fmt.Errorf("operations.listen: %q is not host:port, e.g. 127.0.0.1:9734", o.Listen)
 		}
 	}
 	return nil
