@@ -114,6 +114,7 @@ func newHandler(res Resolver, opts Options) *Handler {
 	h.calls.New = func() any { return new(call) }
 	h.bodies.New = func() any { b := make([]byte, pooledBody); return &b }
 	h.lim = newLimiter(opts.Limits, h.log, opts.Previous)
+	h.opts.Previous = nil // keep no chain of retired handlers alive
 	h.ad = newAutodiscover(h)
 	return h
 }
