@@ -528,3 +528,23 @@ func TestMakeRoomPrefersIdleClients(t *testing.T) {
 		t.Errorf("%d clients after making room in a full shard; want 3", len(sh.clients))
 	}
 }
+
+// A handler that replaces another (a reload) keeps the clients' state
+// when the limits are the same, and starts afresh when they changed.
+func TestPreviousHandlerKeepsBudgets(t *testing.T) {
+	res, _ := newDemoResolver(t, demoDomains())
+	o := limitsFor(t, LimitOptions{UnknownPerMinute: 0.001, UnknownBurst: 1})
+	old := NewHandler(res, Options{Limits: o})
+	limRequest(old, "GET", "/mail/config-v1.1.xml?emailaddress=x1@example.com", "192.0.2.3:1", nil)
+	same := NewHandler(res, Options{Limits: limitsFor(t, LimitOptions{UnknownPerMinute: 0.001, UnknownBurst: 1}), Previous: old})
+	if rec := limRequest(same, "GET", "/mail/config-v1.1.xml?emailaddress=x2@example.com", "192.0.2.3:1", nil); rec.Code != 429 {
+		t.Errorf("same limits after a reload: %d, want the spent budget's 429", rec.Code)
+	}
+	changed := NewHandler(res, Options{Limits: limitsFor(t, LimitOptions{UnknownPerMinute: 0.001, UnknownBurst: 2}), Previous: same})
+	if rec := limRequest(changed, "GET", "/mail/config-v1.1.xml?emailaddress=x3@example.com", "192.0.2.3:1", nil); rec.Code != 200 {
+		t.Errorf("changed limits after a reload: %d, want a fresh budget", rec.Code)
+	}
+	if same.cache == old.cache {
+		t.Error("the render cache carried over a reload")
+	}
+}
