@@ -13,8 +13,9 @@ import (
 	"github.com/mailbeacon/mailbeacon/policy"
 )
 
-// Every answer leaves through send, and every failure of every stage is
-// turned into an answer by fail: one place per concern.
+// Every answer of the client endpoints leaves through write (send,
+// sendAnswer, text, redirect), and every failure of every stage is turned
+// into an answer by fail: one place per concern.
 
 // answerStyle is how a route's failures are answered.
 type answerStyle uint8
@@ -56,7 +57,7 @@ type httpError struct {
 
 func (e *httpError) Error() string { return e.msg }
 
-// poxError is an Autodiscover error document of the given code.
+// poxErrorCode: the answer is an Autodiscover error document of this code.
 type poxErrorCode int
 
 func (e poxErrorCode) Error() string { return "autodiscover error " + strconv.Itoa(int(e)) }
@@ -203,8 +204,7 @@ func (c *call) text(status int, msg string) {
 	c.send(status, textContentType, noStore, []byte(msg+"\n"))
 }
 
-// send writes an answer: every response of the client endpoints leaves
-// here. cache nil keeps a Cache-Control the caller set.
+// send writes an answer. cache nil keeps a Cache-Control the caller set.
 func (c *call) send(status int, contentType, cache []string, body []byte) {
 	c.write(status, contentType, cache, body, []string{strconv.Itoa(len(body))})
 }
