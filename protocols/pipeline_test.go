@@ -157,15 +157,17 @@ func rawExchange(t *testing.T, addr, request string) (status string, header http
 func TestDeclaredBodyTooLargeAtOnce(t *testing.T) {
 	res, _ := newDemoResolver(t, demoDomains())
 	srv := httptest.NewUnstartedServer(NewHandler(res, Options{}))
-	srv.Config.ReadTimeout = 5 * time.Second
+	// Far beyond rawExchange's own 10 s: an answer that waits for the
+	// body (or the read timeout) never comes.
+	srv.Config.ReadTimeout = time.Minute
 	srv.Start()
 	t.Cleanup(srv.Close)
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	for _, cl := range []int{20000, 70000} {
 		status, _, took := rawExchange(t, addr, fmt.Sprintf("POST /Autodiscover/Autodiscover.xml HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n", cl))
 		t.Logf("Content-Length %d, no body: %s after %v", cl, status, took)
-		if !strings.HasPrefix(status, "413") || took > time.Second {
-			t.Errorf("Content-Length %d, no body: %s after %v; want 413 at once", cl, status, took)
+		if !strings.HasPrefix(status, "413") {
+			t.Errorf("Content-Length %d, no body: %s after %v; want 413 before the body", cl, status, took)
 		}
 	}
 }
