@@ -102,10 +102,16 @@ func NewResolver(dir Directory, pol *Policy, domains map[string]*Domain, cfg Cac
 	return r, nil
 }
 
-// Domain returns the configured domain by its normalised name.
-func (r *Resolver) Domain(name string) (*Domain, bool) {
+// Domain returns the configured domain by its normalised name, or an
+// error wrapping ErrUnknownDomain when it is not served (or
+// ErrDirectoryUnavailable when that cannot be known now: domains from the
+// configuration always can).
+func (r *Resolver) Domain(_ context.Context, name string) (*Domain, error) {
 	d, ok := r.domains[name]
-	return d, ok
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownDomain, name)
+	}
+	return d, nil
 }
 
 // Resolve returns the account for addr. An unknown or disabled address gets

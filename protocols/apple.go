@@ -1,14 +1,12 @@
 package protocols
 
 import (
+	"fmt"
 	"mime"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
-
-	"github.com/gorilla/mux"
 
 	"github.com/mailbeacon/mailbeacon/policy"
 )
@@ -58,25 +56,6 @@ func (o *AppleOptions) Prepare() error {
 // Signed reports whether Prepare loaded a signing certificate.
 func (o *AppleOptions) Signed() bool { return o.signer != nil }
 
-func (s *Server) appleRoutes(r *mux.Router) {
-	get := []string{http.MethodGet, http.MethodHead}
-	for _, rt := range []struct {
-		path string
-		h    http.HandlerFunc
-	}{
-		{"/", s.setupPage}, // setup_page.go
-		{"/setup.css", serveSetupCSS},
-		{"/mobileconfig", s.mobileconfig},
-	} {
-		r.HandleFunc(rt.path, rt.h).Methods(get...)
-		r.HandleFunc(rt.path, methodNotAllowed(get...))
-	}
-	// RFC 6764 §5: clients send PROPFIND (iOS, DAVx5) as well as GET to the
-	// well-known URIs and follow the redirect, so every method is answered.
-	r.HandleFunc("/.well-known/caldav", s.wellKnownDAV(policy.CalDAV))
-	r.HandleFunc("/.well-known/carddav", s.wellKnownDAV(policy.CardDAV))
-}
-
 // profileMIME is the only type iOS installs a profile from; served as
 // anything else Safari shows the plist as text (quirk 23).
 const profileMIME = "application/x-apple-aspen-config"
@@ -84,59 +63,49 @@ const profileMIME = "application/x-apple-aspen-config"
 // mobileconfig serves GET /mobileconfig?emailaddress=…[&platform=mac]: the
 // configuration profile made for that address, signed when a certificate is
 // configured. The setup page links here.
-func (s *Server) mobileconfig(w http.ResponseWriter, r *http.Request) {
-	raw := strings.TrimSpace(queryValue(r, "emailaddress"))
+func (h *Handler) mobileconfig(c *call) error {
+	raw := strings.TrimSpace(queryValue(c.r, "emailaddress"))
 	if raw == "" {
-		textError(w, http.StatusBadRequest, "missing emailaddress parameter")
-		return
+		return errMissingAddress
 	}
 	addr, err := policy.ParseAddress(raw)
 	if err != nil {
-		textError(w, http.StatusBadRequest, "invalid e-mail address")
-		return
+		return errBadAddress
 	}
-	plat, ok := parsePlatform(queryValue(r, "platform"))
+	plat, ok := parsePlatform(queryValue(c.r, "platform"))
 	if !ok {
-		textError(w, http.StatusBadRequest, "platform must be ios or mac")
-		return
+		return &httpError{http.StatusBadRequest, "platform must be ios or mac"}
 	}
-	acct, err := s.res.Resolve(r.Context(), addr)
+	acct, err := c.resolve(addr)
 	if err != nil {
-		s.resolveError(w, err)
-		return
+		return err
 	}
-	p := buildProfile(acct, profileOptions{Organization: s.opts.Apple.Organization, Platform: plat})
+	p := buildProfile(acct, profileOptions{Organization: h.opts.Apple.Organization, Platform: plat})
 	if len(p.PayloadContent) == 0 {
-		textError(w, http.StatusNotFound, "no settings for this address that a profile can carry")
-		return
+		return &httpError{http.StatusNotFound, "no settings for this address that a profile can carry"}
 	}
 	body, err := encodeProfile(p)
 	if err != nil {
-		s.log.Error("rendering profile", "err", err)
-		textError(w, http.StatusInternalServerError, "internal error")
-		return
+		return fmt.Errorf("rendering profile: %w", err)
 	}
-	if sg := s.opts.Apple.signer; sg != nil {
-		sg.warnIfExpired(s.log)
+	if sg := h.opts.Apple.signer; sg != nil {
+		sg.warnIfExpired(h.log)
 		if body, err = sg.sign(body); err != nil {
-			s.log.Error("signing profile", "err", err)
-			textError(w, http.StatusInternalServerError, "internal error")
-			return
+			return fmt.Errorf("signing profile: %w", err)
 		}
 	}
-	h := w.Header()
-	h.Set("Content-Type", profileMIME)
-	h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": profileFilename(acct, plat)}))
-	h.Set("X-Content-Type-Options", "nosniff")
+	c.w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": profileFilename(acct, plat)}))
 	// Made for one user: no shared cache may keep it, and a re-download
 	// must fetch the current entitlements.
-	h.Set("Cache-Control", "private, no-store")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(http.StatusOK)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(body)
-	}
+	c.send(http.StatusOK, profileContentType, privateNoStore, body)
+	return nil
 }
+
+var (
+	profileContentType = []string{profileMIME}
+	privateNoStore     = []string{"private, no-store"}
+	noCache            = []string{"no-cache"}
+)
 
 // profileFilename is e.g. "alice-example.com.mobileconfig": ASCII only, and
 // distinct per user so two downloads on one device do not overwrite.
@@ -152,12 +121,11 @@ func profileFilename(a *policy.Account, p platform) string {
 // wellKnownDAV answers /.well-known/caldav and /.well-known/carddav (RFC
 // 6764 §5, CLIENTS.md §5.3) with a redirect to the DAV URL the
 // domain named by the Host header configures, or 404.
-func (s *Server) wellKnownDAV(k policy.Kind) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		d, ok := s.hostDomain(r, "autoconfig.", "autodiscover.")
-		if !ok {
-			textError(w, http.StatusNotFound, "domain not served here")
-			return
+func (h *Handler) wellKnownDAV(k policy.Kind) func(*call) error {
+	return func(c *call) error {
+		d, err := c.hostDomain("autoconfig.", "autodiscover.")
+		if err != nil {
+			return err
 		}
 		target := ""
 		for _, svc := range d.Services {
@@ -166,17 +134,15 @@ func (s *Server) wellKnownDAV(k policy.Kind) http.HandlerFunc {
 				break
 			}
 		}
-		if target == "" || redirectsToItself(r, target) {
+		if target == "" || redirectsToItself(c.r, target) {
 			// A DAV URL that is the well-known URI itself would loop; the
 			// RFC says the service MUST NOT live there.
-			textError(w, http.StatusNotFound, "no "+string(k)+" service configured for this domain")
-			return
+			return &httpError{http.StatusNotFound, "no " + string(k) + " service configured for this domain"}
 		}
 		// The location may change with the configuration, so caches must
 		// revalidate (RFC 6764 §5 suggests no-cache for exactly this).
-		w.Header().Set("Cache-Control", "no-cache")
-		w.Header().Set("Location", target)
-		w.WriteHeader(http.StatusMovedPermanently)
+		c.redirect(http.StatusMovedPermanently, target, noCache)
+		return nil
 	}
 }
 

@@ -14,8 +14,6 @@ import (
 
 	"howett.net/plist"
 
-	"github.com/mailbeacon/mailbeacon/ldapsource"
-	"github.com/mailbeacon/mailbeacon/ldapsource/embedded"
 	"github.com/mailbeacon/mailbeacon/policy"
 )
 
@@ -79,9 +77,11 @@ func (f *appleFakeResolver) Resolve(_ context.Context, addr policy.Address) (*po
 	return d.DefaultAccount(addr, addr.String()), nil
 }
 
-func (f *appleFakeResolver) Domain(name string) (*policy.Domain, bool) {
-	d, ok := f.domains[name]
-	return d, ok
+func (f *appleFakeResolver) Domain(_ context.Context, name string) (*policy.Domain, error) {
+	if d, ok := f.domains[name]; ok {
+		return d, nil
+	}
+	return nil, policy.ErrUnknownDomain
 }
 
 // account builds a known account of domain d holding the domain's services
@@ -175,33 +175,12 @@ func applePayloads(t testing.TB, prof map[string]any) map[string]map[string]any 
 	return out
 }
 
-// appleStartDemoResolver runs the real stack: the embedded demo directory,
-// ldapsource, the openldap policy of demo.yaml and appleTestDomains.
-func appleStartDemoResolver(t testing.TB) *policy.Resolver {
+// appleDemoResolver answers with the demo directory's users on
+// appleTestDomains. The real stack (LDAP, policy) is tested in cmd.
+func appleDemoResolver(t testing.TB) *appleFakeResolver {
 	t.Helper()
-	srv, err := embedded.Start(embedded.Demo(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Close() })
-	pol, err := policy.New(policy.Config{Preset: "openldap", Login: "{uid}", HostAttribute: "mailHost"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lc := ldapsource.DefaultConfig()
-	lc.URLs = []string{srv.URL}
-	lc.BindDN, lc.BindPassword, lc.BaseDN = embedded.DemoBindDN, embedded.DemoPassword, embedded.DemoBaseDN
-	lc.Filter = pol.Filter()
-	src, err := ldapsource.New(lc, pol.Attributes(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(src.Close)
-	res, err := policy.NewResolver(src, pol, appleDomains(t), policy.DefaultCacheConfig(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res
+	ds := appleDomains(t)
+	return &appleFakeResolver{domains: ds, accounts: appleFixtureAccounts(ds)}
 }
 
 // appleNeedTool returns the path of an external program the test needs. Under

@@ -177,10 +177,10 @@ func TestAppleWellKnownDAV(t *testing.T) {
 	})
 }
 
-// TestAppleEndToEnd runs the "done when" checks through the real
-// stack: the embedded demo directory, ldapsource, the demo policy.
+// TestAppleEndToEnd runs the "done when" checks over HTTP with the
+// demo's users.
 func TestAppleEndToEnd(t *testing.T) {
-	res := appleStartDemoResolver(t)
+	res := appleDemoResolver(t)
 	demo, err := WriteDemoSigning(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -232,7 +232,7 @@ func TestAppleEndToEnd(t *testing.T) {
 
 	// carol is disabled: the same answer as an address nobody has.
 	carol := fetch(srv.URL, "carol@example.com")
-	d, _ := res.Domain("example.com")
+	d := res.domains["example.com"]
 	want, err := renderProfile(d.DefaultAccount(policy.Address{Local: "carol", Domain: "example.com"}, "carol@example.com"), profileOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -243,7 +243,7 @@ func TestAppleEndToEnd(t *testing.T) {
 
 	// Two downloads: identical, UUIDs included (the cache is bypassed by
 	// a fresh resolver for the second).
-	fresh := httptest.NewServer(NewHandler(appleStartDemoResolver(t), Options{}))
+	fresh := httptest.NewServer(NewHandler(appleDemoResolver(t), Options{}))
 	defer fresh.Close()
 	again := fetch(fresh.URL, "alice@example.com")
 	if !bytes.Equal(fetch(srv.URL, "alice@example.com"), again) {

@@ -3,9 +3,9 @@ package protocols
 import (
 	"bytes"
 	"encoding/xml"
+	"fmt"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 
 	"github.com/mailbeacon/mailbeacon/policy"
@@ -175,60 +175,29 @@ func urlServer(s policy.Service) mailServer {
 }
 
 // autoconfig serves GET /mail/config-v1.1.xml and the .well-known path.
-func (s *Server) autoconfig(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) autoconfig(c *call) error {
 	var acct *policy.Account
-	if raw := queryValue(r, "emailaddress"); raw != "" {
+	if raw := queryValue(c.r, "emailaddress"); raw != "" {
 		addr, err := policy.ParseAddress(raw)
 		if err != nil {
-			textError(w, http.StatusBadRequest, "invalid e-mail address")
-			return
+			return errBadAddress
 		}
-		acct, err = s.res.Resolve(r.Context(), addr)
-		if err != nil {
-			s.resolveError(w, err)
-			return
+		if acct, err = c.resolve(addr); err != nil {
+			return err
 		}
 	} else {
-		d, ok := s.hostDomain(r, "autoconfig.")
-		if !ok {
-			textError(w, http.StatusNotFound, "domain not served here")
-			return
+		d, err := c.hostDomain("autoconfig.")
+		if err != nil {
+			return err
 		}
-		acct = d.DefaultAccount(policy.Address{Domain: d.Name}, placeholderAddress)
+		acct = h.cache.placeholder(d)
 	}
-	body, err := renderAutoconfigCached(acct)
+	ans, err := h.cache.render(acct, formatAutoconfig)
 	if err != nil {
-		s.log.Error("rendering autoconfig", "err", err)
-		textError(w, http.StatusInternalServerError, "internal error")
-		return
+		return fmt.Errorf("rendering autoconfig: %w", err)
 	}
-	writeXML(w, r, body)
-}
-
-var (
-	xmlContentType = []string{"text/xml; charset=utf-8"}
-	noSniff        = []string{"nosniff"}
-	privateNoCache = []string{"private, no-cache"}
-)
-
-// writeXML sends an XML document. Thunderbird drops a config whose
-// Content-Type does not start with text/xml or application/xml (quirk 1).
-func writeXML(w http.ResponseWriter, r *http.Request, body []byte) {
-	h := w.Header()
-	// Shared, never modified value slices: Header.Set would allocate one
-	// per header on every request of the hottest path.
-	h["Content-Type"] = xmlContentType
-	h["X-Content-Type-Options"] = noSniff
-	// Per-user answers must not be stored by shared caches. A caller that
-	// set its own (error documents: no-store) keeps it.
-	if _, set := h["Cache-Control"]; !set {
-		h["Cache-Control"] = privateNoCache
-	}
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
-	w.WriteHeader(http.StatusOK)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(body)
-	}
+	c.sendAnswer(http.StatusOK, xmlContentType, privateNoCache, ans)
+	return nil
 }
 
 // queryValue returns the first value of a query parameter, matching its

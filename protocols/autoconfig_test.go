@@ -136,13 +136,8 @@ func TestAutoconfigHEAD(t *testing.T) {
 }
 
 func TestAutoconfigRejectMode(t *testing.T) {
-	pol, err := policy.New(policy.Config{Login: "{uid}", Unknown: policy.UnknownReject})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ds, _ := policy.NewDomains(demoDomains())
-	dir := &demoDirectory{dir: demoDir()}
-	res, _ := policy.NewResolver(dir, pol, ds, policy.DefaultCacheConfig(), nil)
+	res, _ := newDemoResolver(t, demoDomains())
+	res.reject = true
 	h := NewHandler(res, Options{})
 	for addr, want := range map[string]int{"bob@example.com": 200, "carol@example.com": 404, "nobody@example.com": 404} {
 		if rec := get(t, h, "GET", "", "/mail/config-v1.1.xml?emailaddress="+addr); rec.Code != want {
@@ -152,13 +147,8 @@ func TestAutoconfigRejectMode(t *testing.T) {
 }
 
 func TestAutoconfigDirectoryDown(t *testing.T) {
-	cfg := policy.DefaultCacheConfig()
-	cfg.OnDirectoryError = "fail"
-	pol, _ := policy.New(policy.Config{Login: "{uid}"})
-	ds, _ := policy.NewDomains(demoDomains())
-	dir := &demoDirectory{dir: demoDir()}
-	dir.fail.Store(true)
-	res, _ := policy.NewResolver(dir, pol, ds, cfg, nil)
+	res, _ := newDemoResolver(t, demoDomains())
+	res.fail.Store(true)
 	rec := get(t, NewHandler(res, Options{}), "GET", "", "/mail/config-v1.1.xml?emailaddress=bob@example.com")
 	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
 		t.Errorf("directory down with on_directory_error=fail: %d %q", rec.Code, rec.Body)
@@ -258,7 +248,7 @@ func TestAutoconfigQuirks(t *testing.T) {
 
 func TestAutoconfigEscapesDirectoryData(t *testing.T) {
 	res, _ := newDemoResolver(t, demoDomains())
-	d, _ := res.Domain("example.com")
+	d := res.domains["example.com"]
 	evil := *d
 	evil.Provider = `Evil </displayName><x>"&'`
 	body, err := renderAutoconfig(evil.DefaultAccount(policy.Address{Local: "a", Domain: "example.com"}, "a&<b>"))

@@ -4,14 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
-	"sync"
 	"time"
-
-	"github.com/gorilla/mux"
 
 	"github.com/mailbeacon/mailbeacon/policy"
 )
@@ -34,17 +31,16 @@ type AutodiscoverOptions struct {
 	// never the password) so that an Outlook that polls does not cause a
 	// bind per request. Unset means 2m; 0 turns it off; at most 1h.
 	AuthCacheTTL *time.Duration `mapstructure:"auth_cache_ttl"`
-	// TrustForwardedProto makes "X-Forwarded-Proto: https" count as HTTPS
-	// for the redirect probe. Enable it only behind a reverse proxy that
-	// terminates TLS and sets (not appends to) that header: otherwise any
-	// client can claim HTTPS, and without it such a proxy's requests all
-	// look like plain HTTP and get redirected to themselves.
+	// ProtoProxies are the peers (addresses or CIDR blocks) whose
+	// X-Forwarded-Proto or Forwarded proto= is believed by the redirect
+	// probe, besides limits.trusted_proxies. Unset: loopback only, where a
+	// TLS-terminating proxy on the same host connects from.
+	ProtoProxies []string `mapstructure:"proto_proxies"`
+	// TrustForwardedProto believes that header from any peer. Only for a
+	// server that nothing but its proxy can reach.
 	TrustForwardedProto bool `mapstructure:"trust_forwarded_proto"`
 
-	// OnAuthFailure, when set, is called for every failed authenticated
-	// discovery attempt (wrong password, unknown or disabled address), so
-	// that per-client limits can count it. Not configurable in YAML.
-	OnAuthFailure func(r *http.Request) `mapstructure:"-"`
+	protoProxies []netip.Prefix
 }
 
 const (
@@ -75,8 +71,23 @@ func (o *AutodiscoverOptions) Prepare() error {
 	if o.AuthCacheTTL != nil && (*o.AuthCacheTTL < 0 || *o.AuthCacheTTL > maxAuthCacheTTL) {
 		return fmt.Errorf("autodiscover.auth_cache_ttl: %s is out of range: 0 (off) up to %s; keep it short, e.g. 2m", *o.AuthCacheTTL, maxAuthCacheTTL)
 	}
+	list := o.ProtoProxies
+	if list == nil {
+		list = defaultProtoProxies
+	}
+	o.protoProxies = o.protoProxies[:0]
+	for i, s := range list {
+		p, err := parsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("autodiscover.proto_proxies[%d]: %q is not an IP address or CIDR block such as 127.0.0.1 or 10.0.0.0/8", i, s)
+		}
+		o.protoProxies = append(o.protoProxies, p)
+	}
 	return nil
 }
+
+// defaultProtoProxies: a proxy on the same host.
+var defaultProtoProxies = []string{"127.0.0.0/8", "::1"}
 
 // checkRealm accepts printable ASCII without quote or backslash, so the
 // realm can go into a quoted-string as is.
@@ -99,37 +110,31 @@ type authenticator interface {
 	Authenticate(ctx context.Context, addr policy.Address, password string) (*policy.Account, error)
 }
 
-// autodiscover holds the Autodiscover handlers and their state.
+// autodiscover holds the Autodiscover handlers' settings.
 type autodiscover struct {
-	s        *Server
-	opts     AutodiscoverOptions
-	id       string           // error Id: a hash of the host name
-	now      func() time.Time // for error Time attributes
-	warnOnce sync.Once        // forwarded-proto advice
+	h    *Handler
+	opts AutodiscoverOptions
+	id   string           // error Id: a hash of the host name
+	now  func() time.Time // for error Time attributes
 }
 
-func (s *Server) autodiscoverRoutes(r *mux.Router) {
-	a := &autodiscover{s: s, opts: s.opts.Autodiscover, now: time.Now}
+func newAutodiscover(h *Handler) autodiscover {
+	a := autodiscover{h: h, opts: h.opts.Autodiscover, now: time.Now}
 	if a.opts.Realm == "" || checkRealm(a.opts.Realm) != nil {
 		a.opts.Realm = defaultRealm
 	}
-	host, _ := os.Hostname()
-	a.id = serverID(strings.ToLower(host))
-	if a.opts.RequireAuth {
-		if _, ok := s.res.(authenticator); !ok {
-			s.log.Error("autodiscover.require_auth is on but the resolver cannot check passwords: every Autodiscover request will fail")
+	if a.opts.protoProxies == nil {
+		o := a.opts
+		if err := o.Prepare(); err == nil {
+			a.opts = o
 		}
 	}
-	// The path is not case sensitive (MS-OXDISCO; quirk 17): clients send
-	// /autodiscover/autodiscover.xml, /Autodiscover/Autodiscover.xml and
-	// /AutoDiscover/AutoDiscover.xml.
-	r.MatcherFunc(func(req *http.Request, _ *mux.RouteMatch) bool {
-		return strings.EqualFold(req.URL.Path, poxPath)
-	}).HandlerFunc(a.pox)
-	r.MatcherFunc(func(req *http.Request, _ *mux.RouteMatch) bool {
-		_, ok := jsonPathEmail(req.URL.Path)
-		return ok
-	}).HandlerFunc(a.json)
+	host, _ := os.Hostname()
+	a.id = serverID(strings.ToLower(host))
+	if a.opts.RequireAuth && h.auth == nil {
+		h.log.Error("autodiscover.require_auth is on but the resolver cannot check passwords: every Autodiscover request will fail")
+	}
+	return a
 }
 
 const poxPath = "/autodiscover/autodiscover.xml"
@@ -143,218 +148,217 @@ func autodiscoverURL(d *policy.Domain) string {
 	return "https://autodiscover." + d.Name + poxPath
 }
 
-// pox serves /autodiscover/autodiscover.xml in any letter case.
-func (a *autodiscover) pox(w http.ResponseWriter, r *http.Request) {
-	switch r.Method {
-	case http.MethodPost, http.MethodGet, http.MethodHead:
-	default:
-		methodNotAllowed(http.MethodPost, http.MethodGet, http.MethodHead)(w, r)
-		return
-	}
+// pox serves /autodiscover/autodiscover.xml in any letter case. The
+// pipeline has read the body.
+func (a *autodiscover) pox(c *call) error {
 	// Outlook's HTTP-redirect step sends an unauthenticated GET to
 	// http://autodiscover.<domain>/autodiscover/autodiscover.xml and wants
 	// a 302 to the HTTPS endpoint; Thunderbird POSTs there (quirks 12, 17).
 	// Credentials never travel over that hop: the redirect comes first.
-	if d, ok := a.redirectDomain(r); ok {
-		w.Header().Set("Cache-Control", "no-store")
-		http.Redirect(w, r, autodiscoverURL(d), http.StatusFound)
-		return
+	if a.plainHTTP(c) {
+		d, err := c.hostDomain("autodiscover.")
+		if err == nil {
+			c.redirect(http.StatusFound, autodiscoverURL(d), noStore)
+			return nil
+		}
+		var lim *limitError
+		if errors.As(err, &lim) {
+			return err
+		}
+		// Another host, or one by IP address: answered directly.
 	}
-	if r.Method != http.MethodPost {
+	if c.r.Method != http.MethodPost {
 		// Not the probe: a GET carries no request. Exchange answers 600.
-		a.poxError(w, r, poxErrInvalid)
-		return
+		return poxErrorCode(poxErrInvalid)
 	}
 	var password string
 	if a.opts.RequireAuth {
-		// Challenge before reading the body, as Exchange does. Clients
-		// that send Basic pre-emptively (Thunderbird) skip this round trip.
-		_, pw, ok := r.BasicAuth()
+		// Clients that send Basic pre-emptively (Thunderbird) skip the
+		// challenge's round trip.
+		_, pw, ok := c.r.BasicAuth()
 		if !ok || pw == "" {
-			a.challenge(w)
-			return
+			return authError{}
 		}
 		password = pw
-	}
-	if r.ContentLength > maxPOXBody {
-		textError(w, http.StatusRequestEntityTooLarge, "request body too large")
-		return
 	}
 	// The request Content-Type is not checked: text/xml (with or without
 	// a charset), application/xml, none, or curl's form type all carry
 	// the same XML, and the parser is the judge.
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPOXBody))
+	req, err := c.h.cache.parsePOX(c.body)
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			textError(w, http.StatusRequestEntityTooLarge, "request body too large")
-			return
-		}
-		textError(w, http.StatusBadRequest, "could not read the request body")
-		return
+		a.h.log.Debug("autodiscover: invalid request", "err", err)
+		return poxErrorCode(poxErrInvalid)
 	}
-	req, err := parsePOXRequestCached(body)
-	if err != nil {
-		a.s.log.Debug("autodiscover: invalid request", "err", err)
-		a.poxError(w, r, poxErrInvalid)
-		return
-	}
-	schema := req.responseSchema()
-	if schema == schemaUnsupported {
-		a.poxError(w, r, poxErrSchema)
-		return
+	c.schema = req.responseSchema()
+	if c.schema == schemaUnsupported {
+		return poxErrorCode(poxErrSchema)
 	}
 	if req.EMailAddress == "" {
 		if req.LegacyDN != "" {
 			// MS-OXDSCLI prefers LegacyDN when both are given, but this server
 			// hands out no LegacyDNs, so one it is asked about is none of its
 			// own: the address is what it can answer for.
-			a.notFound(w, r, schema)
-			return
+			return policy.ErrRejected
 		}
-		a.poxError(w, r, poxErrInvalid)
-		return
+		return poxErrorCode(poxErrInvalid)
 	}
 	addr, err := policy.ParseAddress(req.EMailAddress)
 	if err != nil {
-		a.poxError(w, r, poxErrInvalid)
-		return
+		return poxErrorCode(poxErrInvalid)
 	}
-	noteAddress(w, addr) // operations.go: the access log's domain
 	var acct *policy.Account
 	if a.opts.RequireAuth {
 		// The address in the body, not the Basic user name, says whose
 		// password this is: the stock Android mail app sends only the local
 		// part as user name (quirk 22), others the login name.
-		acct, err = a.authenticate(r, addr, password)
+		acct, err = c.authenticate(addr, password)
 		if errors.Is(err, policy.ErrBadCredentials) || errors.Is(err, policy.ErrRejected) || errors.Is(err, policy.ErrUnknownDomain) {
-			a.authFailed(w, r, addr)
-			return
+			return authError{failed: true}
 		}
 	} else {
-		acct, err = a.s.res.Resolve(r.Context(), addr)
+		acct, err = c.resolve(addr)
 	}
 	if err != nil {
-		a.resolveFailed(w, r, schema, err)
-		return
+		return err
 	}
-	var out []byte
-	switch schema {
+	var out *answer
+	switch c.schema {
 	case schemaMobilesync:
-		out, err = renderMobilesyncCached(acct)
+		out, err = c.h.cache.render(acct, formatMobilesync)
 	default:
-		var ok bool
-		out, ok, err = renderOutlookCached(acct)
-		if err == nil && !ok {
-			a.poxError(w, r, poxErrNoSettings)
-			return
+		out, err = c.h.cache.render(acct, formatOutlook)
+		if err == nil && len(out.body) == 0 {
+			return poxErrorCode(poxErrNoSettings)
 		}
 	}
 	if err != nil {
-		a.s.log.Error("rendering autodiscover", "err", err)
-		a.poxError(w, r, poxErrInternalError)
-		return
+		return fmt.Errorf("rendering autodiscover: %w", err)
 	}
-	writeXML(w, r, out)
-}
-
-func (a *autodiscover) authenticate(r *http.Request, addr policy.Address, password string) (*policy.Account, error) {
-	au, ok := a.s.res.(authenticator)
-	if !ok {
-		return nil, errors.New("autodiscover.require_auth: the resolver cannot check passwords")
-	}
-	return au.Authenticate(r.Context(), addr, password)
+	c.sendAnswer(http.StatusOK, xmlContentType, privateNoCache, out)
+	return nil
 }
 
 // challenge answers 401 with a Basic challenge (RFC 7617). Clients are told
-// to expect UTF-8 user names and passwords.
-func (a *autodiscover) challenge(w http.ResponseWriter) {
-	w.Header().Set("WWW-Authenticate", `Basic realm="`+a.opts.Realm+`", charset="UTF-8"`)
-	textError(w, http.StatusUnauthorized, "authentication required")
-}
-
-// authFailed answers a failed login exactly like a missing one: a wrong
-// password and an unknown or disabled address look the same.
-func (a *autodiscover) authFailed(w http.ResponseWriter, r *http.Request, addr policy.Address) {
-	a.s.log.Info("autodiscover: authentication failed", "client", r.RemoteAddr, "domain", addr.Domain)
-	if a.opts.OnAuthFailure != nil {
-		a.opts.OnAuthFailure(r)
+// to expect UTF-8 user names and passwords. A failed login is answered
+// exactly like a missing one: a wrong password and an unknown or disabled
+// address look the same.
+func (a *autodiscover) challenge(c *call, failed bool) {
+	if failed {
+		a.h.log.Info("autodiscover: authentication failed", "client", c.ip.String(), "domain", c.addr.Domain)
 	}
-	a.challenge(w)
+	c.w.Header().Set("WWW-Authenticate", `Basic realm="`+a.opts.Realm+`", charset="UTF-8"`)
+	c.text(http.StatusUnauthorized, "authentication required")
 }
 
-// resolveFailed answers a resolver error in the protocol's own terms,
-// inside HTTP 200.
-func (a *autodiscover) resolveFailed(w http.ResponseWriter, r *http.Request, schema poxSchema, err error) {
-	switch {
-	case errors.Is(err, policy.ErrUnknownDomain), errors.Is(err, policy.ErrRejected):
-		a.notFound(w, r, schema)
-		return
-	case errors.Is(err, policy.ErrDirectoryUnavailable), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		a.s.log.Warn("autodiscover: directory unavailable", "err", err)
+// poxFail answers a lookup error in the protocol's own terms, inside HTTP
+// 200.
+func (a *autodiscover) poxFail(c *call, err error) {
+	switch c.classify(err) {
+	case lookupUnknownDomain, lookupRejected:
+		if c.schema == schemaMobilesync {
+			a.mobilesyncError(c, msgMobilesyncNotFound)
+			return
+		}
+		a.poxError(c, poxErrNotFound)
 	default:
-		a.s.log.Error("autodiscover: resolve failed", "err", err)
+		if c.schema == schemaMobilesync {
+			a.mobilesyncError(c, msgMobilesyncDirectory)
+			return
+		}
+		a.poxError(c, poxErrInternalError)
 	}
-	if schema == schemaMobilesync {
-		a.mobilesyncError(w, r, msgMobilesyncDirectory)
-		return
-	}
-	a.poxError(w, r, poxErrInternalError)
 }
 
-func (a *autodiscover) notFound(w http.ResponseWriter, r *http.Request, schema poxSchema) {
-	if schema == schemaMobilesync {
-		a.mobilesyncError(w, r, msgMobilesyncNotFound)
-		return
-	}
-	a.poxError(w, r, poxErrNotFound)
-}
-
-func (a *autodiscover) mobilesyncError(w http.ResponseWriter, r *http.Request, msg string) {
+func (a *autodiscover) mobilesyncError(c *call, msg string) {
 	body, err := renderMobilesyncError(msg)
 	if err != nil {
-		textError(w, http.StatusInternalServerError, "internal error")
+		c.text(http.StatusInternalServerError, "internal error")
 		return
 	}
-	writeXML(w, r, body)
+	c.send(http.StatusOK, xmlContentType, noStore, body)
 }
 
 // poxError sends an Autodiscover error document with HTTP 200: clients
 // read errors from the payload ("even if you get a 200 (OK) … that
 // response might contain an error").
-func (a *autodiscover) poxError(w http.ResponseWriter, r *http.Request, code int) {
+func (a *autodiscover) poxError(c *call, code int) {
 	body, err := renderPOXError(code, a.now(), a.id)
 	if err != nil {
-		textError(w, http.StatusInternalServerError, "internal error")
+		c.text(http.StatusInternalServerError, "internal error")
 		return
 	}
-	w.Header().Set("Cache-Control", "no-store")
-	writeXML(w, r, body)
+	c.send(http.StatusOK, xmlContentType, noStore, body)
 }
 
-// redirectDomain reports whether r is Outlook's HTTP-redirect probe: plain
-// HTTP to autodiscover.<domain> or <domain> of a configured domain. A
-// request by IP address, or for any other host, is answered directly.
-func (a *autodiscover) redirectDomain(r *http.Request) (*policy.Domain, bool) {
-	if !a.plainHTTP(r) {
-		return nil, false
-	}
-	return a.s.hostDomain(r, "autodiscover.")
-}
-
-// plainHTTP reports whether the client's request came over plain HTTP.
-func (a *autodiscover) plainHTTP(r *http.Request) bool {
+// plainHTTP reports whether the request is known to have come over plain
+// HTTP: it arrived on a plain-HTTP listener of a server that serves TLS
+// itself (OverPlainHTTP), or a proxy trusted to say so says so. Anything
+// else is answered, never redirected: a redirect of a request that came
+// over HTTPS would send the client to itself.
+func (a *autodiscover) plainHTTP(c *call) bool {
+	r := c.r
 	if r.TLS != nil {
 		return false
 	}
-	proto := r.Header.Get("X-Forwarded-Proto")
-	if first, _, _ := strings.Cut(proto, ","); strings.EqualFold(strings.TrimSpace(first), "https") {
-		if a.opts.TrustForwardedProto {
-			return false
-		}
-		a.warnOnce.Do(func() {
-			a.s.log.Warn("autodiscover: a request says X-Forwarded-Proto: https, which is not trusted; behind a TLS-terminating proxy that sets it, set autodiscover.trust_forwarded_proto: true, or the redirect probe answers HTTPS requests with redirects to themselves")
-		})
+	if overPlainHTTP(r.Context()) {
+		return true
 	}
-	return true
+	peer, ok := parseHop(r.RemoteAddr)
+	if !ok || !(a.opts.TrustForwardedProto || a.protoProxy(peer) || c.h.lim.trusted(peer)) {
+		return false
+	}
+	return strings.EqualFold(forwardedProto(r.Header), "http")
+}
+
+func (a *autodiscover) protoProxy(peer netip.Addr) bool {
+	for _, p := range a.opts.protoProxies {
+		if p.Contains(peer) {
+			return true
+		}
+	}
+	return false
+}
+
+// forwardedProto is the protocol the nearest proxy says the client used:
+// the last X-Forwarded-Proto entry, or else the proto= of the last
+// Forwarded element.
+func forwardedProto(h http.Header) string {
+	if vals := h.Values("X-Forwarded-Proto"); len(vals) > 0 {
+		v := vals[len(vals)-1]
+		if i := strings.LastIndexByte(v, ','); i >= 0 {
+			v = v[i+1:]
+		}
+		return strings.TrimSpace(v)
+	}
+	vals := h.Values("Forwarded")
+	if len(vals) == 0 {
+		return ""
+	}
+	v := vals[len(vals)-1]
+	if i := strings.LastIndexByte(v, ','); i >= 0 {
+		v = v[i+1:]
+	}
+	for v != "" {
+		var pair string
+		pair, v, _ = strings.Cut(v, ";")
+		k, val, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		if ok && strings.EqualFold(k, "proto") {
+			return strings.Trim(val, `"`)
+		}
+	}
+	return ""
+}
+
+type plainHTTPKey struct{}
+
+// OverPlainHTTP marks a listener's base context: requests on it came over
+// plain HTTP to a server that also serves HTTPS (server.http_listen), so
+// the Autodiscover redirect probe answers them with a redirect.
+func OverPlainHTTP(ctx context.Context) context.Context {
+	return context.WithValue(ctx, plainHTTPKey{}, true)
+}
+
+func overPlainHTTP(ctx context.Context) bool {
+	v, _ := ctx.Value(plainHTTPKey{}).(bool)
+	return v
 }

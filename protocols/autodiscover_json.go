@@ -1,11 +1,10 @@
 package protocols
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/mailbeacon/mailbeacon/policy"
@@ -60,34 +59,28 @@ type v2Error struct {
 	ErrorMessage string `json:"ErrorMessage"`
 }
 
-func (a *autodiscover) json(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		methodNotAllowed(http.MethodGet, http.MethodHead)(w, r)
-		return
-	}
-	raw, _ := jsonPathEmail(r.URL.Path)
+// json serves both v2 paths.
+func (a *autodiscover) json(c *call) error {
+	raw, _ := jsonPathEmail(c.r.URL.Path)
 	if raw == "" {
-		raw = queryValue(r, "Email")
+		raw = queryValue(c.r, "Email")
 	}
 	addr, err := policy.ParseAddress(raw)
 	if err != nil {
-		writeJSON(w, r, http.StatusBadRequest, v2Error{"InvalidUser", "The e-mail address is missing or not valid."})
-		return
+		return errBadAddress
 	}
-	d, ok := a.s.res.Domain(addr.Domain)
-	if !ok {
-		writeJSON(w, r, http.StatusNotFound, v2Error{"InvalidUser", "The e-mail address cannot be found."})
-		return
+	c.note(addr)
+	d, err := c.domain(addr.Domain)
+	if err != nil {
+		return err
 	}
-	proto := queryValue(r, "Protocol")
+	proto := queryValue(c.r, "Protocol")
 	switch {
 	case strings.EqualFold(proto, v2AutodiscoverV1):
 		// Domain data only: no directory search for the most common probe.
-		writeJSON(w, r, http.StatusOK, v2Answer{v2AutodiscoverV1, autodiscoverURL(d)})
-		return
+		return c.sendJSON(http.StatusOK, v2Answer{v2AutodiscoverV1, autodiscoverURL(d)})
 	case strings.EqualFold(proto, "EWS") && d.EWSURL != "":
-		writeJSON(w, r, http.StatusOK, v2Answer{v2EWS, d.EWSURL})
-		return
+		return c.sendJSON(http.StatusOK, v2Answer{v2EWS, d.EWSURL})
 	}
 	// The ActiveSync answer and the list of supported values depend on what
 	// this user may use. With require_auth no per-user data goes out
@@ -102,27 +95,16 @@ func (a *autodiscover) json(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	} else {
-		acct, err := a.s.res.Resolve(r.Context(), addr)
-		switch {
-		case errors.Is(err, policy.ErrRejected), errors.Is(err, policy.ErrUnknownDomain):
-			writeJSON(w, r, http.StatusNotFound, v2Error{"InvalidUser", "The e-mail address cannot be found."})
-			return
-		case errors.Is(err, policy.ErrDirectoryUnavailable), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-			w.Header().Set("Retry-After", "30")
-			writeJSON(w, r, http.StatusServiceUnavailable, v2Error{"ServerBusy", "The directory is unavailable; try again later."})
-			return
-		case err != nil:
-			a.s.log.Error("autodiscover v2: resolve failed", "err", err)
-			writeJSON(w, r, http.StatusInternalServerError, v2Error{"InternalServerError", "Internal server error."})
-			return
+		acct, err := c.resolve(addr)
+		if err != nil {
+			return err
 		}
 		if s, ok := acct.First(policy.ActiveSync); ok {
 			easURL = s.URL
 		}
 	}
 	if strings.EqualFold(proto, v2ActiveSync) && easURL != "" {
-		writeJSON(w, r, http.StatusOK, v2Answer{v2ActiveSync, easURL})
-		return
+		return c.sendJSON(http.StatusOK, v2Answer{v2ActiveSync, easURL})
 	}
 	supported := []string{}
 	if easURL != "" {
@@ -132,7 +114,33 @@ func (a *autodiscover) json(w http.ResponseWriter, r *http.Request) {
 	if d.EWSURL != "" {
 		supported = append(supported, v2EWS)
 	}
-	writeJSON(w, r, http.StatusBadRequest, v2Error{"InvalidProtocol", invalidProtocolMessage(proto, supported)})
+	return c.sendJSON(http.StatusBadRequest, v2Error{"InvalidProtocol", invalidProtocolMessage(proto, supported)})
+}
+
+// jsonFail answers an error as Exchange's v2 endpoint does.
+func (a *autodiscover) jsonFail(c *call, err error) {
+	if errors.Is(err, errBadAddress) {
+		_ = c.sendJSON(http.StatusBadRequest, v2Error{"InvalidUser", "The e-mail address is missing or not valid."})
+		return
+	}
+	switch c.classify(err) {
+	case lookupUnknownDomain, lookupRejected:
+		_ = c.sendJSON(http.StatusNotFound, v2Error{"InvalidUser", "The e-mail address cannot be found."})
+	case lookupUnavailable:
+		c.w.Header().Set("Retry-After", "30")
+		_ = c.sendJSON(http.StatusServiceUnavailable, v2Error{"ServerBusy", "The directory is unavailable; try again later."})
+	default:
+		_ = c.sendJSON(http.StatusInternalServerError, v2Error{"InternalServerError", "Internal server error."})
+	}
+}
+
+// jsonLogPath hides the address of a /v1.0/{address} path in the access
+// log (unless addresses are logged).
+func jsonLogPath(p string) string {
+	if email, ok := jsonPathEmail(p); ok && email != "" {
+		return p[:len(p)-len(email)] + "{address}"
+	}
+	return p
 }
 
 // invalidProtocolMessage is Exchange's message. The given value is quoted
@@ -159,26 +167,17 @@ func isPlainWord(s string, max int) bool {
 	return true
 }
 
-// writeJSON sends v as application/json. encoding/json escapes <, > and &,
+// sendJSON sends v as application/json. encoding/json escapes <, > and &,
 // so nothing in a message can become markup.
-func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
+func (c *call) sendJSON(status int, v any) error {
 	body, err := json.Marshal(v)
 	if err != nil {
-		textError(w, http.StatusInternalServerError, "internal error")
-		return
+		return fmt.Errorf("encoding a JSON answer: %w", err)
 	}
-	body = append(body, '\n')
-	h := w.Header()
-	h.Set("Content-Type", "application/json; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
+	cache := noStore
 	if status == http.StatusOK {
-		h.Set("Cache-Control", "private, no-cache")
-	} else {
-		h.Set("Cache-Control", "no-store")
+		cache = privateNoCache
 	}
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(body)
-	}
+	c.send(status, jsonContentType, cache, append(body, '\n'))
+	return nil
 }

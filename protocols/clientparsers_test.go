@@ -343,22 +343,11 @@ func draftDomains() []policy.DomainConfig {
 	return ds
 }
 
-// newDraftResolver is the demo's policy over draftDomains, where EWS goes
-// to the users with enabledService activesync: alice, not bob.
-func newDraftResolver(t testing.TB) *policy.Resolver {
+// newDraftResolver is the demo's answers over draftDomains: alice gets
+// every service, EWS included; bob, whose services the directory limits to
+// IMAP and SMTP, gets no EWS.
+func newDraftResolver(t testing.TB) *fakeResolver {
 	t.Helper()
-	pol, err := policy.New(policy.Config{Preset: "openldap", Login: "{uid}", HostAttribute: "mailHost",
-		ServiceRules: map[string]*policy.Rule{"ews": {Has: "enabledService", Value: "activesync"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ds, err := policy.NewDomains(draftDomains())
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := policy.NewResolver(&demoDirectory{dir: demoDir()}, pol, ds, policy.DefaultCacheConfig(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res, _ := newDemoResolver(t, draftDomains())
 	return res
 }

@@ -1,23 +1,17 @@
 package protocols
 
 import (
-	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/netip"
-	"strconv"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
-
-	"github.com/mailbeacon/mailbeacon/policy"
 )
 
 // Per-client limits. An autodiscover server faces the internet and is
@@ -25,12 +19,17 @@ import (
 // the directory or to enumerate mailboxes:
 //
 //   - a token bucket of requests per client address (429 with Retry-After);
-//   - a separate, stricter bucket of lookups whose answer was "unknown
-//     address" (Account.Known false, or policy.ErrRejected); while a
-//     client's bucket is empty its further lookups are refused with 429
-//     before they reach the resolver, and so the directory;
-//   - a bound on requests in progress (503 with Retry-After);
-//   - a bound on every request body, behind the per-endpoint bounds.
+//   - a separate, stricter bucket of lookups of unknown addresses: each
+//     request takes a token before its first directory work and gets it
+//     back when the address turns out known (Account.Known), so however
+//     many lookups a client starts at once, no more than the bucket holds
+//     reach the directory; an empty bucket is answered 429;
+//   - a bound on each client's requests in progress (429), so that a
+//     client with many slow requests holds only its own slots;
+//   - a bound on all requests in progress (503 with Retry-After), taken
+//     only once a request's body is in;
+//   - a bound on every request body (413 at once when the declared length
+//     is over it) and a deadline for reading it (408).
 //
 // Everything is in-process. The client is r.RemoteAddr, or, when the peer
 // is one of limits.trusted_proxies, the right-most address in the
@@ -60,11 +59,19 @@ type LimitOptions struct {
 	// MaxClients bounds the number of client addresses remembered; the
 	// least useful are forgotten first. 0 means 100000.
 	MaxClients int `mapstructure:"max_clients"`
-	// MaxConcurrent bounds the requests in progress; beyond it requests are
-	// refused at once with 503. 0 turns the bound off.
+	// MaxConcurrent bounds the requests in progress whose body is in;
+	// beyond it requests are refused at once with 503. 0 turns the bound
+	// off.
 	MaxConcurrent int `mapstructure:"max_concurrent"`
+	// MaxPerClient bounds one client's requests in progress, body read or
+	// not; beyond it that client's requests are refused at once with 429.
+	// 0 turns the bound off.
+	MaxPerClient int `mapstructure:"max_per_client"`
 	// MaxBodyBytes bounds every request body. 0 means 64 KiB.
 	MaxBodyBytes int64 `mapstructure:"max_body_bytes"`
+	// BodyTimeout bounds the time a request body may take to arrive once
+	// the headers are in (408 after it). 0 means 5s.
+	BodyTimeout time.Duration `mapstructure:"body_timeout"`
 
 	trusted  []netip.Prefix
 	header   string // canonical form of ClientIPHeader
@@ -74,6 +81,7 @@ type LimitOptions struct {
 const (
 	defaultMaxClients   = 100_000
 	defaultMaxBodyBytes = 64 << 10
+	defaultBodyTimeout  = 5 * time.Second
 )
 
 // DefaultLimitOptions are the defaults documented in config.example.yaml.
@@ -87,7 +95,9 @@ func DefaultLimitOptions() LimitOptions {
 		ClientIPHeader: "X-Forwarded-For",
 		MaxClients:     defaultMaxClients,
 		MaxConcurrent:  512,
+		MaxPerClient:   32,
 		MaxBodyBytes:   defaultMaxBodyBytes,
+		BodyTimeout:    defaultBodyTimeout,
 	}
 }
 
@@ -112,8 +122,12 @@ func (o *LimitOptions) Prepare() error {
 		return fmt.Errorf("limits.max_clients: %d: must not be negative (0 means %d)", o.MaxClients, defaultMaxClients)
 	case o.MaxConcurrent < 0:
 		return fmt.Errorf("limits.max_concurrent: %d: must not be negative (0 turns the bound off)", o.MaxConcurrent)
+	case o.MaxPerClient < 0:
+		return fmt.Errorf("limits.max_per_client: %d: must not be negative (0 turns the bound off)", o.MaxPerClient)
 	case o.MaxBodyBytes < 0:
 		return fmt.Errorf("limits.max_body_bytes: %d: must not be negative (0 means %d)", o.MaxBodyBytes, defaultMaxBodyBytes)
+	case o.BodyTimeout < 0 || o.BodyTimeout > time.Minute:
+		return fmt.Errorf("limits.body_timeout: %s: give a short positive duration up to 1m, e.g. 5s (0 means %s)", o.BodyTimeout, defaultBodyTimeout)
 	}
 	switch {
 	case o.ClientIPHeader == "" || strings.EqualFold(o.ClientIPHeader, "X-Forwarded-For"):
@@ -154,19 +168,25 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-// rateLimited counts refused requests by reason. The operations endpoint
-// serves the default registry at /metrics.
-var rateLimited = promauto.NewCounterVec(prometheus.CounterOpts{
-	Name: "mailbeacon_rate_limited_requests_total",
-	Help: "Requests refused by the per-client limits, by reason: requests (per-client request rate), unknown_addresses (per-client budget of unknown-address lookups), concurrency (limits.max_concurrent), body_too_large (limits.max_body_bytes).",
-}, []string{"reason"})
+// limitReason names why a request was refused: a metric label.
+type limitReason uint8
 
-var (
-	limitedRequests    = rateLimited.WithLabelValues("requests")
-	limitedUnknown     = rateLimited.WithLabelValues("unknown_addresses")
-	limitedConcurrency = rateLimited.WithLabelValues("concurrency")
-	limitedBody        = rateLimited.WithLabelValues("body_too_large")
+const (
+	limitRequests limitReason = iota
+	limitUnknown
+	limitClientConcurrency
+	limitConcurrency
+	limitBody
+	limitBodyTimeout
+	limitBodyRead
+	numLimitReasons
 )
+
+var limitReasonNames = [numLimitReasons]string{
+	limitRequests: "requests", limitUnknown: "unknown_addresses", limitClientConcurrency: "client_concurrency",
+	limitConcurrency: "concurrency", limitBody: "body_too_large", limitBodyTimeout: "body_timeout",
+	limitBodyRead: "body_unreadable",
+}
 
 // limiterShards splits the client table so that two cores rarely wait for
 // one lock.
@@ -178,25 +198,28 @@ type limiter struct {
 
 	reqRate, reqBurst float64 // tokens per nanosecond; bucket size
 	unkRate, unkBurst float64
+	perClient         int32
 	perShard          int
 	epoch             time.Time
 
-	inflight atomic.Int64
-	maxBody  int64
+	inflight    atomic.Int64
+	maxBody     int64
+	bodyTimeout time.Duration
 
 	shards [limiterShards]limiterShard
 }
 
 type limiterShard struct {
 	mu        sync.Mutex
-	clients   map[netip.Addr]clientBuckets
+	clients   map[netip.Addr]clientState
 	lastSweep int64
 	_         [32]byte // keep shards on separate cache lines
 }
 
-// clientBuckets is one client's state: 32 bytes plus the key.
-type clientBuckets struct {
+// clientState is one client's buckets and requests in progress.
+type clientState struct {
 	req, unk bucket
+	active   int32
 }
 
 // bucket is a token bucket. last == 0 means full (never used).
@@ -213,33 +236,40 @@ func (b bucket) level(now int64, rate, burst float64) float64 {
 	return min(burst, b.tokens+float64(now-b.last)*rate)
 }
 
-// take removes n tokens if at least one is there (so a bucket may go into
-// debt when several requests of one client were admitted at once), or
-// returns how long until one is.
-func (b *bucket) take(now int64, rate, burst, n float64) (ok bool, wait time.Duration) {
+// take removes a token if one is there, or returns how long until one is.
+func (b *bucket) take(now int64, rate, burst float64) (ok bool, wait time.Duration) {
 	t := b.level(now, rate, burst)
 	if t < 1 {
 		return false, time.Duration((1 - t) / rate)
 	}
-	b.tokens, b.last = max(t-n, -burst), now
+	b.tokens, b.last = t-1, now
 	return true, 0
 }
 
-// setupLimits builds the limiter from s.opts.Limits and wraps the resolver
-// so that unknown-address lookups are counted per client. NewHandler calls
-// it before the routes are made.
-func (s *Server) setupLimits() {
-	o := s.opts.Limits
+// give puts a token back.
+func (b *bucket) give(now int64, rate, burst float64) {
+	b.tokens, b.last = min(burst, b.level(now, rate, burst)+1), now
+}
+
+// newLimiter builds the limiter of a handler, or keeps prev's when the
+// limits did not change: a reload leaves every client's state as it was.
+func newLimiter(o LimitOptions, log *slog.Logger, prev *Handler) *limiter {
 	if !o.prepared {
 		if err := o.Prepare(); err != nil {
-			s.log.Error("limits: invalid options; limiting request bodies only", "err", err)
+			log.Error("limits: invalid options; limiting request bodies only", "err", err)
 			o = LimitOptions{}
 			_ = o.Prepare()
 		}
 	}
-	l := &limiter{opts: o, epoch: time.Now().Add(-time.Second), maxBody: o.MaxBodyBytes}
+	if prev != nil && prev.lim != nil && sameLimits(prev.lim.opts, o) {
+		return prev.lim
+	}
+	l := &limiter{opts: o, epoch: time.Now().Add(-time.Second), maxBody: o.MaxBodyBytes, bodyTimeout: o.BodyTimeout}
 	if l.maxBody == 0 {
 		l.maxBody = defaultMaxBodyBytes
+	}
+	if l.bodyTimeout == 0 {
+		l.bodyTimeout = defaultBodyTimeout
 	}
 	if o.RequestsPerSecond > 0 {
 		l.reqRate, l.reqBurst = o.RequestsPerSecond/1e9, float64(o.Burst)
@@ -247,22 +277,23 @@ func (s *Server) setupLimits() {
 	if o.UnknownPerMinute > 0 {
 		l.unkRate, l.unkBurst = o.UnknownPerMinute/60e9, float64(o.UnknownBurst)
 	}
+	l.perClient = int32(min(o.MaxPerClient, math.MaxInt32))
 	maxClients := o.MaxClients
 	if maxClients == 0 {
 		maxClients = defaultMaxClients
 	}
 	l.perShard = max(1, maxClients/limiterShards)
 	for i := range l.shards {
-		l.shards[i].clients = make(map[netip.Addr]clientBuckets)
+		l.shards[i].clients = make(map[netip.Addr]clientState)
 	}
-	s.lim = l
-	if s.opts.Operations.ClientAddr == nil {
-		// The access log names the client as the limits see it.
-		s.opts.Operations.ClientAddr = s.clientAddr
-	}
-	if l.unkRate > 0 {
-		s.res = limitResolver(s.res, l)
-	}
+	return l
+}
+
+// sameLimits compares the configured fields of two prepared options.
+func sameLimits(a, b LimitOptions) bool {
+	a.trusted, a.header, a.prepared = nil, "", false
+	b.trusted, b.header, b.prepared = nil, "", false
+	return reflect.DeepEqual(a, b)
 }
 
 func (l *limiter) now() int64 { return int64(time.Since(l.epoch)) }
@@ -285,10 +316,10 @@ func (l *limiter) shard(key netip.Addr) *limiterShard {
 	return &l.shards[h>>(64-6)]
 }
 
-// lock returns the client's shard, locked, and the client's buckets,
-// making room for a new entry if needed. The caller stores the buckets
-// back and unlocks.
-func (l *limiter) lock(key netip.Addr, now int64) (*limiterShard, clientBuckets) {
+// lock returns the client's shard, locked, and the client's state, making
+// room for a new entry if needed. The caller stores the state back and
+// unlocks.
+func (l *limiter) lock(key netip.Addr, now int64) (*limiterShard, clientState) {
 	sh := l.shard(key)
 	sh.mu.Lock()
 	c, ok := sh.clients[key]
@@ -298,60 +329,117 @@ func (l *limiter) lock(key netip.Addr, now int64) (*limiterShard, clientBuckets)
 	return sh, c
 }
 
-// makeRoom forgets clients whose buckets are full again (they are as good
-// as new), at most once a second per shard, and then, if the shard is
-// still full, an arbitrary one: Go's map iteration starts at random. A
-// scanner with a million source addresses thus costs at most max_clients
-// entries.
+// makeRoom forgets clients whose buckets are full again and that have no
+// request in progress (they are as good as new), at most once a second
+// per shard, and then, if the shard is still full, arbitrary idle ones:
+// Go's map iteration starts at random. A scanner with a million source
+// addresses thus costs at most max_clients entries (plus those with a
+// request in progress).
 func (l *limiter) makeRoom(sh *limiterShard, now int64) {
 	if now-sh.lastSweep > int64(time.Second) {
 		sh.lastSweep = now
 		for k, c := range sh.clients {
-			if c.req.level(now, l.reqRate, l.reqBurst) >= l.reqBurst && c.unk.level(now, l.unkRate, l.unkBurst) >= l.unkBurst {
+			if c.active == 0 && c.req.level(now, l.reqRate, l.reqBurst) >= l.reqBurst && c.unk.level(now, l.unkRate, l.unkBurst) >= l.unkBurst {
 				delete(sh.clients, k)
 			}
 		}
 	}
-	for k := range sh.clients {
+	for k, c := range sh.clients {
 		if len(sh.clients) < l.perShard {
 			break
 		}
-		delete(sh.clients, k)
+		if c.active == 0 {
+			delete(sh.clients, k)
+		}
 	}
 }
 
-// allowRequest takes a token from the client's request bucket.
-func (l *limiter) allowRequest(key netip.Addr) (ok bool, wait time.Duration) {
+// admit takes a token from the client's request bucket and, when slot is
+// set, one of the client's own concurrency slots (given back by leave).
+func (l *limiter) admit(key netip.Addr, slot bool) error {
+	slot = slot && l.perClient > 0
+	if l.reqRate == 0 && !slot {
+		return nil
+	}
 	now := l.now()
 	sh, c := l.lock(key, now)
-	ok, wait = c.req.take(now, l.reqRate, l.reqBurst, 1)
+	defer sh.mu.Unlock()
+	if l.reqRate > 0 {
+		if ok, wait := c.req.take(now, l.reqRate, l.reqBurst); !ok {
+			return &limitError{reason: limitRequests, wait: wait}
+		}
+	}
+	if slot {
+		if c.active >= l.perClient {
+			sh.clients[key] = c
+			return &limitError{reason: limitClientConcurrency, wait: time.Second}
+		}
+		c.active++
+	}
+	sh.clients[key] = c
+	return nil
+}
+
+// leave gives back the client's concurrency slot taken by admit.
+func (l *limiter) leave(key netip.Addr) {
+	if l.perClient == 0 {
+		return
+	}
+	sh := l.shard(key)
+	sh.mu.Lock()
+	if c, ok := sh.clients[key]; ok && c.active > 0 {
+		c.active--
+		sh.clients[key] = c
+	}
+	sh.mu.Unlock()
+}
+
+// enter takes one of the shared concurrency slots.
+func (l *limiter) enter() error {
+	limit := int64(l.opts.MaxConcurrent)
+	if limit == 0 {
+		return nil
+	}
+	if l.inflight.Add(1) > limit {
+		l.inflight.Add(-1)
+		return &limitError{reason: limitConcurrency}
+	}
+	return nil
+}
+
+func (l *limiter) exit() {
+	if l.opts.MaxConcurrent > 0 {
+		l.inflight.Add(-1)
+	}
+}
+
+// reserveUnknown takes a token from the client's unknown-address bucket,
+// under the shard's lock: of any number of concurrent requests, no more
+// get one than the bucket holds.
+func (l *limiter) reserveUnknown(key netip.Addr) error {
+	if l.unkRate == 0 {
+		return nil
+	}
+	now := l.now()
+	sh, c := l.lock(key, now)
+	ok, wait := c.unk.take(now, l.unkRate, l.unkBurst)
 	sh.clients[key] = c
 	sh.mu.Unlock()
-	return ok, wait
-}
-
-// unknownAllowed reports whether the client may make a lookup that might
-// turn out to be of an unknown address, without taking a token.
-func (l *limiter) unknownAllowed(key netip.Addr) (ok bool, wait time.Duration) {
-	sh := l.shard(key)
-	now := l.now()
-	sh.mu.Lock()
-	c := sh.clients[key]
-	sh.mu.Unlock()
-	t := c.unk.level(now, l.unkRate, l.unkBurst)
-	if t < 1 {
-		return false, time.Duration((1 - t) / l.unkRate)
+	if !ok {
+		return &limitError{reason: limitUnknown, wait: wait}
 	}
-	return true, 0
+	return nil
 }
 
-// countUnknown takes a token from the client's unknown-address bucket,
-// into debt if needed: concurrent lookups all passed unknownAllowed.
-func (l *limiter) countUnknown(key netip.Addr) {
+// refundUnknown gives back a token the request did not need: its address
+// was known.
+func (l *limiter) refundUnknown(key netip.Addr) {
+	if l.unkRate == 0 {
+		return
+	}
 	now := l.now()
 	sh, c := l.lock(key, now)
-	t := c.unk.level(now, l.unkRate, l.unkBurst)
-	c.unk.tokens, c.unk.last = max(t-1, -l.unkBurst), now
+	c.unk.give(now, l.unkRate, l.unkBurst)
 	sh.clients[key] = c
 	sh.mu.Unlock()
 }
@@ -466,212 +554,4 @@ func parseHop(s string) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	return a.Unmap().WithZone(""), true
-}
-
-// clientAddr returns the address of the client that made r, as the limits
-// see it (behind a trusted proxy, the address the proxy forwarded), for
-// the access log. It is "unknown" when the peer has no IP address.
-func (s *Server) clientAddr(r *http.Request) string {
-	l := s.lim
-	if l == nil {
-		l = &limiter{}
-	}
-	ip, ok := l.clientIP(r)
-	if !ok {
-		return "unknown"
-	}
-	return ip.String()
-}
-
-// opsPaths are the health and metrics endpoints: never refused for
-// concurrency, so that a busy server is not restarted as a dead one.
-var opsPaths = map[string]bool{"/healthz": true, "/livez": true, "/readyz": true, "/metrics": true}
-
-// limit applies the per-client limits.
-func (s *Server) limit(h http.Handler) http.Handler {
-	l := s.lim
-	if l == nil {
-		s.setupLimits()
-		l = s.lim
-	}
-	perClient := l.reqRate > 0 || l.unkRate > 0
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var key netip.Addr
-		if perClient {
-			ip, _ := l.clientIP(r)
-			key = clientKey(ip)
-		}
-		if l.reqRate > 0 {
-			if ok, wait := l.allowRequest(key); !ok {
-				limitedRequests.Inc()
-				tooMany(w, wait)
-				return
-			}
-		}
-		if limit := int64(l.opts.MaxConcurrent); limit > 0 && !opsPaths[r.URL.Path] {
-			if l.inflight.Add(1) > limit {
-				l.inflight.Add(-1)
-				limitedConcurrency.Inc()
-				w.Header().Set("Retry-After", "1")
-				textError(w, http.StatusServiceUnavailable, "server busy, try again later")
-				return
-			}
-			defer l.inflight.Add(-1)
-		}
-		if r.ContentLength > l.maxBody {
-			limitedBody.Inc()
-			w.Header().Set("Connection", "close")
-			textError(w, http.StatusRequestEntityTooLarge, "request body too large")
-			return
-		}
-		if r.Body != nil && r.Body != http.NoBody {
-			r.Body = http.MaxBytesReader(w, r.Body, l.maxBody)
-		}
-		if l.unkRate == 0 {
-			h.ServeHTTP(w, r)
-			return
-		}
-		lw := &limitWriter{ResponseWriter: w, Context: r.Context(), key: key}
-		h.ServeHTTP(lw, r.WithContext(lw))
-		if lw.refused && !lw.wroteHeader {
-			lw.WriteHeader(http.StatusOK) // replaced by the 429
-		}
-	})
-}
-
-// tooMany answers 429 with the seconds until the client may try again.
-func tooMany(w http.ResponseWriter, wait time.Duration) {
-	secs := int64(math.Ceil(wait.Seconds()))
-	w.Header().Set("Retry-After", strconv.FormatInt(max(1, secs), 10))
-	textError(w, http.StatusTooManyRequests, "too many requests, try again later")
-}
-
-type limitKey struct{}
-
-// limitWriter carries the client's key to the resolver (it is also the
-// request's context: one allocation instead of two) and, when the
-// resolver refused a lookup for this client, replaces whatever the
-// handler answers with 429: the handlers need not know about the limits.
-type limitWriter struct {
-	http.ResponseWriter
-	context.Context
-	key                       netip.Addr
-	wait                      time.Duration
-	refused, wroteHeader, off bool
-}
-
-// Value makes the limitWriter findable from the request's context.
-func (w *limitWriter) Value(key any) any {
-	if key == (limitKey{}) {
-		return w
-	}
-	return w.Context.Value(key)
-}
-
-func (w *limitWriter) WriteHeader(code int) {
-	if w.wroteHeader {
-		return
-	}
-	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
-		w.ResponseWriter.WriteHeader(code)
-		return
-	}
-	w.wroteHeader = true
-	if !w.refused {
-		w.ResponseWriter.WriteHeader(code)
-		return
-	}
-	w.off = true
-	clear(w.ResponseWriter.Header())
-	limitedUnknown.Inc()
-	tooMany(w.ResponseWriter, w.wait)
-}
-
-func (w *limitWriter) Write(b []byte) (int, error) {
-	if !w.wroteHeader {
-		w.WriteHeader(http.StatusOK)
-	}
-	if w.off {
-		return len(b), nil
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController reach the connection.
-func (w *limitWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// errLookupRefused is what the resolver returns for a client out of
-// unknown-address budget. It matches context.Canceled, so that every
-// handler treats it as a request given up (no error log); limitWriter
-// then turns the answer into 429.
-var errLookupRefused error = lookupRefused{}
-
-type lookupRefused struct{}
-
-func (lookupRefused) Error() string {
-	return "lookup refused: too many unknown addresses from this client"
-}
-func (lookupRefused) Is(target error) bool { return target == context.Canceled }
-
-// limitedResolver counts, per client, lookups that found no account, and
-// refuses lookups of a client whose budget for them is spent.
-type limitedResolver struct {
-	Resolver
-	l *limiter
-}
-
-// limitedAuthResolver is a limitedResolver over a resolver that can also
-// check passwords (Autodiscover's require_auth): failed checks count
-// against the same budget.
-type limitedAuthResolver struct {
-	limitedResolver
-	au authenticator
-}
-
-func limitResolver(res Resolver, l *limiter) Resolver {
-	lr := limitedResolver{Resolver: res, l: l}
-	if au, ok := res.(authenticator); ok {
-		return limitedAuthResolver{lr, au}
-	}
-	return lr
-}
-
-// admit checks the budget of the request's client before a lookup.
-func (lr limitedResolver) admit(ctx context.Context) (*limitWriter, error) {
-	lw, _ := ctx.Value(limitKey{}).(*limitWriter)
-	if lw == nil {
-		return nil, nil
-	}
-	if lw.refused {
-		return lw, errLookupRefused
-	}
-	if ok, wait := lr.l.unknownAllowed(lw.key); !ok {
-		lw.refused, lw.wait = true, wait
-		return lw, errLookupRefused
-	}
-	return lw, nil
-}
-
-func (lr limitedResolver) Resolve(ctx context.Context, addr policy.Address) (*policy.Account, error) {
-	lw, err := lr.admit(ctx)
-	if err != nil {
-		return nil, err
-	}
-	acct, err := lr.Resolver.Resolve(ctx, addr)
-	if lw != nil && ((err == nil && !acct.Known) || errors.Is(err, policy.ErrRejected)) {
-		lr.l.countUnknown(lw.key)
-	}
-	return acct, err
-}
-
-func (la limitedAuthResolver) Authenticate(ctx context.Context, addr policy.Address, password string) (*policy.Account, error) {
-	lw, err := la.admit(ctx)
-	if err != nil {
-		return nil, err
-	}
-	acct, err := la.au.Authenticate(ctx, addr, password)
-	if lw != nil && (errors.Is(err, policy.ErrBadCredentials) || errors.Is(err, policy.ErrRejected)) {
-		la.l.countUnknown(lw.key)
-	}
-	return acct, err
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -41,6 +40,22 @@ func counterValue(t testing.TB, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// limited is h's count of requests refused for reason r.
+func limited(t testing.TB, h *Handler, r limitReason) float64 {
+	t.Helper()
+	return counterValue(t, h.met.limited[r])
+}
+
+// unknownTokens is what is left of the unknown-address budget of client ip.
+func unknownTokens(h *Handler, ip string) float64 {
+	l := h.lim
+	key := clientKey(netip.MustParseAddr(ip))
+	sh := l.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.clients[key].unk.level(l.now(), l.unkRate, l.unkBurst)
 }
 
 func limitsFor(t testing.TB, o LimitOptions) LimitOptions {
@@ -160,17 +175,13 @@ func TestClientIP(t *testing.T) {
 			if !ok || ip.String() != tc.want {
 				t.Errorf("clientIP = %v, %v; want %s", ip, ok, tc.want)
 			}
-			s := &Server{lim: l}
-			if got := s.clientAddr(req); got != tc.want {
-				t.Errorf("clientAddr = %q; want %s", got, tc.want)
-			}
 		})
 	}
-	// A peer that is no IP address at all (a Unix socket) is "unknown".
+	// A peer that is no IP address at all (a Unix socket).
 	req := httptest.NewRequest("GET", "/", nil)
 	req.RemoteAddr = "@"
-	if got := (&Server{}).clientAddr(req); got != "unknown" {
-		t.Errorf("clientAddr of a unix peer = %q", got)
+	if _, ok := (&limiter{}).clientIP(req); ok {
+		t.Errorf("clientIP of a unix peer is an address")
 	}
 }
 
@@ -209,7 +220,7 @@ func TestBucket(t *testing.T) {
 		{1 + 100*sec, false, time.Second},
 	}
 	for i, st := range steps {
-		ok, wait := b.take(st.at, rate, burst, 1)
+		ok, wait := b.take(st.at, rate, burst)
 		if ok != st.ok || (!ok && (wait < st.wait-time.Millisecond || wait > st.wait+time.Millisecond)) {
 			t.Errorf("step %d at %d: take = %v, %v; want %v, %v", i, st.at, ok, wait, st.ok, st.wait)
 		}
@@ -219,7 +230,7 @@ func TestBucket(t *testing.T) {
 func TestRequestRateLimit(t *testing.T) {
 	res, _ := newDemoResolver(t, demoDomains())
 	h := NewHandler(res, Options{Limits: limitsFor(t, LimitOptions{RequestsPerSecond: 0.001, Burst: 5, TrustedProxies: []string{"10.0.0.1"}})})
-	before := counterValue(t, limitedRequests)
+	before := limited(t, h, limitRequests)
 	target := "/mail/config-v1.1.xml?emailaddress=bob@example.com"
 	for i := range 5 {
 		if rec := limRequest(h, "GET", target, "192.0.2.1:1000", nil); rec.Code != 200 {
@@ -254,7 +265,7 @@ func TestRequestRateLimit(t *testing.T) {
 			}
 		})
 	}
-	if got := counterValue(t, limitedRequests) - before; got != 5 {
+	if got := limited(t, h, limitRequests) - before; got != 5 {
 		t.Errorf("mailbeacon_rate_limited_requests_total{reason=requests} rose by %v; want 5", got)
 	}
 }
@@ -281,7 +292,7 @@ func TestUnknownAddressBudget(t *testing.T) {
 		{"mobileconfig", "GET", func(a string) string { return "/mobileconfig?emailaddress=" + a }, nil},
 		{"setup page", "GET", func(a string) string { return "/?emailaddress=" + a }, nil},
 	}
-	send := func(h http.Handler, l int, addr, remote string) *httptest.ResponseRecorder {
+	send := func(h *Handler, l int, addr, remote string) *httptest.ResponseRecorder {
 		lk := lookups[l]
 		var body io.Reader
 		if lk.body != nil {
@@ -293,7 +304,7 @@ func TestUnknownAddressBudget(t *testing.T) {
 		t.Run(lk.name, func(t *testing.T) {
 			res, dir := newDemoResolver(t, demoDomains())
 			h := NewHandler(res, Options{Limits: limitsFor(t, LimitOptions{UnknownPerMinute: 0.001, UnknownBurst: 3})})
-			before := counterValue(t, limitedUnknown)
+			before := limited(t, h, limitUnknown)
 			scanner := "192.0.2.66:5000"
 			// Known addresses cost nothing.
 			for range 5 {
@@ -335,7 +346,7 @@ func TestUnknownAddressBudget(t *testing.T) {
 					t.Errorf("other client %s: %d", other, rec.Code)
 				}
 			}
-			if got := counterValue(t, limitedUnknown) - before; got != 4 {
+			if got := limited(t, h, limitUnknown) - before; got != 4 {
 				t.Errorf("mailbeacon_rate_limited_requests_total{reason=unknown_addresses} rose by %v; want 4", got)
 			}
 		})
@@ -350,31 +361,29 @@ func TestUnknownAddressBudget(t *testing.T) {
 			}
 		}
 	})
-	t.Run("domain-only answers need no budget", func(t *testing.T) {
+	t.Run("a served domain gives the token back", func(t *testing.T) {
 		res, _ := newDemoResolver(t, demoDomains())
 		h := NewHandler(res, Options{Limits: limitsFor(t, LimitOptions{UnknownPerMinute: 0.001, UnknownBurst: 1})})
-		send(h, 0, "x@example.com", "192.0.2.9:1")
-		if rec := limRequest(h, "GET", "/mail/config-v1.1.xml", "192.0.2.9:1", nil); rec.Code == 429 {
-			t.Errorf("autoconfig without an address: 429")
+		for range 5 {
+			if rec := limRequest(h, "GET", "/mail/config-v1.1.xml", "192.0.2.9:1", nil); rec.Code != 200 {
+				t.Fatalf("autoconfig without an address: %d", rec.Code)
+			}
+		}
+		if rec := send(h, 0, "x@example.com", "192.0.2.9:1"); rec.Code != 200 {
+			t.Fatalf("unknown address within the budget: %d", rec.Code)
+		}
+		// The domain lookup is directory work too: refused once the
+		// budget is spent.
+		if rec := limRequest(h, "GET", "/mail/config-v1.1.xml", "192.0.2.9:1", nil); rec.Code != 429 {
+			t.Errorf("domain lookup with the budget spent: %d", rec.Code)
 		}
 	})
 }
 
 // With policy.unknown: reject, the 404 answers count as unknown too.
 func TestUnknownBudgetRejectPolicy(t *testing.T) {
-	pol, err := policy.New(policy.Config{Preset: "openldap", Login: "{uid}", Unknown: "reject"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ds, err := policy.NewDomains(demoDomains())
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := &demoDirectory{dir: demoDir()}
-	res, err := policy.NewResolver(dir, pol, ds, policy.DefaultCacheConfig(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res, _ := newDemoResolver(t, demoDomains())
+	res.reject = true
 	h := NewHandler(res, Options{Limits: limitsFor(t, LimitOptions{UnknownPerMinute: 0.001, UnknownBurst: 2})})
 	for n, want := range []int{404, 404, 429} {
 		rec := limRequest(h, "GET", fmt.Sprintf("/mail/config-v1.1.xml?emailaddress=n%d@example.com", n), "192.0.2.5:1", nil)
@@ -403,7 +412,7 @@ func TestMaxConcurrent(t *testing.T) {
 	res, _ := newDemoResolver(t, demoDomains())
 	g := &gatedResolver{Resolver: res, entered: make(chan struct{}), release: make(chan struct{})}
 	h := NewHandler(g, Options{Limits: limitsFor(t, LimitOptions{MaxConcurrent: 2})})
-	before := counterValue(t, limitedConcurrency)
+	before := limited(t, h, limitConcurrency)
 	var wg sync.WaitGroup
 	codes := make(chan int, 2)
 	for n := range 2 {
@@ -436,7 +445,7 @@ func TestMaxConcurrent(t *testing.T) {
 	if rec := limRequest(h, "GET", "/mail/config-v1.1.xml?emailaddress=bob@example.com", "192.0.2.3:1", nil); rec.Code != 200 {
 		t.Errorf("after the others finished: %d", rec.Code)
 	}
-	if got := counterValue(t, limitedConcurrency) - before; got != 1 {
+	if got := limited(t, h, limitConcurrency) - before; got != 1 {
 		t.Errorf("concurrency refusals counted %v; want 1", got)
 	}
 }
@@ -478,16 +487,14 @@ func TestMaxBodyBytes(t *testing.T) {
 func TestLimiterTableBounded(t *testing.T) {
 	res, _ := newDemoResolver(t, demoDomains())
 	opts := limitsFor(t, LimitOptions{RequestsPerSecond: 1, Burst: 1, UnknownPerMinute: 1, UnknownBurst: 1, MaxClients: 640})
-	s := &Server{res: res, log: slog.New(slog.DiscardHandler), opts: Options{Limits: opts}}
-	s.setupLimits()
-	h := s.limit(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(204) }))
+	h := NewHandler(res, Options{Limits: opts})
 	for n := range 20000 {
 		remote := fmt.Sprintf("198.%d.%d.%d:1", n>>16&255, n>>8&255, n&255)
-		if rec := limRequest(h, "GET", "/", remote, nil); rec.Code != 204 {
+		if rec := limRequest(h, "GET", "/setup.css", remote, nil); rec.Code != 200 {
 			t.Fatalf("new client %s: %d", remote, rec.Code)
 		}
 	}
-	if n := s.lim.clients(); n > 640 || n < 320 {
+	if n := h.lim.clients(); n > 640 || n < 320 {
 		t.Errorf("%d clients remembered after 20000 sources; want at most 640 (and the table in use)", n)
 	}
 }
@@ -495,14 +502,14 @@ func TestLimiterTableBounded(t *testing.T) {
 func TestMakeRoomPrefersIdleClients(t *testing.T) {
 	l := &limiter{reqRate: 1e-9, reqBurst: 2, unkRate: 1e-9, unkBurst: 2, perShard: 4}
 	sh := &l.shards[0]
-	sh.clients = map[netip.Addr]clientBuckets{}
+	sh.clients = map[netip.Addr]clientState{}
 	now := int64(100 * time.Second)
 	busy := func(i byte) netip.Addr { return netip.AddrFrom4([4]byte{192, 0, 2, i}) }
 	for i := range byte(2) {
-		sh.clients[busy(i)] = clientBuckets{req: bucket{tokens: 0, last: now}}
+		sh.clients[busy(i)] = clientState{req: bucket{tokens: 0, last: now}}
 	}
 	for i := range byte(2) {
-		sh.clients[busy(100+i)] = clientBuckets{req: bucket{tokens: 0, last: now - int64(time.Hour)}} // refilled long ago
+		sh.clients[busy(100+i)] = clientState{req: bucket{tokens: 0, last: now - int64(time.Hour)}} // refilled long ago
 	}
 	l.makeRoom(sh, now)
 	for i := range byte(2) {
@@ -514,10 +521,30 @@ func TestMakeRoomPrefersIdleClients(t *testing.T) {
 		}
 	}
 	// Full of busy clients: one arbitrary client goes.
-	sh.clients[busy(2)] = clientBuckets{req: bucket{last: now}}
-	sh.clients[busy(3)] = clientBuckets{req: bucket{last: now}}
+	sh.clients[busy(2)] = clientState{req: bucket{last: now}}
+	sh.clients[busy(3)] = clientState{req: bucket{last: now}}
 	l.makeRoom(sh, now+1)
 	if len(sh.clients) != 3 {
 		t.Errorf("%d clients after making room in a full shard; want 3", len(sh.clients))
+	}
+}
+
+// A handler that replaces another (a reload) keeps the clients' state
+// when the limits are the same, and starts afresh when they changed.
+func TestPreviousHandlerKeepsBudgets(t *testing.T) {
+	res, _ := newDemoResolver(t, demoDomains())
+	o := limitsFor(t, LimitOptions{UnknownPerMinute: 0.001, UnknownBurst: 1})
+	old := NewHandler(res, Options{Limits: o})
+	limRequest(old, "GET", "/mail/config-v1.1.xml?emailaddress=x1@example.com", "192.0.2.3:1", nil)
+	same := NewHandler(res, Options{Limits: limitsFor(t, LimitOptions{UnknownPerMinute: 0.001, UnknownBurst: 1}), Previous: old})
+	if rec := limRequest(same, "GET", "/mail/config-v1.1.xml?emailaddress=x2@example.com", "192.0.2.3:1", nil); rec.Code != 429 {
+		t.Errorf("same limits after a reload: %d, want the spent budget's 429", rec.Code)
+	}
+	changed := NewHandler(res, Options{Limits: limitsFor(t, LimitOptions{UnknownPerMinute: 0.001, UnknownBurst: 2}), Previous: same})
+	if rec := limRequest(changed, "GET", "/mail/config-v1.1.xml?emailaddress=x3@example.com", "192.0.2.3:1", nil); rec.Code != 200 {
+		t.Errorf("changed limits after a reload: %d, want a fresh budget", rec.Code)
+	}
+	if same.cache == old.cache {
+		t.Error("the render cache carried over a reload")
 	}
 }

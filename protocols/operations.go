@@ -6,21 +6,17 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/mailbeacon/mailbeacon/policy"
 )
 
-// Operations: Prometheus metrics, health and readiness checks, and the
-// access log. Every request passes through instrument, outermost.
+// Operations: Prometheus metrics, health and readiness checks, profiling,
+// and the access log. Every request ends in record.
 
 // OperationsOptions configures metrics, health checks and the access log:
 // the operations section of the configuration. The zero value serves
@@ -29,7 +25,9 @@ import (
 type OperationsOptions struct {
 	// Listen, when set (host:port), moves /metrics, /healthz and /readyz
 	// off the public router onto a listener of their own, which the
-	// command starts; the handler is OperationsHandler.
+	// command starts, with net/http/pprof under /debug/pprof/; the
+	// handler is Handler.Operations. The default is a loopback address:
+	// metrics say which addresses were asked about and how often.
 	Listen string `mapstructure:"listen"`
 	// Metrics serves Prometheus metrics at /metrics.
 	Metrics bool `mapstructure:"metrics"`
@@ -41,21 +39,20 @@ type OperationsOptions struct {
 	// LogAddresses logs the full e-mail address a request asks about;
 	// by default only its domain is logged.
 	LogAddresses bool `mapstructure:"log_addresses"`
-
-	// ClientAddr returns the client address for the access log; nil means
-	// the host part of r.RemoteAddr. The seam for trusted-proxy handling.
-	// Not configurable in YAML.
-	ClientAddr func(r *http.Request) string `mapstructure:"-"`
 }
 
 const (
 	defaultReadyTimeout = 2 * time.Second
 	maxReadyTimeout     = 30 * time.Second
+	// DefaultOperationsListen is operations.listen's default: loopback,
+	// on a port that Prometheus itself (9090) and the common exporters do
+	// not use, so a monitoring stack on the same host does not collide.
+	DefaultOperationsListen = "127.0.0.1:9734"
 )
 
 // DefaultOperationsOptions are the defaults documented in config.example.yaml.
 func DefaultOperationsOptions() OperationsOptions {
-	return OperationsOptions{Metrics: true, AccessLog: true, ReadyTimeout: defaultReadyTimeout}
+	return OperationsOptions{Listen: DefaultOperationsListen, Metrics: true, AccessLog: true, ReadyTimeout: defaultReadyTimeout}
 }
 
 // Prepare validates the options once at start-up. Errors name the
@@ -69,132 +66,93 @@ func (o *OperationsOptions) Prepare() error {
 	}
 	if o.Listen != "" {
 		if _, _, err := net.SplitHostPort(o.Listen); err != nil {
-			return fmt.Errorf("operations.listen: %q is not host:port, e.g. 127.0.0.1:9090", o.Listen)
+			return fmt.Errorf("operations.listen: %q is not host:port, e.g. 127.0.0.1:9734", o.Listen)
 		}
 	}
 	return nil
 }
 
-func (s *Server) operationsRoutes(r *mux.Router) {
-	if s.opts.Operations.Listen != "" {
-		return // served by OperationsHandler on its own listener
-	}
-	s.addOperationsRoutes(r)
-}
-
-func (s *Server) addOperationsRoutes(r *mux.Router) {
+// operationsRoutes are the health, readiness and metrics endpoints.
+func (h *Handler) operationsRoutes() []route {
 	get := []string{http.MethodGet, http.MethodHead}
-	routes := map[string]http.HandlerFunc{
-		"/healthz": healthz,
-		"/readyz":  s.readyz(),
+	rs := []route{
+		{name: "operations", match: paths("/healthz"), methods: get, ops: true, serve: healthz},
+		{name: "operations", match: paths("/readyz"), methods: get, ops: true, serve: h.readyz()},
 	}
-	if s.opts.Operations.Metrics {
-		routes["/metrics"] = promhttp.Handler().ServeHTTP
+	if h.opts.Operations.Metrics {
+		metrics := promhttp.HandlerFor(h.met.gatherer, promhttp.HandlerOpts{})
+		rs = append(rs, route{name: "operations", match: paths("/metrics"), methods: get, ops: true,
+			serve: func(c *call) error { c.status = http.StatusOK; metrics.ServeHTTP(c.w, c.r); return nil }})
 	}
-	for p, h := range routes {
-		r.HandleFunc(p, h).Methods(get...)
-		r.HandleFunc(p, methodNotAllowed(get...))
+	return rs
+}
+
+// pprofRoutes profile the live process: the operations listener only.
+func pprofRoutes() []route {
+	serve := func(f http.HandlerFunc) func(*call) error {
+		return func(c *call) error { c.status = http.StatusOK; f(c.w, c.r); return nil }
+	}
+	prefix := func(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, "/debug/pprof/") }
+	return []route{
+		{name: "operations", match: paths("/debug/pprof/cmdline"), ops: true, serve: serve(pprof.Cmdline)},
+		{name: "operations", match: paths("/debug/pprof/profile"), ops: true, serve: serve(pprof.Profile)},
+		{name: "operations", match: paths("/debug/pprof/symbol"), ops: true, serve: serve(pprof.Symbol)},
+		{name: "operations", match: paths("/debug/pprof/trace"), ops: true, serve: serve(pprof.Trace)},
+		{name: "operations", match: prefix, ops: true, serve: serve(pprof.Index)},
 	}
 }
 
-// OperationsHandler serves /healthz, /readyz and (if enabled) /metrics
-// alone, for the listener that operations.listen names.
-func OperationsHandler(opts Options) http.Handler {
-	s := &Server{log: opts.Log, opts: opts}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
-	}
-	r := mux.NewRouter()
-	s.addOperationsRoutes(r)
-	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		textError(w, http.StatusNotFound, "not found")
-	})
-	return s.instrument(r)
+// Operations returns the handler of the listener operations.listen names:
+// health, readiness, metrics and net/http/pprof, with this handler's
+// metrics and without the per-client limits.
+func (h *Handler) Operations() http.Handler {
+	o := h.opts
+	o.Limits = LimitOptions{}
+	o.Autodiscover = AutodiscoverOptions{}
+	o.Previous = nil
+	o.Metrics = h.met
+	ops := newHandler(h.res, o)
+	ops.routes = append(ops.operationsRoutes(), pprofRoutes()...)
+	ops.finishRoutes()
+	return ops
 }
 
 // healthz says the process is alive and serving HTTP.
-func healthz(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	_, _ = w.Write([]byte("ok\n"))
+func healthz(c *call) error {
+	c.send(http.StatusOK, textContentType, noStore, []byte("ok\n"))
+	return nil
 }
 
 // readyz says whether the directory answers within ready_timeout. The
 // body is a fixed message: the error (host names, DNs) goes to the log,
 // once per change of state, not to whoever probes.
-func (s *Server) readyz() http.HandlerFunc {
-	timeout := s.opts.Operations.ReadyTimeout
+func (h *Handler) readyz() func(*call) error {
+	timeout := h.opts.Operations.ReadyTimeout
 	if timeout <= 0 {
 		timeout = defaultReadyTimeout
 	}
 	var down atomic.Bool
-	return func(w http.ResponseWriter, r *http.Request) {
+	return func(c *call) error {
 		var err error
-		if s.opts.Ready != nil {
-			ctx, cancel := context.WithTimeout(r.Context(), timeout)
-			err = s.opts.Ready(ctx)
+		if h.opts.Ready != nil {
+			ctx, cancel := context.WithTimeout(c.r.Context(), timeout)
+			err = h.opts.Ready(ctx)
 			cancel()
 		}
 		if err != nil {
 			if !down.Swap(true) {
-				s.log.Warn("not ready: directory check failed", "err", err)
+				h.log.Warn("not ready: directory check failed", "err", err)
 			}
-			w.Header().Set("Retry-After", "5")
-			textError(w, http.StatusServiceUnavailable, "not ready: directory unreachable")
-			return
+			c.w.Header().Set("Retry-After", "5")
+			c.text(http.StatusServiceUnavailable, "not ready: directory unreachable")
+			return nil
 		}
 		if down.Swap(false) {
-			s.log.Info("ready again: directory reachable")
+			h.log.Info("ready again: directory reachable")
 		}
-		w.Header().Set("Cache-Control", "no-store")
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("ready\n"))
+		c.send(http.StatusOK, textContentType, noStore, []byte("ready\n"))
+		return nil
 	}
-}
-
-// reqFormat is the client format a request asked for: a metric label.
-type reqFormat int
-
-const (
-	fmtAutoconfig reqFormat = iota
-	fmtAutodiscover
-	fmtAutodiscoverJSON
-	fmtAppleProfile
-	fmtSetupPage
-	fmtDAVRedirect
-	fmtOperations
-	fmtOther
-	numFormats
-)
-
-var formatNames = [numFormats]string{
-	fmtAutoconfig: "autoconfig", fmtAutodiscover: "autodiscover", fmtAutodiscoverJSON: "autodiscover_json",
-	fmtAppleProfile: "apple_profile", fmtSetupPage: "setup_page", fmtDAVRedirect: "dav_redirect",
-	fmtOperations: "operations", fmtOther: "other",
-}
-
-// requestFormat classifies a path the way the router does, without
-// allocating.
-func requestFormat(p string) reqFormat {
-	switch p {
-	case "/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml":
-		return fmtAutoconfig
-	case "/mobileconfig":
-		return fmtAppleProfile
-	case "/", "/setup.css":
-		return fmtSetupPage
-	case "/.well-known/caldav", "/.well-known/carddav":
-		return fmtDAVRedirect
-	case "/healthz", "/readyz", "/metrics":
-		return fmtOperations
-	}
-	if strings.EqualFold(p, poxPath) {
-		return fmtAutodiscover
-	}
-	if _, ok := jsonPathEmail(p); ok {
-		return fmtAutodiscoverJSON
-	}
-	return fmtOther
 }
 
 // reqOutcome is how a request ended, from its status: a metric label.
@@ -238,174 +196,120 @@ func statusOutcome(code int) reqOutcome {
 	return outError
 }
 
-var (
-	requestsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
-		Name: "mailbeacon_http_requests_total",
-		Help: "HTTP requests by client format and outcome (from the status; Autodiscover error documents travel in HTTP 200 and count as ok).",
-	}, []string{"format", "outcome"})
-	requestDuration = promauto.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "mailbeacon_http_request_duration_seconds",
-		Help:    "Time from a request's arrival until its handler returned, by client format.",
-		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
-	}, []string{"format"})
+// Metrics are the request metrics of the handlers of one process. A
+// reload's new handler takes the same Metrics: a registry accepts a
+// metric once.
+type Metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	limited  [numLimitReasons]prometheus.Counter
+	gatherer prometheus.Gatherer
+}
 
-	// Label children resolved once: recording a request costs two atomic
-	// adds and no allocation.
-	requestCounters  [numFormats][numOutcomes]prometheus.Counter
-	requestDurations [numFormats]prometheus.Observer
-)
-
-func init() {
-	for f := range numFormats {
-		requestDurations[f] = requestDuration.WithLabelValues(formatNames[f])
-		for o := range numOutcomes {
-			requestCounters[f][o] = requestsTotal.WithLabelValues(formatNames[f], outcomeNames[o])
+// NewMetrics registers the request metrics on reg; /metrics serves g.
+func NewMetrics(reg prometheus.Registerer, g prometheus.Gatherer) (*Metrics, error) {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailbeacon_http_requests_total",
+			Help: "HTTP requests by client format and outcome (from the status; Autodiscover error documents travel in HTTP 200 and count as ok).",
+		}, []string{"format", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "mailbeacon_http_request_duration_seconds",
+			Help:    "Time from a request's arrival until its handler returned, by client format.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"format"}),
+		gatherer: g,
+	}
+	limited := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mailbeacon_rate_limited_requests_total",
+		Help: "Requests refused by the limits, by reason: requests (per-client request rate), unknown_addresses (per-client budget of unknown-address lookups), client_concurrency (limits.max_per_client), concurrency (limits.max_concurrent), body_too_large (limits.max_body_bytes), body_timeout (limits.body_timeout), body_unreadable.",
+	}, []string{"reason"})
+	for r := range numLimitReasons {
+		m.limited[r] = limited.WithLabelValues(limitReasonNames[r])
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration, limited} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering request metrics: %w", err)
 		}
 	}
+	return m, nil
 }
 
-// recorder captures the status of a response and the address a handler
-// says the request was about (noteAddress). Pooled: one per request in
-// flight.
-type recorder struct {
-	http.ResponseWriter
-	status  int
-	addr    policy.Address
-	hasAddr bool
-}
-
-var recorders = sync.Pool{New: func() any { return new(recorder) }}
-
-func (rec *recorder) WriteHeader(code int) {
-	if rec.status == 0 {
-		rec.status = code
+// privateMetrics are a handler's own, on a registry of their own, served
+// with the default registry's (where policy and ldapsource register).
+func privateMetrics() *Metrics {
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg, prometheus.Gatherers{reg, prometheus.DefaultGatherer})
+	if err != nil {
+		panic(err) // a new registry accepts them
 	}
-	rec.ResponseWriter.WriteHeader(code)
+	return m
 }
 
-func (rec *recorder) Write(b []byte) (int, error) {
-	if rec.status == 0 {
-		rec.status = http.StatusOK
+// routeStats are a route's metric children, resolved once: recording a
+// request costs two atomic adds and no allocation.
+type routeStats struct {
+	requests [numOutcomes]prometheus.Counter
+	duration prometheus.Observer
+}
+
+func (m *Metrics) forRoute(name string) routeStats {
+	var s routeStats
+	s.duration = m.duration.WithLabelValues(name)
+	for o := range numOutcomes {
+		s.requests[o] = m.requests.WithLabelValues(name, outcomeNames[o])
 	}
-	return rec.ResponseWriter.Write(b)
+	return s
 }
 
-// Unwrap lets http.ResponseController reach the connection's writer.
-func (rec *recorder) Unwrap() http.ResponseWriter { return rec.ResponseWriter }
-
-// noteAddress tells the access log which address a request asked about,
-// for handlers that learn it from the body (Autodiscover POX). Requests
-// that carry it in the URL need not call it.
-func noteAddress(w http.ResponseWriter, a policy.Address) {
-	for {
-		switch x := w.(type) {
-		case *recorder:
-			x.addr, x.hasAddr = a, true
-			return
-		case interface{ Unwrap() http.ResponseWriter }:
-			w = x.Unwrap()
-		default:
-			return
-		}
+// record counts the request and writes its access log line.
+func (h *Handler) record(c *call) {
+	status := c.status
+	if status == 0 {
+		status = http.StatusOK // the handler wrote nothing
 	}
-}
-
-// instrument wraps every request with metrics and the access log.
-func (s *Server) instrument(h http.Handler) http.Handler {
-	o := s.opts.Operations
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		rec := recorders.Get().(*recorder)
-		rec.ResponseWriter = w
-		defer func() {
-			*rec = recorder{}
-			recorders.Put(rec)
-		}()
-		h.ServeHTTP(rec, r)
-		status := rec.status
-		if status == 0 {
-			status = http.StatusOK // the handler wrote nothing
-		}
-		elapsed := time.Since(start)
-		f := requestFormat(r.URL.Path)
-		requestCounters[f][statusOutcome(status)].Inc()
-		requestDurations[f].Observe(elapsed.Seconds())
-		if !o.AccessLog {
-			return
-		}
-		level := slog.LevelInfo
-		if f == fmtOperations {
-			level = slog.LevelDebug // probes and scrapes would drown the log
-		}
-		if !s.log.Enabled(r.Context(), level) {
-			return
-		}
-		client := ""
-		if o.ClientAddr != nil {
-			client = o.ClientAddr(r)
-		} else if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-			client = host
-		} else {
-			client = r.RemoteAddr
-		}
-		attrs := []slog.Attr{
-			slog.String("method", r.Method),
-			slog.String("path", logPath(r.URL.Path, f, o.LogAddresses)),
-			slog.Int("status", status),
-			slog.Duration("duration", elapsed),
-			slog.String("format", formatNames[f]),
-			slog.String("client", client),
-		}
-		if a, ok := askedAddress(r, f, rec); ok {
-			attrs = append(attrs, slog.String("domain", a.Domain))
-			if o.LogAddresses {
-				attrs = append(attrs, slog.String("address", a.String()))
-			}
-		}
-		s.log.LogAttrs(r.Context(), level, "request", attrs...)
-	})
-}
-
-// maxLoggedPath bounds what a request can make the log hold.
-const maxLoggedPath = 200
-
-// logPath is the path as logged: without the query, shortened, and with
-// the address of an Autodiscover v2 path (…/v1.0/<address>) replaced
-// unless addresses are logged.
-func logPath(p string, f reqFormat, withAddresses bool) string {
-	if f == fmtAutodiscoverJSON && !withAddresses {
-		if email, ok := jsonPathEmail(p); ok && email != "" {
-			p = p[:len(p)-len(email)] + "{address}"
-		}
+	elapsed := time.Since(c.start)
+	c.rt.stats.requests[statusOutcome(status)].Inc()
+	c.rt.stats.duration.Observe(elapsed.Seconds())
+	o := h.opts.Operations
+	if !o.AccessLog {
+		return
+	}
+	level := slog.LevelInfo
+	if c.rt.ops {
+		level = slog.LevelDebug // probes and scrapes would drown the log
+	}
+	if !h.log.Enabled(c.r.Context(), level) {
+		return
+	}
+	client := "unknown"
+	if c.peerOK {
+		client = c.ip.String()
+	}
+	p := c.r.URL.Path
+	if c.rt.logPath != nil && !o.LogAddresses {
+		p = c.rt.logPath(p)
 	}
 	if len(p) > maxLoggedPath {
 		p = p[:maxLoggedPath] + "…"
 	}
-	return p
+	attrs := make([]slog.Attr, 0, 8)
+	attrs = append(attrs,
+		slog.String("method", c.r.Method),
+		slog.String("path", p),
+		slog.Int("status", status),
+		slog.Duration("duration", elapsed),
+		slog.String("format", c.rt.name),
+		slog.String("client", client),
+	)
+	if c.hasAddr {
+		attrs = append(attrs, slog.String("domain", c.addr.Domain))
+		if o.LogAddresses {
+			attrs = append(attrs, slog.String("address", c.addr.String()))
+		}
+	}
+	h.log.LogAttrs(c.r.Context(), level, "request", attrs...)
 }
 
-// askedAddress finds the address a request asked about: noted by the
-// handler, or in the URL. Invalid addresses are not logged.
-func askedAddress(r *http.Request, f reqFormat, rec *recorder) (policy.Address, bool) {
-	if rec.hasAddr {
-		return rec.addr, true
-	}
-	var raw string
-	switch f {
-	case fmtAutoconfig, fmtAppleProfile:
-		raw = queryValue(r, "emailaddress")
-	case fmtAutodiscoverJSON:
-		if email, ok := jsonPathEmail(r.URL.Path); ok && email != "" {
-			raw = email
-		} else {
-			raw = queryValue(r, "Email")
-		}
-	default:
-		return policy.Address{}, false
-	}
-	if raw == "" {
-		return policy.Address{}, false
-	}
-	a, err := policy.ParseAddress(strings.TrimSpace(raw))
-	return a, err == nil
-}
+// maxLoggedPath bounds what a request can make the log hold.
+const maxLoggedPath = 200

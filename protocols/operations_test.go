@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -18,7 +17,7 @@ import (
 
 // opsHandler is the demo handler with operations options o, logging JSON
 // into the returned buffer.
-func opsHandler(t testing.TB, o OperationsOptions, ready func(context.Context) error) (http.Handler, *lockedBuffer) {
+func opsHandler(t testing.TB, o OperationsOptions, ready func(context.Context) error) (*Handler, *lockedBuffer) {
 	t.Helper()
 	res, _ := newDemoResolver(t, demoDomains())
 	if err := o.Prepare(); err != nil {
@@ -135,7 +134,6 @@ func TestMetricsEndpoint(t *testing.T) {
 				for _, want := range []string{
 					`mailbeacon_http_requests_total{format="autoconfig",outcome="ok"}`,
 					`mailbeacon_http_request_duration_seconds_bucket{format="autoconfig"`,
-					`mailbeacon_cache_lookups_total{result="miss"}`,
 				} {
 					if !strings.Contains(rec.Body.String(), want) {
 						t.Errorf("/metrics lacks %s", want)
@@ -147,12 +145,16 @@ func TestMetricsEndpoint(t *testing.T) {
 }
 
 // With operations.listen the public router serves none of the operations
-// routes; OperationsHandler serves them.
+// routes; Operations serves them, and profiles.
 func TestOperationsOnOwnListener(t *testing.T) {
 	o := OperationsOptions{Listen: "127.0.0.1:9090", Metrics: true}
 	h, _ := opsHandler(t, o, nil)
-	ops := OperationsHandler(Options{Operations: o})
-	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
+	ops := h.Operations()
+	get(t, h, "GET", "", "/mail/config-v1.1.xml?emailaddress=bob@example.com")
+	if rec := get(t, ops, "GET", "", "/metrics"); !strings.Contains(rec.Body.String(), `mailbeacon_http_requests_total{format="autoconfig",outcome="ok"} 1`) {
+		t.Errorf("operations /metrics does not count the public handler's requests:\n%s", rec.Body)
+	}
+	for _, p := range []string{"/healthz", "/readyz", "/metrics", "/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/cmdline"} {
 		if rec := get(t, h, "GET", "", p); rec.Code != 404 {
 			t.Errorf("public %s: %d, want 404", p, rec.Code)
 		}
@@ -189,49 +191,51 @@ func TestOperationsPrepare(t *testing.T) {
 func TestRequestsCountedByFormatAndOutcome(t *testing.T) {
 	h, _ := opsHandler(t, OperationsOptions{}, nil)
 	for _, tc := range []struct {
-		method, target string
-		format         reqFormat
-		outcome        reqOutcome
+		method, target  string
+		format, outcome string
 	}{
-		{"GET", "/mail/config-v1.1.xml?emailaddress=bob@example.com", fmtAutoconfig, outOK},
-		{"GET", "/mail/config-v1.1.xml?emailaddress=bob@unknown.org", fmtAutoconfig, outNotFound},
-		{"GET", "/mail/config-v1.1.xml?emailaddress=nonsense", fmtAutoconfig, outBadRequest},
-		{"POST", "/mail/config-v1.1.xml", fmtAutoconfig, outBadRequest}, // 405
-		{"GET", "/Autodiscover/Autodiscover.xml", fmtAutodiscover, outOK},
-		{"GET", "/.well-known/carddav", fmtDAVRedirect, outNotFound},
-		{"GET", "/healthz", fmtOperations, outOK},
-		{"GET", "/no/such/path", fmtOther, outNotFound},
+		{"GET", "/mail/config-v1.1.xml?emailaddress=bob@example.com", "autoconfig", "ok"},
+		{"GET", "/mail/config-v1.1.xml?emailaddress=bob@unknown.org", "autoconfig", "not_found"},
+		{"GET", "/mail/config-v1.1.xml?emailaddress=nonsense", "autoconfig", "bad_request"},
+		{"POST", "/mail/config-v1.1.xml", "autoconfig", "bad_request"}, // 405
+		{"GET", "/Autodiscover/Autodiscover.xml", "autodiscover", "ok"},
+		{"GET", "/.well-known/carddav", "dav_redirect", "not_found"},
+		{"GET", "/healthz", "operations", "ok"},
+		{"GET", "/no/such/path", "other", "not_found"},
 	} {
 		t.Run(tc.method+" "+tc.target, func(t *testing.T) {
-			c := requestCounters[tc.format][tc.outcome]
+			c := h.met.requests.WithLabelValues(tc.format, tc.outcome)
 			before := testutil.ToFloat64(c)
-			// Not example.com: plain HTTP to a served domain is Outlook's
-			// redirect probe.
 			get(t, h, tc.method, "localhost", tc.target)
 			if got := testutil.ToFloat64(c) - before; got != 1 {
-				t.Errorf("%s/%s counted %v times, want 1", formatNames[tc.format], outcomeNames[tc.outcome], got)
+				t.Errorf("%s/%s counted %v times, want 1", tc.format, tc.outcome, got)
 			}
 		})
 	}
 }
 
-func TestRequestFormat(t *testing.T) {
-	for path, want := range map[string]reqFormat{
-		"/mail/config-v1.1.xml":                          fmtAutoconfig,
-		"/.well-known/autoconfig/mail/config-v1.1.xml":   fmtAutoconfig,
-		"/autodiscover/autodiscover.xml":                 fmtAutodiscover,
-		"/AutoDiscover/AutoDiscover.XML":                 fmtAutodiscover,
-		"/autodiscover/autodiscover.json":                fmtAutodiscoverJSON,
-		"/autodiscover/autodiscover.json/v1.0/a@b.c":     fmtAutodiscoverJSON,
-		"/mobileconfig":                                  fmtAppleProfile,
-		"/":                                              fmtSetupPage,
-		"/.well-known/caldav":                            fmtDAVRedirect,
-		"/metrics":                                       fmtOperations,
-		"/mail/config-v1.1.xml/":                         fmtOther,
-		"/autodiscover/autodiscover.json/v1.0/a@b.c/x/y": fmtOther,
+// The route table names each request once, for metrics, limits and the
+// access log.
+func TestRouteNames(t *testing.T) {
+	h, _ := opsHandler(t, OperationsOptions{}, nil)
+	for path, want := range map[string]string{
+		"/mail/config-v1.1.xml":                          "autoconfig",
+		"/.well-known/autoconfig/mail/config-v1.1.xml":   "autoconfig",
+		"/autodiscover/autodiscover.xml":                 "autodiscover",
+		"/AutoDiscover/AutoDiscover.XML":                 "autodiscover",
+		"/autodiscover/autodiscover.json":                "autodiscover_json",
+		"/autodiscover/autodiscover.json/v1.0/a@b.c":     "autodiscover_json",
+		"/mobileconfig":                                  "apple_profile",
+		"/":                                              "setup_page",
+		"/.well-known/caldav":                            "dav_redirect",
+		"/healthz":                                       "operations",
+		"/livez":                                         "other",
+		"/mail/config-v1.1.xml/":                         "other",
+		"/autodiscover/autodiscover.json/v1.0/a@b.c/x/y": "other",
+		"/autodiscover/autodiscover.xmm":                 "other",
 	} {
-		if got := requestFormat(path); got != want {
-			t.Errorf("requestFormat(%q) = %s, want %s", path, formatNames[got], formatNames[want])
+		if got := h.find(httptest.NewRequest("GET", path, nil)).name; got != want {
+			t.Errorf("route of %q = %s, want %s", path, got, want)
 		}
 	}
 }
@@ -284,23 +288,19 @@ func TestAccessLog(t *testing.T) {
 	}
 }
 
-// The seam for trusted-proxy handling decides the logged client.
+// The logged client is the one the limits see: behind a trusted proxy,
+// the address it forwarded.
 func TestAccessLogClientAddr(t *testing.T) {
-	o := OperationsOptions{AccessLog: true, ClientAddr: func(*http.Request) string { return "198.51.100.7" }}
-	h, logs := opsHandler(t, o, nil)
-	get(t, h, "GET", "", "/healthz")
-	if l := logs.requests(t); len(l) != 1 || l[0]["client"] != "198.51.100.7" || l[0]["level"] != "DEBUG" {
-		t.Errorf("log %v, want the client from ClientAddr at debug level", l)
-	}
-}
-
-func BenchmarkInstrument(b *testing.B) {
-	s := &Server{log: slog.New(slog.DiscardHandler), opts: Options{Operations: OperationsOptions{AccessLog: false}}}
-	h := s.instrument(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(200) }))
-	req := httptest.NewRequest("GET", "/mail/config-v1.1.xml?emailaddress=bob@example.com", nil)
-	w := httptest.NewRecorder()
-	b.ReportAllocs()
-	for b.Loop() {
-		h.ServeHTTP(w, req)
+	res, _ := newDemoResolver(t, demoDomains())
+	var buf lockedBuffer
+	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	h := NewHandler(res, Options{Log: log, Operations: OperationsOptions{AccessLog: true},
+		Limits: limitsFor(t, LimitOptions{TrustedProxies: []string{"10.0.0.1"}})})
+	req := httptest.NewRequest("GET", "/healthz", nil)
+	req.RemoteAddr = "10.0.0.1:4711"
+	req.Header.Set("X-Forwarded-For", "198.51.100.7")
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	if l := buf.requests(t); len(l) != 1 || l[0]["client"] != "198.51.100.7" || l[0]["level"] != "DEBUG" {
+		t.Errorf("log %v, want the forwarded client at debug level", l)
 	}
 }

@@ -4,9 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
-	"strconv"
 
 	"github.com/mailbeacon/mailbeacon/policy"
 )
@@ -138,39 +138,33 @@ func PACCRecord(body []byte) string {
 	return "v=UAAC1; a=sha256; d=" + base64.StdEncoding.EncodeToString(sum[:])
 }
 
-var jsonContentType = []string{"application/json"}
+// paccContentType is the draft's media type, without a charset: clients
+// hash the bytes, not a decoded text.
+var paccContentType = []string{"application/json"}
+
+// paccCache lets PACC clients and proxies keep the document for a short
+// while: a changed configuration and its new TXT record are not kept
+// apart for long.
+var paccCache = []string{"public, max-age=300"}
+
+// errNoPACC: the domain offers nothing PACC can express.
+var errNoPACC = &httpError{status: http.StatusNotFound, msg: "no PACC configuration for this domain"}
 
 // pacc serves the PACC document on ua-auto-config.<domain>. It reads no
-// directory: the document is the same for every user of the domain.
-func (s *Server) pacc(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		methodNotAllowed(http.MethodGet, http.MethodHead)(w, r)
-		return
-	}
-	d, ok := s.hostDomain(r, "ua-auto-config.")
-	if !ok {
-		textError(w, http.StatusNotFound, "domain not served here")
-		return
+// user from the directory: the document is the same for every user of the
+// domain.
+func (h *Handler) pacc(c *call) error {
+	d, err := c.hostDomain("ua-auto-config.")
+	if err != nil {
+		return err
 	}
 	body, ok, err := RenderPACC(d)
 	switch {
 	case err != nil:
-		s.log.Error("rendering PACC", "err", err)
-		textError(w, http.StatusInternalServerError, "internal error")
-		return
+		return fmt.Errorf("rendering PACC: %w", err)
 	case !ok:
-		textError(w, http.StatusNotFound, "no PACC configuration for this domain")
-		return
+		return errNoPACC
 	}
-	h := w.Header()
-	h["Content-Type"] = jsonContentType
-	h["X-Content-Type-Options"] = noSniff
-	// The same for everyone; short, so that a changed configuration and
-	// its new TXT record are not kept apart for long.
-	h.Set("Cache-Control", "public, max-age=300")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(http.StatusOK)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(body)
-	}
+	c.send(http.StatusOK, paccContentType, paccCache, body)
+	return nil
 }

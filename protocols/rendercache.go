@@ -2,27 +2,44 @@ package protocols
 
 import (
 	"bytes"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
 	"github.com/mailbeacon/mailbeacon/policy"
 )
 
-// Renderers are pure functions of an Account, and the resolver hands out
-// the same *Account for an address until its cache entry is replaced, so
-// the rendered bytes of a cached account can be kept and sent again: on
-// the cached hot path a request then costs a map lookup instead of an XML
-// encoding (about 13 µs for autoconfig, 25 µs for Outlook's answer).
+// renderCache keeps rendered answers and parsed request bodies for one
+// handler: a reload makes a new handler and so starts empty, and tests do
+// not share it.
 //
-// Accounts are immutable once a resolver returned them (policy copies an
-// account rather than change it), so an entry can never go out of date:
-// a changed account is a new pointer and a new key. Only accounts the
-// directory knows are kept; the defaults for an unknown address are made
-// afresh for every request and would never be asked for twice.
+// Renderers are pure functions of an Account. The resolver hands out the
+// same *Account for a known address until its cache entry is replaced,
+// and accounts are immutable once returned (policy copies an account
+// rather than change it), so a known account's answer is keyed by the
+// pointer and can never go out of date. The answer for an unknown address
+// is the domain's defaults with the address as login, a new Account each
+// time: it is keyed by what it is made of (domain, address, login), so a
+// warm unknown address costs what a warm known one does, and timing tells
+// neither apart.
 //
 // The table is bounded: when it holds maxRendered entries it is emptied
-// and fills again with what is asked for. Entries of accounts the resolver
-// has replaced stay until then, which bounds the memory they hold.
+// and fills again with what is asked for.
+type renderCache struct {
+	m sync.Map // renderKey -> *answer
+	n atomic.Int64
+
+	mu   sync.Mutex
+	slab []byte // rendered bytes are copied here, not kept one by one
+
+	placeholders sync.Map // *policy.Domain -> *policy.Account
+
+	poxMu  sync.RWMutex
+	parsed map[string]poxRequest
+}
+
+func newRenderCache() *renderCache { return &renderCache{} }
 
 // renderFormat names one renderer.
 type renderFormat uint8
@@ -33,8 +50,26 @@ const (
 	formatMobilesync
 )
 
+// renderers renders each format. Outlook's "no settings" is an empty body.
+var renderers = [...]func(*policy.Account) ([]byte, error){
+	formatAutoconfig: renderAutoconfig,
+	formatOutlook: func(a *policy.Account) ([]byte, error) {
+		b, ok, err := renderOutlook(a)
+		if !ok {
+			b = []byte{}
+		}
+		return b, err
+	},
+	formatMobilesync: renderMobilesync,
+}
+
+// renderKey identifies an answer: a known account by pointer, a domain
+// default by its parts.
 type renderKey struct {
 	acct   *policy.Account
+	domain *policy.Domain
+	addr   policy.Address
+	login  string
 	format renderFormat
 }
 
@@ -43,76 +78,107 @@ const (
 	slabSize    = 256 << 10
 )
 
-var rendered struct {
-	m sync.Map // renderKey -> []byte
-	n atomic.Int64
-
-	mu   sync.Mutex
-	slab []byte // rendered bytes are copied here, not kept one by one
+// answer is a rendered body with its Content-Length value, made once: a
+// cached answer is written without a conversion or an allocation.
+type answer struct {
+	body   []byte
+	length []string
 }
 
-// renderCached returns render(a), from the table when a is an account the
-// directory knows. The returned bytes are shared: callers must not change
-// them.
-func renderCached(a *policy.Account, f renderFormat, render func(*policy.Account) ([]byte, error)) ([]byte, error) {
-	if a == nil || !a.Known {
-		return render(a)
+func newAnswer(b []byte) *answer { return &answer{body: b, length: []string{strconv.Itoa(len(b))}} }
+
+// render returns the answer of format f for a, from the table when it
+// can. The returned answer is shared: callers must not change it.
+func (rc *renderCache) render(a *policy.Account, f renderFormat) (*answer, error) {
+	k, ok := cacheKey(a, f)
+	if !ok {
+		b, err := renderers[f](a)
+		if err != nil {
+			return nil, err
+		}
+		return newAnswer(b), nil
 	}
-	k := renderKey{a, f}
-	if v, ok := rendered.m.Load(k); ok {
-		return v.([]byte), nil
+	if v, ok := rc.m.Load(k); ok {
+		return v.(*answer), nil
 	}
-	b, err := render(a)
+	b, err := renderers[f](a)
 	if err != nil {
 		return nil, err
 	}
-	if rendered.n.Add(1) > maxRendered {
-		rendered.m.Clear()
-		rendered.n.Store(1)
+	if rc.n.Add(1) > maxRendered {
+		rc.m.Clear()
+		rc.n.Store(1)
 	}
-	b = keep(b)
-	rendered.m.Store(k, b)
-	return b, nil
+	ans := newAnswer(rc.keep(b))
+	rc.m.Store(k, ans)
+	return ans, nil
+}
+
+// cacheKey returns the key of a's answer, or false when a is neither a
+// known account nor exactly its domain's defaults.
+func cacheKey(a *policy.Account, f renderFormat) (renderKey, bool) {
+	if a == nil || a.Domain == nil {
+		return renderKey{}, false
+	}
+	if a.Known {
+		return renderKey{acct: a, format: f}, true
+	}
+	login, ok := defaultsLogin(a)
+	if !ok {
+		return renderKey{}, false
+	}
+	return renderKey{domain: a.Domain, addr: a.Address, login: login, format: f}, true
+}
+
+// defaultsLogin reports whether a is its domain's DefaultAccount for its
+// address, and with which login: then domain, address and login make the
+// whole of it.
+func defaultsLogin(a *policy.Account) (string, bool) {
+	d := a.Domain
+	if a.DisplayName != "" || a.DN != "" || len(a.Services) != len(d.Services) || a.Primary != a.Address.String() {
+		return "", false
+	}
+	login := ""
+	for i, s := range a.Services {
+		ds := d.Services[i]
+		if i == 0 {
+			login = s.Login
+		}
+		if s.Login != login || s.Kind != ds.Kind || s.Host != ds.Host || s.Port != ds.Port ||
+			s.Socket != ds.Socket || s.URL != ds.URL || !slices.Equal(s.Auth, ds.Auth) {
+			return "", false
+		}
+	}
+	return login, true
 }
 
 // keep copies b into the current slab. Thousands of small long-lived
 // buffers among a request's garbage would each pin a span of the heap;
 // slabs are dropped whole once no entry refers to them any more.
-func keep(b []byte) []byte {
+func (rc *renderCache) keep(b []byte) []byte {
 	if len(b) > slabSize/4 {
 		return bytes.Clone(b)
 	}
-	rendered.mu.Lock()
-	defer rendered.mu.Unlock()
-	if len(rendered.slab)+len(b) > cap(rendered.slab) {
-		rendered.slab = make([]byte, 0, slabSize)
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.slab)+len(b) > cap(rc.slab) {
+		rc.slab = make([]byte, 0, slabSize)
 	}
-	off := len(rendered.slab)
-	rendered.slab = append(rendered.slab, b...)
-	return rendered.slab[off:len(rendered.slab):len(rendered.slab)]
+	off := len(rc.slab)
+	rc.slab = append(rc.slab, b...)
+	return rc.slab[off:len(rc.slab):len(rc.slab)]
 }
 
-// The cached forms of the renderers, with their signatures, for the
-// handlers.
-
-func renderAutoconfigCached(a *policy.Account) ([]byte, error) {
-	return renderCached(a, formatAutoconfig, renderAutoconfig)
-}
-
-func renderMobilesyncCached(a *policy.Account) ([]byte, error) {
-	return renderCached(a, formatMobilesync, renderMobilesync)
-}
-
-// renderOutlookCached keeps "no settings for Outlook" as an empty body.
-func renderOutlookCached(a *policy.Account) (body []byte, ok bool, err error) {
-	body, err = renderCached(a, formatOutlook, func(a *policy.Account) ([]byte, error) {
-		b, ok, err := renderOutlook(a)
-		if !ok {
-			b = []byte{}
-		}
-		return b, err
-	})
-	return body, err == nil && len(body) > 0, err
+// placeholder is the domain's answer when the request names no address:
+// the defaults with Thunderbird's %EMAILADDRESS% as login (quirk 2). One
+// per domain, so that its rendering is kept like any other.
+func (rc *renderCache) placeholder(d *policy.Domain) *policy.Account {
+	if v, ok := rc.placeholders.Load(d); ok {
+		return v.(*policy.Account)
+	}
+	a := d.DefaultAccount(policy.Address{Domain: d.Name}, placeholderAddress)
+	v, _ := rc.placeholders.LoadOrStore(d, a)
+	return v.(*policy.Account)
 }
 
 // Outlook sends the same Autodiscover request body for a user every time
@@ -125,18 +191,13 @@ const (
 	maxMemoPOXLen = 2048 // longer bodies are parsed every time
 )
 
-var parsedPOX struct {
-	mu sync.RWMutex
-	m  map[string]poxRequest
-}
-
-func parsePOXRequestCached(body []byte) (poxRequest, error) {
+func (rc *renderCache) parsePOX(body []byte) (poxRequest, error) {
 	if len(body) > maxMemoPOXLen {
 		return parsePOXRequest(body)
 	}
-	parsedPOX.mu.RLock()
-	req, ok := parsedPOX.m[string(body)]
-	parsedPOX.mu.RUnlock()
+	rc.poxMu.RLock()
+	req, ok := rc.parsed[string(body)]
+	rc.poxMu.RUnlock()
 	if ok {
 		return req, nil
 	}
@@ -144,11 +205,11 @@ func parsePOXRequestCached(body []byte) (poxRequest, error) {
 	if err != nil {
 		return req, err
 	}
-	parsedPOX.mu.Lock()
-	if len(parsedPOX.m) >= maxParsedPOX || parsedPOX.m == nil {
-		parsedPOX.m = make(map[string]poxRequest)
+	rc.poxMu.Lock()
+	if len(rc.parsed) >= maxParsedPOX || rc.parsed == nil {
+		rc.parsed = make(map[string]poxRequest)
 	}
-	parsedPOX.m[string(body)] = req
-	parsedPOX.mu.Unlock()
+	rc.parsed[string(body)] = req
+	rc.poxMu.Unlock()
 	return req, nil
 }

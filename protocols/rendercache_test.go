@@ -10,6 +10,7 @@ import (
 
 func TestRenderCached(t *testing.T) {
 	res, _ := newDemoResolver(t, demoDomains())
+	rc := newRenderCache()
 	resolve := func(addr string) *policy.Account {
 		t.Helper()
 		a, err := res.Resolve(t.Context(), mustAddress(t, addr))
@@ -18,65 +19,84 @@ func TestRenderCached(t *testing.T) {
 		}
 		return a
 	}
-	for _, tc := range []struct {
-		addr   string
-		shared bool // the second answer is the first one's bytes
-	}{
-		{"alice@example.com", true},
-		{"bob@example.com", true},
-		{"nobody@example.com", false}, // defaults: made per request, not kept
-		{"carol@example.com", false},  // disabled: likewise
+	for _, addr := range []string{
+		"alice@example.com", "bob@example.com",
+		// The domain defaults, a new Account for every request, are kept
+		// like a known answer: a warm unknown address costs what a warm
+		// known one does.
+		"nobody@example.com", "carol@example.com",
 	} {
-		t.Run(tc.addr, func(t *testing.T) {
-			a1 := resolve(tc.addr)
-			b1, err := renderAutoconfigCached(a1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want, _ := renderAutoconfig(a1)
-			if !bytes.Equal(b1, want) {
-				t.Fatalf("cached render differs from the renderer's")
-			}
-			b2, _ := renderAutoconfigCached(resolve(tc.addr))
-			if !bytes.Equal(b1, b2) {
-				t.Fatalf("second answer differs")
-			}
-			if same := &b1[0] == &b2[0]; same != tc.shared {
-				t.Errorf("second answer shared the first one's bytes: %v; want %v", same, tc.shared)
-			}
-			o1, ok1, err1 := renderOutlookCached(a1)
-			o2, ok2, err2 := renderOutlook(a1)
-			if !bytes.Equal(o1, o2) || ok1 != ok2 || (err1 == nil) != (err2 == nil) {
-				t.Errorf("Outlook: cached %v %v, renderer %v %v", ok1, err1, ok2, err2)
+		t.Run(addr, func(t *testing.T) {
+			for _, f := range []renderFormat{formatAutoconfig, formatOutlook, formatMobilesync} {
+				a1 := resolve(addr)
+				ans1, err := rc.render(a1, f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, _ := renderers[f](a1)
+				if !bytes.Equal(ans1.body, want) || ans1.length[0] != fmt.Sprint(len(want)) {
+					t.Fatalf("format %d: cached render differs from the renderer's", f)
+				}
+				ans2, _ := rc.render(resolve(addr), f)
+				if ans1 != ans2 {
+					t.Errorf("format %d: second answer not the first one", f)
+				}
 			}
 		})
 	}
+	// Defaults for two addresses, or with another login, are two answers.
+	d := resolve("bob@example.com").Domain
+	render := func(a *policy.Account) []byte {
+		ans, err := rc.render(a, formatAutoconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ans.body
+	}
+	x := render(d.DefaultAccount(mustAddress(t, "x@example.com"), "x@example.com"))
+	y := render(d.DefaultAccount(mustAddress(t, "y@example.com"), "y@example.com"))
+	z := render(d.DefaultAccount(mustAddress(t, "x@example.com"), "zed"))
+	if bytes.Equal(x, y) || bytes.Equal(x, z) || !bytes.Contains(z, []byte("<username>zed</username>")) {
+		t.Errorf("defaults mixed up:\n%s\n%s\n%s", x, y, z)
+	}
+	// An unknown account that is not exactly the defaults is not kept.
+	odd := d.DefaultAccount(mustAddress(t, "x@example.com"), "x@example.com")
+	odd.Services = odd.Services[:1]
+	if _, ok := cacheKey(odd, formatAutoconfig); ok {
+		t.Error("a trimmed unknown account has a cache key")
+	}
 	// An account with nothing for Outlook stays "no settings" when cached.
-	empty := &policy.Account{Known: true, Domain: resolve("bob@example.com").Domain, Primary: "x@example.com"}
+	empty := &policy.Account{Known: true, Domain: d, Primary: "x@example.com"}
 	for range 2 {
-		if _, ok, err := renderOutlookCached(empty); ok || err != nil {
-			t.Errorf("empty account: ok %v, %v", ok, err)
+		if ans, err := rc.render(empty, formatOutlook); err != nil || len(ans.body) != 0 {
+			t.Errorf("empty account: %v, %v", ans, err)
 		}
 	}
 	// The table stays bounded.
-	d := resolve("bob@example.com").Domain
 	for i := range maxRendered + 100 {
 		a := &policy.Account{Known: true, Domain: d, Primary: fmt.Sprintf("u%d@example.com", i)}
-		if _, err := renderAutoconfigCached(a); err != nil {
+		if _, err := rc.render(a, formatAutoconfig); err != nil {
 			t.Fatal(err)
 		}
-		if n := rendered.n.Load(); n > maxRendered {
+		if n := rc.n.Load(); n > maxRendered {
 			t.Fatalf("%d entries; want at most %d", n, maxRendered)
 		}
+	}
+	// Each handler has its own table: a reload starts empty.
+	res2, _ := newDemoResolver(t, demoDomains())
+	h1, h2 := NewHandler(res2, Options{}), NewHandler(res2, Options{})
+	if h1.cache == h2.cache {
+		t.Error("two handlers share a render cache")
 	}
 }
 
 func TestParsePOXRequestCached(t *testing.T) {
+	rc := newRenderCache()
 	bodies := []string{adXML("bob@example.com"), adXML("alice@example.com"), "<nope", "", `<!DOCTYPE x><Autodiscover/>`,
 		adXML("bob@example.com") + string(bytes.Repeat([]byte(" "), maxMemoPOXLen))}
 	for range 2 {
 		for _, b := range bodies {
-			got, gerr := parsePOXRequestCached([]byte(b))
+			got, gerr := rc.parsePOX([]byte(b))
 			want, werr := parsePOXRequest([]byte(b))
 			if got != want || (gerr == nil) != (werr == nil) {
 				t.Errorf("%.40q: cached %+v, %v; parser %+v, %v", b, got, gerr, want, werr)
@@ -84,13 +104,13 @@ func TestParsePOXRequestCached(t *testing.T) {
 		}
 	}
 	for i := range maxParsedPOX + 10 {
-		if _, err := parsePOXRequestCached([]byte(adXML(fmt.Sprintf("u%d@example.com", i)))); err != nil {
+		if _, err := rc.parsePOX([]byte(adXML(fmt.Sprintf("u%d@example.com", i)))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	parsedPOX.mu.RLock()
-	n := len(parsedPOX.m)
-	parsedPOX.mu.RUnlock()
+	rc.poxMu.RLock()
+	n := len(rc.parsed)
+	rc.poxMu.RUnlock()
 	if n > maxParsedPOX {
 		t.Errorf("%d parsed bodies kept; want at most %d", n, maxParsedPOX)
 	}

@@ -2,25 +2,48 @@
 // request is parsed, and one renderer per client format. Decisions about
 // what a user gets are made in policy; this package only asks the Resolver
 // and renders the Account it returns.
+//
+// A request goes through one pipeline (ServeHTTP, then serve), one stage
+// per function:
+//
+//	route      the table in routes; its entry names the request for
+//	           metrics, limits and the access log
+//	client     who asked (clientIP: the peer, or behind a trusted proxy
+//	           the address it forwarded)
+//	admit      the client's request bucket and its own concurrency slots
+//	readBody   the body, bounded, under its own deadline
+//	enter      the shared concurrency slots, taken only once the body is
+//	           in, so that a slow sender waits in its own client's slots
+//	serve      the route's handler: parse, lookup (call.resolve, with the
+//	           unknown-address budget reserved before the directory is
+//	           asked), render, write (call.send)
+//	fail       one mapping from any stage's error to the answer of the
+//	           route's format
+//	record     metrics and the access log
 package protocols
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
-	"net"
 	"net/http"
+	"net/netip"
+	"os"
 	"strings"
-
-	"github.com/gorilla/mux"
+	"sync"
+	"time"
 
 	"github.com/mailbeacon/mailbeacon/policy"
 )
 
-// Resolver is what the handlers need from policy.
+// Resolver is what the handlers need from policy. Domain returns an
+// error wrapping policy.ErrUnknownDomain for a domain not served here and
+// policy.ErrDirectoryUnavailable when that cannot be known now.
 type Resolver interface {
 	Resolve(ctx context.Context, addr policy.Address) (*policy.Account, error)
-	Domain(name string) (*policy.Domain, bool)
+	Domain(ctx context.Context, name string) (*policy.Domain, error)
 }
 
 // Options configures the handler.
@@ -32,101 +55,366 @@ type Options struct {
 	Limits       LimitOptions      // limits.go
 	// Ready reports whether the directory can be reached (for /readyz).
 	Ready func(context.Context) error
+	// Metrics records every request; NewMetrics registers them on a
+	// registry. Nil: a registry of the handler's own, served at /metrics.
+	Metrics *Metrics
+	// Previous is the handler this one replaces on a reload: its
+	// per-client state (request and unknown-address budgets) carries over
+	// when the limits did not change, so a reload is no fresh start for a
+	// scanner.
+	Previous *Handler
+	// ReadTimeout is the http.Server's: a body deadline no shorter than it
+	// is left to the server (setting one costs a timer per request).
+	ReadTimeout time.Duration
 }
 
-// Server holds the HTTP handlers.
-type Server struct {
-	res  Resolver
-	log  *slog.Logger
-	opts Options
-	lim  *limiter // limits.go
+// Handler serves every client endpoint. Make it with NewHandler.
+type Handler struct {
+	res    Resolver
+	auth   authenticator // res, when it can check passwords
+	log    *slog.Logger
+	opts   Options
+	lim    *limiter
+	met    *Metrics
+	cache  *renderCache // rendered answers and parsed bodies: this handler's own
+	ad     autodiscover
+	routes []route
+	other  route // what no route matches
+
+	calls  sync.Pool // *call: one per request in flight
+	bodies sync.Pool // *[]byte of pooledBody bytes: request bodies
 }
 
-// NewHandler returns the router with every client endpoint.
-func NewHandler(res Resolver, opts Options) http.Handler {
-	s := &Server{res: res, log: opts.Log, opts: opts}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
+// pooledBody is the size of the pooled body buffers: a real Autodiscover
+// request is well under 1 KiB.
+const pooledBody = 4 << 10
+
+// NewHandler returns the handler of every client endpoint, with the
+// operations endpoints too unless opts.Operations.Listen moves them to a
+// listener of their own (Operations).
+func NewHandler(res Resolver, opts Options) *Handler {
+	h := newHandler(res, opts)
+	h.routes = h.clientRoutes()
+	if opts.Operations.Listen == "" {
+		h.routes = append(h.routes, h.operationsRoutes()...)
 	}
-	// limits.go: before the routes, because it wraps s.res to count
-	// lookups of unknown addresses per client.
-	s.setupLimits()
-	r := mux.NewRouter()
-	// Thunderbird autoconfig (CLIENTS.md §1): the autoconfig.<domain>
-	// path and the .well-known path on the bare domain.
-	for _, p := range []string{"/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml"} {
-		r.HandleFunc(p, s.autoconfig).Methods(http.MethodGet, http.MethodHead)
-		r.HandleFunc(p, methodNotAllowed(http.MethodGet, http.MethodHead))
+	h.finishRoutes()
+	return h
+}
+
+func newHandler(res Resolver, opts Options) *Handler {
+	h := &Handler{res: res, log: opts.Log, opts: opts, met: opts.Metrics, cache: newRenderCache()}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
 	}
-	r.HandleFunc(PACCPath, s.pacc) // pacc.go: draft-ietf-mailmaint-pacc, per domain
-
-	s.autodiscoverRoutes(r) // autodiscover.go: Outlook, ActiveSync, Autodiscover v2 JSON
-	s.appleRoutes(r)        // apple.go: configuration profiles, setup page, RFC 6764
-	s.operationsRoutes(r)   // operations.go: metrics and health
-	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		textError(w, http.StatusNotFound, "not found")
-	})
-	// Outermost first: metrics and access log see every request, including
-	// those the per-client limits refuse.
-	return s.instrument(s.limit(r))
+	if h.met == nil {
+		h.met = privateMetrics()
+	}
+	h.auth, _ = res.(authenticator)
+	h.calls.New = func() any { return new(call) }
+	h.bodies.New = func() any { b := make([]byte, pooledBody); return &b }
+	h.lim = newLimiter(opts.Limits, h.log, opts.Previous)
+	h.opts.Previous = nil // keep no chain of retired handlers alive
+	h.ad = newAutodiscover(h)
+	return h
 }
 
-func methodNotAllowed(allowed ...string) http.HandlerFunc {
-	return func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Allow", strings.Join(allowed, ", "))
-		textError(w, http.StatusMethodNotAllowed, "method not allowed")
+// route is one entry of the route table: which requests it takes, and
+// what the pipeline does with them.
+type route struct {
+	name    string                     // metrics label and access log "format"
+	match   func(r *http.Request) bool // which requests
+	methods []string                   // allowed methods; nil: any
+	answer  answerStyle                // how fail answers this route's errors
+	maxBody int64                      // > 0: a body of up to this many bytes is read before serve
+	ops     bool                       // health and metrics: no concurrency bound, logged at debug
+	serve   func(c *call) error        // parse, look up, render, write
+	logPath func(path string) string   // the path as logged; nil: as is
+	stats   routeStats                 // this handler's metric children
+}
+
+// clientRoutes is the route table of the client endpoints. Adding an
+// endpoint is adding an entry.
+func (h *Handler) clientRoutes() []route {
+	get := []string{http.MethodGet, http.MethodHead}
+	return []route{
+		// Thunderbird autoconfig (CLIENTS.md §1): the autoconfig.<domain>
+		// path and the .well-known path on the bare domain.
+		{name: "autoconfig", match: paths("/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml"),
+			methods: get, serve: h.autoconfig},
+		// Outlook and ActiveSync POX (autodiscover.go); the path is not
+		// case sensitive (MS-OXDISCO; quirk 17).
+		{name: "autodiscover", match: pathFold(poxPath), methods: []string{http.MethodPost, http.MethodGet, http.MethodHead},
+			answer: answerPOX, maxBody: maxPOXBody, serve: h.ad.pox},
+		// Autodiscover v2 JSON (autodiscover_json.go).
+		{name: "autodiscover_json", match: func(r *http.Request) bool { _, ok := jsonPathEmail(r.URL.Path); return ok },
+			methods: get, answer: answerJSON, serve: h.ad.json, logPath: jsonLogPath},
+		// Apple profiles and the setup page (apple.go, setup_page.go).
+		{name: "apple_profile", match: paths("/mobileconfig"), methods: get, serve: h.mobileconfig},
+		{name: "setup_page", match: paths("/"), methods: get, answer: answerPage, serve: h.setupPage},
+		{name: "setup_page", match: paths("/setup.css"), methods: get, serve: serveSetupCSS},
+		// RFC 6764 §5: clients send PROPFIND (iOS, DAVx5) as well as GET to
+		// the well-known URIs and follow the redirect: every method is
+		// answered.
+		{name: "dav_redirect", match: paths("/.well-known/caldav"), serve: h.wellKnownDAV(policy.CalDAV)},
+		{name: "dav_redirect", match: paths("/.well-known/carddav"), serve: h.wellKnownDAV(policy.CardDAV)},
+		// PACC (pacc.go, CLIENTS.md §7): one document per domain, on
+		// ua-auto-config.<domain>.
+		{name: "pacc", match: paths(PACCPath), methods: get, serve: h.pacc},
 	}
 }
 
-// textError answers with a short plain-text body. Messages are fixed
-// strings: nothing from the request is echoed.
-func textError(w http.ResponseWriter, status int, msg string) {
-	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_, _ = w.Write([]byte(msg + "\n"))
+// finishRoutes resolves each route's metric children once, so recording
+// a request allocates nothing.
+func (h *Handler) finishRoutes() {
+	for i := range h.routes {
+		h.routes[i].stats = h.met.forRoute(h.routes[i].name)
+	}
+	h.other = route{name: "other", serve: func(*call) error { return errNotFound }}
+	h.other.stats = h.met.forRoute(h.other.name)
 }
 
-// resolveError maps a resolver error to an HTTP status and message.
-func (s *Server) resolveError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, policy.ErrUnknownDomain):
-		textError(w, http.StatusNotFound, "domain not served here")
-	case errors.Is(err, policy.ErrRejected):
-		textError(w, http.StatusNotFound, "no configuration for this address")
-	case errors.Is(err, policy.ErrDirectoryUnavailable):
-		w.Header().Set("Retry-After", "30")
-		textError(w, http.StatusServiceUnavailable, "directory unavailable, try again later")
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		textError(w, http.StatusServiceUnavailable, "request timed out")
-	default:
-		s.log.Error("resolve failed", "err", err)
-		textError(w, http.StatusInternalServerError, "internal error")
+func paths(ps ...string) func(r *http.Request) bool {
+	return func(r *http.Request) bool {
+		for _, p := range ps {
+			if r.URL.Path == p {
+				return true
+			}
+		}
+		return false
 	}
 }
 
-// hostDomain returns the configured domain a request's Host header names,
-// either directly or as autoconfig.<domain> / autodiscover.<domain>.
-func (s *Server) hostDomain(r *http.Request, prefixes ...string) (*policy.Domain, bool) {
-	host := r.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
+func pathFold(p string) func(r *http.Request) bool {
+	return func(r *http.Request) bool { return len(r.URL.Path) == len(p) && equalFoldASCII(r.URL.Path, p) }
+}
+
+func equalFoldASCII(a, b string) bool {
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if x|0x20 != y|0x20 || (x|0x20 < 'a' || x|0x20 > 'z') && x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// find returns the route of a request. Paths are matched as sent: a path
+// that is not clean matches nothing and is answered 404, never redirected
+// (a redirect built from an absolute-form request line would name the
+// host the request chose).
+func (h *Handler) find(r *http.Request) *route {
+	for i := range h.routes {
+		if h.routes[i].match(r) {
+			return &h.routes[i]
+		}
+	}
+	return &h.other
+}
+
+// call is one request on its way through the pipeline.
+type call struct {
+	h      *Handler
+	w      http.ResponseWriter
+	r      *http.Request
+	rt     *route
+	start  time.Time
+	client netip.Addr // the client's key in the limits (clientKey)
+	peerOK bool       // r.RemoteAddr was an IP address
+	ip     netip.Addr // the client's address, for the access log
+	body   []byte
+	buf    *[]byte // body's pooled buffer
+	status int
+
+	addr    policy.Address // the address asked about, for the access log
+	hasAddr bool
+	schema  poxSchema  // POX: the answer the client wants, for error documents
+	page    *setupView // setup page: the view an error is shown on
+
+	reserved bool // holds a token of the client's unknown-address budget
+	known    bool // the lookup found a known account (or a served domain)
+}
+
+// ServeHTTP runs the pipeline for one request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c := h.calls.Get().(*call)
+	*c = call{h: h, w: w, r: r, rt: h.find(r), start: time.Now()}
+	if err := h.serve(c); err != nil {
+		c.fail(err)
+	}
+	h.record(c)
+	if c.buf != nil {
+		h.bodies.Put(c.buf)
+	}
+	*c = call{}
+	h.calls.Put(c)
+}
+
+// serve runs the stages up to the route's handler; the first error ends
+// the request.
+func (h *Handler) serve(c *call) error {
+	c.ip, c.peerOK = h.lim.clientIP(c.r)
+	c.client = clientKey(c.ip)
+	if err := h.lim.admit(c.client, !c.rt.ops); err != nil {
+		return err
+	}
+	if !c.rt.ops {
+		defer h.lim.leave(c.client)
+	}
+	if !c.rt.allows(c.r.Method) {
+		return &methodError{allowed: c.rt.methods}
+	}
+	if err := c.readBody(); err != nil {
+		return err
+	}
+	if !c.rt.ops {
+		if err := h.lim.enter(); err != nil {
+			return err
+		}
+		defer h.lim.exit()
+	}
+	defer c.settle()
+	return c.rt.serve(c)
+}
+
+func (rt *route) allows(method string) bool {
+	if rt.methods == nil {
+		return true
+	}
+	for _, m := range rt.methods {
+		if m == method {
+			return true
+		}
+	}
+	return false
+}
+
+// resolve looks addr up, within the client's unknown-address budget.
+func (c *call) resolve(addr policy.Address) (*policy.Account, error) {
+	c.note(addr)
+	if err := c.reserve(); err != nil {
+		return nil, err
+	}
+	acct, err := c.h.res.Resolve(c.r.Context(), addr)
+	c.known = err == nil && acct.Known
+	return acct, err
+}
+
+// authenticate checks addr's password, within the same budget: a wrong
+// password counts as an unknown address.
+func (c *call) authenticate(addr policy.Address, password string) (*policy.Account, error) {
+	c.note(addr)
+	if c.h.auth == nil {
+		return nil, errNoAuthenticator
+	}
+	if err := c.reserve(); err != nil {
+		return nil, err
+	}
+	acct, err := c.h.auth.Authenticate(c.r.Context(), addr, password)
+	c.known = err == nil && acct.Known
+	return acct, err
+}
+
+// domain looks a domain up by name, within the budget: a served domain
+// gives the token back (unless a later lookup of the request finds an
+// unknown address).
+func (c *call) domain(name string) (*policy.Domain, error) {
+	if err := c.reserve(); err != nil {
+		return nil, err
+	}
+	d, err := c.h.res.Domain(c.r.Context(), name)
+	c.known = err == nil
+	return d, err
+}
+
+// hostDomain returns the served domain the Host header names, either
+// directly or as <prefix><domain>.
+func (c *call) hostDomain(prefixes ...string) (*policy.Domain, error) {
+	host := hostName(c.r.Host)
+	if _, err := netip.ParseAddr(host); err == nil {
+		// By address: no domain, and nothing to ask the directory.
+		return nil, policy.ErrUnknownDomain
 	}
 	name, err := policy.NormalizeDomain(host)
 	if err != nil {
-		return nil, false
+		return nil, policy.ErrUnknownDomain
 	}
-	if d, ok := s.res.Domain(name); ok {
-		return d, true
-	}
+	d, err := c.domain(name)
 	for _, p := range prefixes {
+		if err == nil || !errors.Is(err, policy.ErrUnknownDomain) {
+			break
+		}
 		if rest, ok := strings.CutPrefix(name, p); ok {
-			if d, ok := s.res.Domain(rest); ok {
-				return d, true
-			}
+			d, err = c.domain(rest)
 		}
 	}
-	return nil, false
+	return d, err
+}
+
+// reserve takes a token of the client's unknown-address budget before the
+// request's first directory work; settle gives it back when the work
+// found a known answer. Reserving first is what makes the budget hold
+// under concurrency: lookups in flight have already paid.
+func (c *call) reserve() error {
+	if c.reserved {
+		return nil
+	}
+	if err := c.h.lim.reserveUnknown(c.client); err != nil {
+		c.h.log.Debug("lookup refused: unknown-address budget spent", "client", c.ip.String())
+		return err
+	}
+	c.reserved = true
+	return nil
+}
+
+func (c *call) settle() {
+	if c.reserved && c.known {
+		c.h.lim.refundUnknown(c.client)
+	}
+}
+
+// note tells the access log which address the request asked about.
+func (c *call) note(a policy.Address) { c.addr, c.hasAddr = a, true }
+
+// readBody reads the body of a route that takes one, bounded and under
+// the body deadline. A declared length over the bound is refused before
+// anything is read.
+func (c *call) readBody() error {
+	r := c.r
+	if c.rt.maxBody == 0 || r.Body == nil || r.Body == http.NoBody {
+		if r.ContentLength > c.h.lim.maxBody {
+			return &limitError{reason: limitBody}
+		}
+		return nil
+	}
+	max := min(c.rt.maxBody, c.h.lim.maxBody)
+	if r.ContentLength > max {
+		return &limitError{reason: limitBody}
+	}
+	if rt := c.h.opts.ReadTimeout; rt == 0 || c.h.lim.bodyTimeout < rt {
+		rc := http.NewResponseController(c.w)
+		if rc.SetReadDeadline(time.Now().Add(c.h.lim.bodyTimeout)) == nil {
+			defer rc.SetReadDeadline(time.Time{}) //nolint:errcheck // the connection is being read by nobody else
+		}
+	}
+	var err error
+	if n := r.ContentLength; n >= 0 && n <= pooledBody {
+		// The usual case: a declared small body, into a pooled buffer.
+		c.buf = c.h.bodies.Get().(*[]byte)
+		c.body = (*c.buf)[:n]
+		_, err = io.ReadFull(r.Body, c.body)
+	} else {
+		var buf bytes.Buffer
+		_, err = buf.ReadFrom(io.LimitReader(r.Body, max+1))
+		c.body = buf.Bytes()
+	}
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return &limitError{reason: limitBodyTimeout}
+	case err != nil:
+		return &limitError{reason: limitBodyRead}
+	case int64(len(c.body)) > max:
+		return &limitError{reason: limitBody}
+	}
+	return nil
 }

@@ -27,7 +27,7 @@ func TestSetupPageBrowser(t *testing.T) {
 	chromium := appleNeedTool(t, "chromium", "chromium")
 
 	// The real stack behind the page; httptest listens on 127.0.0.1 only.
-	srv := httptest.NewServer(NewHandler(appleStartDemoResolver(t), Options{}))
+	srv := httptest.NewServer(NewHandler(appleDemoResolver(t), Options{}))
 	defer srv.Close()
 
 	profileDir, err := os.MkdirTemp("", "mailbeacon-chromium-")

@@ -2,13 +2,12 @@ package protocols
 
 import (
 	"bytes"
-	"context"
 	"embed"
 	"errors"
+	"fmt"
 	"html/template"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 
 	"github.com/mailbeacon/mailbeacon/policy"
@@ -93,48 +92,57 @@ var authLabel = map[policy.Auth]string{
 }
 
 // setupPage serves GET / and GET /?emailaddress=….
-func (s *Server) setupPage(w http.ResponseWriter, r *http.Request) {
-	v := setupView{Provider: "E-mail"}
-	if d, ok := s.hostDomain(r, "autoconfig.", "autodiscover."); ok {
+func (h *Handler) setupPage(c *call) error {
+	v := &setupView{Provider: "E-mail"}
+	c.page = v
+	// The heading only: a Host that names no served domain (or a lookup
+	// the limits refuse) keeps the generic one.
+	if d, err := c.hostDomain("autoconfig.", "autodiscover."); err == nil {
 		v.Provider = d.Provider
 	}
-	v.Address = strings.TrimSpace(queryValue(r, "emailaddress"))
+	v.Address = strings.TrimSpace(queryValue(c.r, "emailaddress"))
 	if v.Address == "" {
-		s.renderSetup(w, r, http.StatusOK, v)
-		return
+		return h.renderSetup(c, http.StatusOK, v)
 	}
 	addr, err := policy.ParseAddress(v.Address)
 	if err != nil {
-		v.Problem = "That is not an e-mail address. Type it as name@example.com."
-		s.renderSetup(w, r, http.StatusBadRequest, v)
-		return
+		return errBadAddress
 	}
-	acct, err := s.res.Resolve(r.Context(), addr)
+	acct, err := c.resolve(addr)
 	if err != nil {
-		status, problem := s.setupError(err)
-		v.Problem = problem
-		s.renderSetup(w, r, status, v)
-		return
+		return err
 	}
 	v.Provider = acct.Domain.Provider
 	v.Result = newSetupResult(acct)
-	s.renderSetup(w, r, http.StatusOK, v)
+	return h.renderSetup(c, http.StatusOK, v)
 }
 
-// setupError turns a resolver error into a status and a sentence for a
-// person, with the same statuses resolveError gives the other endpoints.
-func (s *Server) setupError(err error) (int, string) {
-	switch {
-	case errors.Is(err, policy.ErrUnknownDomain):
-		return http.StatusNotFound, "This service does not set up addresses of that domain. Check the part after the @, or ask your e-mail provider."
-	case errors.Is(err, policy.ErrRejected):
-		return http.StatusNotFound, "There are no settings for that address. Check it for typing mistakes, or ask your e-mail provider."
-	case errors.Is(err, policy.ErrDirectoryUnavailable),
-		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return http.StatusServiceUnavailable, "The settings cannot be looked up right now. Please try again in a minute."
+// setupFail shows the page again with a sentence for a person, with the
+// statuses the other endpoints give.
+func (h *Handler) setupFail(c *call, err error) {
+	v := c.page
+	if v == nil {
+		v = &setupView{Provider: "E-mail"}
 	}
-	s.log.Error("resolve failed", "err", err)
-	return http.StatusInternalServerError, "Something went wrong on our side. Please try again later."
+	status := http.StatusBadRequest
+	if errors.Is(err, errBadAddress) {
+		v.Problem = "That is not an e-mail address. Type it as name@example.com."
+	} else {
+		switch c.classify(err) {
+		case lookupUnknownDomain:
+			status, v.Problem = http.StatusNotFound, "This service does not set up addresses of that domain. Check the part after the @, or ask your e-mail provider."
+		case lookupRejected:
+			status, v.Problem = http.StatusNotFound, "There are no settings for that address. Check it for typing mistakes, or ask your e-mail provider."
+		case lookupUnavailable:
+			status, v.Problem = http.StatusServiceUnavailable, "The settings cannot be looked up right now. Please try again in a minute."
+		default:
+			status, v.Problem = http.StatusInternalServerError, "Something went wrong on our side. Please try again later."
+		}
+	}
+	if err := h.renderSetup(c, status, v); err != nil {
+		h.log.Error("rendering setup page", "err", err)
+		c.text(http.StatusInternalServerError, "internal error")
+	}
 }
 
 func newSetupResult(a *policy.Account) *setupResult {
@@ -191,37 +199,30 @@ func newSetupResult(a *policy.Account) *setupResult {
 	return res
 }
 
-func (s *Server) renderSetup(w http.ResponseWriter, r *http.Request, status int, v setupView) {
+var (
+	htmlContentType = []string{"text/html; charset=utf-8"}
+	cssContentType  = []string{"text/css; charset=utf-8"}
+	publicHour      = []string{"public, max-age=3600"}
+	// No script at all; styles only from this server; forms only to it.
+	setupCSP = []string{"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"}
+	// The address is in the URL: never hand it to another site.
+	noReferrer = []string{"no-referrer"}
+)
+
+func (h *Handler) renderSetup(c *call, status int, v *setupView) error {
 	var b bytes.Buffer
 	if err := setupTemplate.Execute(&b, v); err != nil {
-		s.log.Error("rendering setup page", "err", err)
-		textError(w, http.StatusInternalServerError, "internal error")
-		return
+		return fmt.Errorf("rendering setup page: %w", err)
 	}
-	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	// No script at all; styles only from this server; forms only to it.
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
-	// The address is in the URL: never hand it to another site.
-	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("Cache-Control", "private, no-store")
-	h.Set("Content-Length", strconv.Itoa(b.Len()))
-	w.WriteHeader(status)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(b.Bytes())
-	}
+	hdr := c.w.Header()
+	hdr["Content-Security-Policy"] = setupCSP
+	hdr["Referrer-Policy"] = noReferrer
+	c.send(status, htmlContentType, privateNoStore, b.Bytes())
+	return nil
 }
 
 // serveSetupCSS serves the page's stylesheet.
-func serveSetupCSS(w http.ResponseWriter, r *http.Request) {
-	h := w.Header()
-	h.Set("Content-Type", "text/css; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "public, max-age=3600")
-	h.Set("Content-Length", strconv.Itoa(len(setupCSS)))
-	w.WriteHeader(http.StatusOK)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(setupCSS)
-	}
+func serveSetupCSS(c *call) error {
+	c.send(http.StatusOK, cssContentType, publicHour, setupCSS)
+	return nil
 }

@@ -105,6 +105,8 @@ func TestACMEWithPebble(t *testing.T) {
 	cacheDir := filepath.Join(dir, "acme-cache")
 	cfgFile := filepath.Join(dir, "config.yaml")
 	writeFile(t, cfgFile, demoConfig+fmt.Sprintf(`
+operations:
+  listen: 127.0.0.1:0
 server:
   listen: 127.0.0.1:0
   http_listen: 127.0.0.1:0

@@ -19,6 +19,7 @@ import (
 
 	"github.com/mailbeacon/mailbeacon/cmd/mailbeacon/check"
 	"github.com/mailbeacon/mailbeacon/cmd/mailbeacon/check/checktest"
+	"github.com/mailbeacon/mailbeacon/protocols"
 )
 
 // deployment is mailbeacon (the demo) behind HTTPS and HTTP test servers
@@ -59,7 +60,10 @@ func newDeployment(t *testing.T, zone string, cert func(ca *checktest.CA) tls.Ce
 	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused certificates are the point of some cases
 	tlsSrv.StartTLS()
 	t.Cleanup(tlsSrv.Close)
-	httpSrv := httptest.NewServer(h)
+	// The plain-HTTP listener of a server that serves TLS itself.
+	httpSrv := httptest.NewUnstartedServer(h)
+	httpSrv.Config.BaseContext = func(net.Listener) context.Context { return protocols.OverPlainHTTP(context.Background()) }
+	httpSrv.Start()
 	t.Cleanup(httpSrv.Close)
 	ports := map[string]string{
 		"127.0.0.1:443": tlsSrv.Listener.Addr().String(),

@@ -186,8 +186,15 @@ func newLogger(w io.Writer, c logConfig) (*slog.Logger, error) {
 
 // handlerOptions are the protocols options from the configuration.
 func (a *app) handlerOptions(log *slog.Logger) protocols.Options {
+	lim := a.cfg.Limits
+	// A body's own deadline never outlasts the server's read timeout:
+	// setting it replaces the connection's deadline.
+	if rt := a.cfg.Server.ReadTimeout; rt > 0 && (lim.BodyTimeout == 0 || lim.BodyTimeout > rt) {
+		lim.BodyTimeout = rt
+	}
 	return protocols.Options{
 		Log: log, Autodiscover: a.cfg.Autodiscover, Apple: a.cfg.Apple,
-		Operations: a.cfg.Operations, Limits: a.cfg.Limits, Ready: a.source.Ping,
+		Operations: a.cfg.Operations, Limits: lim, Ready: a.source.Ping,
+		ReadTimeout: a.cfg.Server.ReadTimeout,
 	}
 }

@@ -148,8 +148,6 @@ func TestCaddyfile(t *testing.T) {
 // with the client's address, says https, and hides the metrics.
 func TestNginxConfig(t *testing.T) {
 	nginx := needTool(t, "nginx")
-	dir := t.TempDir()
-	certFile, keyFile, ca := testCert(t, dir)
 	seen := make(chan http.Header, 4)
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := r.Header.Clone()
@@ -158,46 +156,12 @@ func TestNginxConfig(t *testing.T) {
 		_, _ = io.WriteString(w, "backend")
 	}))
 	t.Cleanup(backend.Close)
-	httpPort, tlsPort := freePort(t), freePort(t)
-	proxyConf := rewrite(t, "nginx-proxy.conf", dir)
-	site := rewrite(t, "nginx.conf", dir,
-		"/etc/nginx/mailbeacon_proxy.conf", proxyConf,
-		"/etc/letsencrypt/live/autoconfig.example.com/fullchain.pem", certFile,
-		"/etc/letsencrypt/live/autoconfig.example.com/privkey.pem", keyFile,
-		"server 127.0.0.1:8080;", "server "+strings.TrimPrefix(backend.URL, "http://")+";",
-		"listen 80;", fmt.Sprintf("listen 127.0.0.1:%d;", httpPort),
-		"listen [::]:80;", "",
-		"listen 443 ssl http2;", fmt.Sprintf("listen 127.0.0.1:%d ssl http2;", tlsPort),
-		"listen [::]:443 ssl http2;", "")
-	main := filepath.Join(dir, "nginx-main.conf")
-	writeFile(t, main, fmt.Sprintf("pid %s;\nerror_log stderr;\nevents {}\nhttp {\n  access_log off;\n  client_body_temp_path %s;\n  proxy_temp_path %s;\n  include %s;\n}\n",
-		filepath.Join(dir, "nginx.pid"), dir, dir, site))
-	runTool(t, nil, nginx, "-t", "-q", "-p", dir, "-c", main, "-e", "stderr")
-
-	cmd := exec.Command(nginx, "-p", dir, "-c", main, "-e", "stderr", "-g", "daemon off; master_process off;")
-	var out lockedWriter
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
+	_, tlsPort, ca := startNginx(t, nginx, strings.TrimPrefix(backend.URL, "http://"))
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: ca.Pool, ServerName: "autoconfig.example.com"},
 	}}
 	url := fmt.Sprintf("https://127.0.0.1:%d", tlsPort)
 	var resp *http.Response
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", tlsPort)); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx did not start:\n%s", out.String())
-		}
-	}
 	for _, tc := range []struct {
 		path    string
 		status  int
@@ -226,6 +190,50 @@ func TestNginxConfig(t *testing.T) {
 			if got := h.Get(k); got != want {
 				t.Errorf("%s: backend saw %s %q, want %q", tc.path, k, got, want)
 			}
+		}
+	}
+}
+
+// startNginx runs deploy/nginx.conf on free loopback ports, proxying to
+// backend (host:port), with a certificate for autoconfig. and
+// autodiscover.example.com; it stops when the test ends.
+func startNginx(t *testing.T, nginx, backend string) (httpPort, tlsPort int, ca *checktest.CA) {
+	t.Helper()
+	dir := t.TempDir()
+	certFile, keyFile, ca := testCert(t, dir)
+	httpPort, tlsPort = freePort(t), freePort(t)
+	proxyConf := rewrite(t, "nginx-proxy.conf", dir)
+	site := rewrite(t, "nginx.conf", dir,
+		"/etc/nginx/mailbeacon_proxy.conf", proxyConf,
+		"/etc/letsencrypt/live/autoconfig.example.com/fullchain.pem", certFile,
+		"/etc/letsencrypt/live/autoconfig.example.com/privkey.pem", keyFile,
+		"server 127.0.0.1:8080;", "server "+backend+";",
+		"listen 80;", fmt.Sprintf("listen 127.0.0.1:%d;", httpPort),
+		"listen [::]:80;", "",
+		"listen 443 ssl http2;", fmt.Sprintf("listen 127.0.0.1:%d ssl http2;", tlsPort),
+		"listen [::]:443 ssl http2;", "")
+	main := filepath.Join(dir, "nginx-main.conf")
+	writeFile(t, main, fmt.Sprintf("pid %s;\nerror_log stderr;\nevents {}\nhttp {\n  access_log off;\n  client_body_temp_path %s;\n  proxy_temp_path %s;\n  include %s;\n}\n",
+		filepath.Join(dir, "nginx.pid"), dir, dir, site))
+	runTool(t, nil, nginx, "-t", "-q", "-p", dir, "-c", main, "-e", "stderr")
+
+	cmd := exec.Command(nginx, "-p", dir, "-c", main, "-e", "stderr", "-g", "daemon off; master_process off;")
+	var out lockedWriter
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", tlsPort)); err == nil {
+			c.Close()
+			return httpPort, tlsPort, ca
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx did not start:\n%s", out.String())
 		}
 	}
 }

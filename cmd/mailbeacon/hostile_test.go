@@ -26,6 +26,8 @@ server:
   read_timeout: 1s
   write_timeout: 2s
   idle_timeout: 2s
+operations:
+  listen: 127.0.0.1:0
 `)
 	s := startServe(t, []string{"--demo", "--config", cfgFile, "--listen", "127.0.0.1:0"})
 	u, err := url.Parse(s.addrs["server.listen"])
@@ -69,10 +71,10 @@ server:
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
-		}, "HTTP/1.1 400"},
+		}, "HTTP/1.1 408"},
 		{"body never sent", func(c net.Conn) {
 			fmt.Fprint(c, "POST /autodiscover/autodiscover.xml HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 500\r\n\r\n")
-		}, "HTTP/1.1 400"},
+		}, "HTTP/1.1 408"},
 		{"oversized header", func(c net.Conn) {
 			fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: %s\r\n\r\n", strings.Repeat("a", 64<<10))
 		}, "HTTP/1.1 431"},

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -129,7 +130,10 @@ func TestConfigExampleWorksWithDemo(t *testing.T) {
 // 100 concurrent first requests for one address: one directory search,
 // counted by the LDAP server itself.
 func TestConcurrentFirstRequestsOneSearch(t *testing.T) {
-	h, srv := demoApp(t, demoConfig)
+	// 100 requests at once from one client: more than its own slots, and
+	// more lookups in flight than its unknown-address budget holds (each
+	// holds a token until its address turns out known).
+	h, srv := demoApp(t, demoConfig+"limits:\n  max_per_client: 0\n  unknown_per_minute: 0\n")
 	before := srv.Searches()
 	var wg sync.WaitGroup
 	codes := make(chan int, 100)
@@ -292,7 +296,14 @@ func TestServeDemoAndShutdown(t *testing.T) {
 	defer cancel()
 	var stderr syncBuffer
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, []string{"serve", "--demo", "--listen", "127.0.0.1:0"}, io.Discard, &stderr) }()
+	// The operations listener on a free port rather than its default.
+	cfgFile := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(cfgFile, []byte(demoConfig+"operations:\n  listen: 127.0.0.1:0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		done <- run(ctx, []string{"serve", "--demo", "--config", cfgFile, "--listen", "127.0.0.1:0"}, io.Discard, &stderr)
+	}()
 	addrRE := regexp.MustCompile(`addr=(http://127\.0\.0\.1:\d+)`)
 	var base string
 	for deadline := time.Now().Add(10 * time.Second); base == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {

@@ -19,9 +19,14 @@ func TestReadyzFollowsDirectorySlapd(t *testing.T) {
 	}
 	defer a.source.Close()
 	h := protocols.NewHandler(a.resolver, a.handlerOptions(nil))
+	ops := h.Operations() // operations.listen's handler
 	probe := func(path string) (int, string) {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if strings.HasPrefix(path, "/mail/") {
+			h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		} else {
+			ops.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		}
 		return rec.Code, rec.Body.String()
 	}
 	// A lookup first, so that the pool holds a connection that the

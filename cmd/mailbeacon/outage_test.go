@@ -313,6 +313,7 @@ func TestSlowDirectorySlapd(t *testing.T) {
 			cfg.LDAP.URLs = []string{"ldap://" + p.Addr}
 			cfg.LDAP.DialTimeout, cfg.LDAP.RequestTimeout, cfg.LDAP.PoolSize = 300*time.Millisecond, 600*time.Millisecond, 2
 			cfg.Cache.OnDirectoryError = tc.onError
+			cfg.Limits.MaxPerClient = 0 // 30 requests at once from one client
 			_, hs := outageServer(t, cfg)
 			c := &http.Client{Timeout: 30 * time.Second}
 

@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/mailbeacon/mailbeacon/policy"
 	"github.com/mailbeacon/mailbeacon/protocols"
@@ -25,31 +24,56 @@ import (
 // survive a reload, except those of domains whose settings changed (or
 // all of them, when the policy, directory or cache settings changed).
 
-var (
-	reloads = promauto.NewCounterVec(prometheus.CounterOpts{
+// metrics are the process's own metrics, registered once on the
+// registry /metrics serves: every generation records into them.
+type metrics struct {
+	requests      *protocols.Metrics
+	reloadsOK     prometheus.Counter
+	reloadsFailed prometheus.Counter
+}
+
+func newMetrics() (*metrics, error) {
+	// The registry of this server's metrics, served with the default one,
+	// where policy and ldapsource register theirs and the Go runtime's.
+	reg := prometheus.NewRegistry()
+	req, err := protocols.NewMetrics(reg, prometheus.Gatherers{prometheus.DefaultGatherer, reg})
+	if err != nil {
+		return nil, err
+	}
+	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mailbeacon_config_reloads_total",
 		Help: "Configuration reloads (SIGHUP) by result: ok, or failed (the previous configuration kept serving).",
 	}, []string{"result"})
-	reloadsOK     = reloads.WithLabelValues("ok")
-	reloadsFailed = reloads.WithLabelValues("failed")
-)
+	if err := reg.Register(reloads); err != nil {
+		return nil, fmt.Errorf("registering reload metrics: %w", err)
+	}
+	return &metrics{requests: req, reloadsOK: reloads.WithLabelValues("ok"), reloadsFailed: reloads.WithLabelValues("failed")}, nil
+}
 
 // generation is what one configuration serves with. Requests hold its
 // read lock while they run, so retire can wait for them.
 type generation struct {
 	app     *app
-	handler http.Handler
+	handler http.Handler // a *protocols.Handler but in tests
 	ops     http.Handler // operations.listen's handler; nil when unused
 	mu      sync.RWMutex
 	retired atomic.Bool
 }
 
-func newGeneration(a *app, log *slog.Logger) *generation {
+// newGeneration builds the handlers of a; prev is the generation it
+// replaces (nil at start), whose per-client limits state it keeps when
+// the limits are unchanged.
+func newGeneration(a *app, log *slog.Logger, m *metrics, prev *generation) *generation {
 	g := &generation{app: a}
 	opts := a.handlerOptions(log)
-	g.handler = protocols.NewHandler(a.resolver, opts)
+	opts.Metrics = m.requests
+	if prev != nil {
+		opts.Previous, _ = prev.handler.(*protocols.Handler)
+	}
+	h := protocols.NewHandler(a.resolver, opts)
+	g.handler = h
 	if a.cfg.Operations.Listen != "" {
-		g.ops = protocols.OperationsHandler(opts)
+		g.ops = h.Operations()
 	}
 	return g
 }
@@ -115,7 +139,7 @@ func (s *server) reload() error {
 		}
 	}
 	if err != nil {
-		reloadsFailed.Inc()
+		s.metrics.reloadsFailed.Inc()
 		s.log.Error("configuration reload failed; still serving the previous configuration", "err", err)
 		return err
 	}
@@ -125,13 +149,13 @@ func (s *server) reload() error {
 	// The routes follow the listeners that run, not those the file asks for.
 	a.cfg.Operations.Listen = old.app.cfg.Operations.Listen
 	kept, changed := carryCache(old.app, a)
-	s.cur.store(newGeneration(a, s.log))
+	s.cur.store(newGeneration(a, s.log, s.metrics, old))
 	s.retiring.Add(1)
 	go func() {
 		defer s.retiring.Done()
 		old.retire()
 	}()
-	reloadsOK.Inc()
+	s.metrics.reloadsOK.Inc()
 	s.log.Info("configuration reloaded", "domains", len(a.cfg.Domains), "changed_domains", changed, "cached_answers_kept", kept)
 	return nil
 }

@@ -13,6 +13,9 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
+
+	"github.com/mailbeacon/mailbeacon/protocols"
 )
 
 func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -58,9 +61,14 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return s.run(ctx)
 }
 
+// opsWriteTimeout is the least write timeout of the operations listener:
+// longer than a default CPU profile (/debug/pprof/profile, 30 s).
+const opsWriteTimeout = time.Minute
+
 // server runs the listeners of one serve command across reloads.
 type server struct {
 	log      *slog.Logger
+	metrics  *metrics
 	cur      liveHandler    // the generation requests go to
 	tls      *tlsServing    // nil: plain HTTP
 	retiring sync.WaitGroup // generations draining after a reload
@@ -71,8 +79,12 @@ func newServer(a *app, log *slog.Logger) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &server{log: log, tls: t}
-	s.cur.store(newGeneration(a, log))
+	m, err := newMetrics()
+	if err != nil {
+		return nil, err
+	}
+	s := &server{log: log, tls: t, metrics: m}
+	s.cur.store(newGeneration(a, log, m, nil))
 	return s, nil
 }
 
@@ -100,7 +112,7 @@ func (s *server) run(ctx context.Context) error {
 			l.ln.Close()
 		}
 	}()
-	add := func(key, addr string, h http.Handler, useTLS bool) error {
+	add := func(key, addr string, h http.Handler, useTLS, plainOfTLS bool) error {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("%s: %w", key, err)
@@ -115,6 +127,10 @@ func (s *server) run(ctx context.Context) error {
 			// TLS handshake failures from scanners are no news.
 			ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		}
+		if plainOfTLS {
+			// The Autodiscover redirect probe redirects what arrives here.
+			srv.BaseContext = func(net.Listener) context.Context { return protocols.OverPlainHTTP(context.Background()) }
+		}
 		scheme := "http"
 		if useTLS {
 			srv.TLSConfig = s.tls.config()
@@ -123,18 +139,21 @@ func (s *server) run(ctx context.Context) error {
 		ls = append(ls, listener{srv: srv, ln: ln, tls: useTLS, key: key, scheme: scheme})
 		return nil
 	}
-	if err := add("server.listen", sc.Listen, &s.cur, s.tls != nil); err != nil {
+	if err := add("server.listen", sc.Listen, &s.cur, s.tls != nil, false); err != nil {
 		return err
 	}
 	if sc.HTTPListen != "" {
-		if err := add("server.http_listen", sc.HTTPListen, s.tls.httpHandler(&s.cur), false); err != nil {
+		if err := add("server.http_listen", sc.HTTPListen, s.tls.httpHandler(&s.cur), false, s.tls != nil); err != nil {
 			return err
 		}
 	}
 	if cfg.Operations.Listen != "" {
-		if err := add("operations.listen", cfg.Operations.Listen, operationsView{&s.cur}, false); err != nil {
+		if err := add("operations.listen", cfg.Operations.Listen, operationsView{&s.cur}, false, false); err != nil {
 			return err
 		}
+		// A CPU profile streams for 30 s by default (go tool pprof).
+		ops := ls[len(ls)-1].srv
+		ops.WriteTimeout = max(ops.WriteTimeout, opsWriteTimeout)
 	}
 
 	// SIGHUP reloads; registered before the listeners report ready, so a

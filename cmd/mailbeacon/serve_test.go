@@ -216,6 +216,9 @@ func TestServeTLSReloadAndOperations(t *testing.T) {
 		{"readyz", noRedirect, ops + "/readyz", "", 200, "ready"},
 		{"healthz", noRedirect, ops + "/healthz", "", 200, "ok"},
 		{"no metrics on the public listener", client, s.addrs["server.listen"] + "/metrics", "", 404, ""},
+		{"pprof on the operations listener", noRedirect, ops + "/debug/pprof/", "", 200, "goroutine"},
+		{"no pprof on the public listener", client, s.addrs["server.listen"] + "/debug/pprof/", "", 404, ""},
+		{"https POX endpoint answers, no redirect", client, s.addrs["server.listen"] + "/autodiscover/autodiscover.xml", "autodiscover.example.com", 200, "<ErrorCode>600</ErrorCode>"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, body := get(t, tc.client, tc.url, tc.host)

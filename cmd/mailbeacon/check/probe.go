@@ -207,7 +207,7 @@ func (c *checker) checkOutlook(ctx context.Context) {
 		note(p3, Skip, "404: Outlook moves on", "")
 	default:
 		note(p3, Fail, fmt.Sprintf("HTTP %d instead of a redirect to HTTPS", a.status),
-			"answer with 302 to https://autodiscover."+d+poxPath+" (behind a proxy that terminates TLS, make sure it sends X-Forwarded-Proto only for HTTPS, and autodiscover.trust_forwarded_proto matches)")
+			"answer with 302 to https://autodiscover."+d+poxPath+" (behind a proxy that terminates TLS, make sure its plain-HTTP side sends X-Forwarded-Proto: http; a proxy not on loopback must be listed in autodiscover.proto_proxies or limits.trusted_proxies)")
 	}
 
 	// 4: the SRV target (port ignored, CLIENTS.md §2.5 and quirk 13).
