@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -234,7 +235,7 @@ func TestRouteNames(t *testing.T) {
 		"/autodiscover/autodiscover.json/v1.0/a@b.c/x/y": "other",
 		"/autodiscover/autodiscover.xmm":                 "other",
 	} {
-		if got := h.find(httptest.NewRequest("GET", path, nil)).name; got != want {
+		if got := h.find(httptest.NewRequest("GET", path, nil), new(mux.RouteMatch)).name; got != want {
 			t.Errorf("route of %q = %s, want %s", path, got, want)
 		}
 	}

@@ -35,6 +35,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gorilla/mux"
+
 	"github.com/mailbeacon/mailbeacon/policy"
 )
 
@@ -80,6 +82,11 @@ type Handler struct {
 	ad     autodiscover
 	routes []route
 	other  route // what no route matches
+	// router matches a request to its entry of routes (entries): the
+	// table's matchers, registered in the table's order.
+	router  *mux.Router
+	entries map[*mux.Route]*route
+	noVars  map[string]string // empty: the route variables of every route
 
 	calls  sync.Pool // *call: one per request in flight
 	bodies sync.Pool // *[]byte of pooledBody bytes: request bodies
@@ -172,6 +179,20 @@ func (h *Handler) finishRoutes() {
 	}
 	h.other = route{name: "other", serve: func(*call) error { return errNotFound }}
 	h.other.stats = h.met.forRoute(h.other.name)
+	// Paths are matched as sent (SkipClean): a path that is not clean
+	// matches nothing and is answered 404, never redirected, since a
+	// redirect built from an absolute-form request line would name the
+	// host the request chose. The router is only asked to match
+	// (Router.Match): its ServeHTTP would copy the request into a new
+	// context per request, for route variables no handler reads.
+	h.router = mux.NewRouter().SkipClean(true)
+	h.entries = make(map[*mux.Route]*route, len(h.routes))
+	h.noVars = map[string]string{}
+	for i := range h.routes {
+		rt := &h.routes[i]
+		m := h.router.MatcherFunc(func(r *http.Request, _ *mux.RouteMatch) bool { return rt.match(r) })
+		h.entries[m] = rt
+	}
 }
 
 func paths(ps ...string) func(r *http.Request) bool {
@@ -199,14 +220,15 @@ func equalFoldASCII(a, b string) bool {
 	return true
 }
 
-// find returns the route of a request. Paths are matched as sent: a path
-// that is not clean matches nothing and is answered 404, never redirected
-// (a redirect built from an absolute-form request line would name the
-// host the request chose).
-func (h *Handler) find(r *http.Request) *route {
-	for i := range h.routes {
-		if h.routes[i].match(r) {
-			return &h.routes[i]
+// find returns the route of a request: the table entry the router
+// matches, or other. m is the call's, so that matching allocates nothing:
+// no route has path variables, and the router fills an empty Vars map
+// only when it finds none.
+func (h *Handler) find(r *http.Request, m *mux.RouteMatch) *route {
+	m.Vars = h.noVars
+	if h.router.Match(r, m) {
+		if rt, ok := h.entries[m.Route]; ok {
+			return rt
 		}
 	}
 	return &h.other
@@ -218,6 +240,7 @@ type call struct {
 	w      http.ResponseWriter
 	r      *http.Request
 	rt     *route
+	match  mux.RouteMatch // the router's answer for rt
 	start  time.Time
 	client netip.Addr // the client's key in the limits (clientKey)
 	peerOK bool       // r.RemoteAddr was an IP address
@@ -238,7 +261,8 @@ type call struct {
 // ServeHTTP runs the pipeline for one request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := h.calls.Get().(*call)
-	*c = call{h: h, w: w, r: r, rt: h.find(r), start: time.Now()}
+	*c = call{h: h, w: w, r: r, start: time.Now()}
+	c.rt = h.find(r, &c.match)
 	if err := h.serve(c); err != nil {
 		c.fail(err)
 	}
