@@ -21,7 +21,7 @@ const (
 // ErrBackoff marks a lookup refused without asking the directory, because
 // the last bind as the service account failed on a configuration error and
 // its backoff interval has not passed.
-var ErrBackoff = errors.New("not binding again yet")
+var ErrBackoff = errors.New("binds as the service account held back")
 
 // bindGate keeps the service account from binding once per request while
 // its credentials (or TLS settings) are refused. Until a bind has worked,
@@ -61,7 +61,7 @@ func (g *bindGate) dial(ctx context.Context, try func() (*conn, error)) (*conn, 
 		if g.err != nil && g.now().Before(g.until) {
 			err, until := g.err, g.until
 			g.mu.Unlock()
-			return nil, fmt.Errorf("%w until %s: %w", ErrBackoff, until.Format(time.TimeOnly), err)
+			return nil, fmt.Errorf("%w until %s after: %w", ErrBackoff, until.Format(time.TimeOnly), err)
 		}
 		if p := g.probing; p != nil {
 			g.mu.Unlock()

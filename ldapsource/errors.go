@@ -127,22 +127,17 @@ func classify(err error, passwordKey string) error {
 	var host x509.HostnameError
 	var invalid x509.CertificateInvalidError
 	var verify *tls.CertificateVerificationError
+	text := err.Error()
 	switch {
-	case errors.As(err, &host):
+	case errors.As(err, &host), errors.Is(err, errCertificate) && strings.Contains(text, "certificate is valid for"):
 		return cfg("ldap.tls_server_name", "the directory's certificate is not valid for the name dialed",
 			"use the host name the certificate names in ldap.urls, or set ldap.tls_server_name to it")
-	case errors.As(err, &invalid):
+	case errors.As(err, &invalid), errors.Is(err, errCertificate) && strings.Contains(text, "certificate has expired"):
 		return cfg("ldap.urls", "the directory's certificate is not valid (expired, or not for a server)",
 			"renew the directory's certificate, or point ldap.urls at a server whose certificate is valid")
-	case errors.As(err, &unknownCA), errors.As(err, &verify):
+	case errors.As(err, &unknownCA), errors.As(err, &verify), errors.Is(err, errCertificate):
 		return cfg("ldap.ca_file", "the directory's certificate is not signed by a trusted CA",
 			"set ldap.ca_file to the PEM file of the CA that signed the directory's certificate")
-	case errors.Is(err, errCertificate):
-		key, fix := "ldap.ca_file", "set ldap.ca_file to the PEM file of the CA that signed the directory's certificate"
-		if strings.Contains(err.Error(), "certificate is valid for") {
-			key, fix = "ldap.tls_server_name", "use the host name the certificate names in ldap.urls, or set ldap.tls_server_name to it"
-		}
-		return cfg(key, "the directory's certificate was not verified", fix)
 	}
 	return err
 }

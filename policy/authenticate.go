@@ -73,7 +73,7 @@ func (r *Resolver) Authenticate(ctx context.Context, addr Address, password stri
 	if !ok {
 		return nil, errors.New("policy: this directory cannot check passwords")
 	}
-	acct, err := r.Resolve(ctx, addr)
+	acct, err := r.resolve(ctx, addr)
 	if err != nil && !errors.Is(err, ErrRejected) {
 		return nil, err
 	}
@@ -82,7 +82,7 @@ func (r *Resolver) Authenticate(ctx context.Context, addr Address, password stri
 		// under cache.on_directory_error "defaults", when it could not be
 		// asked. Only the first is cached: an address with no cache entry
 		// after Resolve was not looked up, and its password is unchecked.
-		if _, cached := r.cache.Get(addr.String()); !cached {
+		if _, cached := r.cache.Get(addr.String(), r.now()); !cached {
 			return nil, fmt.Errorf("%w: cannot check a password for an address the directory did not look up", ErrDirectoryUnavailable)
 		}
 		// No bind is needed to refuse, but answering faster than a wrong

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -23,6 +24,10 @@ type DomainConfig struct {
 	// the HTTP redirect probe and Autodiscover v2; default
 	// https://autodiscover.<name>/autodiscover/autodiscover.xml.
 	AutodiscoverURL string `mapstructure:"autodiscover_url"`
+	// DefaultServices lists the service types (imap, pop3, ...) that
+	// unknown and disabled addresses get, and addresses not cached while
+	// the directory fails; empty: all of the domain's services.
+	DefaultServices []string `mapstructure:"default_services"`
 }
 
 // ServiceConfig is one service a domain offers, in order of preference.
@@ -82,6 +87,9 @@ func NewDomains(cfgs []DomainConfig) (map[string]*Domain, error) {
 				return nil, fmt.Errorf("%s.services[%d]: %w", key, j, err)
 			}
 			d.Services = append(d.Services, s)
+		}
+		if err := d.setDefaultServices(c.DefaultServices); err != nil {
+			return nil, fmt.Errorf("%s.default_services: %w", key, err)
 		}
 		out[name] = d
 	}
@@ -177,6 +185,27 @@ func (d *Domain) setExchangeURLs(c DomainConfig) error {
 			return fmt.Errorf("autodiscover_url: %q is not an https:// URL (Outlook only follows redirects to HTTPS)", c.AutodiscoverURL)
 		}
 		d.AutodiscoverURL = c.AutodiscoverURL
+	}
+	return nil
+}
+
+// setDefaultServices validates and sets the kinds unknown addresses get.
+func (d *Domain) setDefaultServices(types []string) error {
+	if len(types) == 0 {
+		return nil
+	}
+	kinds := d.kinds()
+	for _, t := range types {
+		k, err := ParseKind(t)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(kinds, k) {
+			return fmt.Errorf("%s is not among the services of %s: list it under services, or drop it here", k, d.Name)
+		}
+		if !slices.Contains(d.DefaultServices, k) {
+			d.DefaultServices = append(d.DefaultServices, k)
+		}
 	}
 	return nil
 }

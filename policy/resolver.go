@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/patrickmn/go-cache"
+	"sync/atomic"
+
 	"golang.org/x/sync/singleflight"
 
 	"github.com/mailbeacon/mailbeacon/ldapsource"
+	"github.com/mailbeacon/mailbeacon/policy/boundcache"
 )
 
 // Directory finds the entry for an address. ldapsource.Source implements it.
@@ -39,11 +41,16 @@ type CacheConfig struct {
 	// with the domain defaults while the directory fails; "fail" answers
 	// with an error (HTTP 503).
 	OnDirectoryError string `mapstructure:"on_directory_error"`
+	// MaxEntries bounds the number of cached addresses (0: the default);
+	// when full, unknown addresses go first, then the least recently used
+	// accounts.
+	MaxEntries int `mapstructure:"max_entries"`
 }
 
 // DefaultCacheConfig holds the defaults documented in config.example.yaml.
 func DefaultCacheConfig() CacheConfig {
-	return CacheConfig{TTL: 10 * time.Minute, NegativeTTL: time.Minute, StaleFor: time.Hour, OnDirectoryError: "defaults"}
+	return CacheConfig{TTL: 10 * time.Minute, NegativeTTL: time.Minute, StaleFor: time.Hour, OnDirectoryError: "defaults",
+		MaxEntries: boundcache.DefaultMaxEntries}
 }
 
 // Validate checks the cache settings; errors name the key.
@@ -57,6 +64,8 @@ func (c CacheConfig) Validate() error {
 		return fmt.Errorf("cache.stale_for: must not be negative (0 disables serving stale entries)")
 	case c.OnDirectoryError != "defaults" && c.OnDirectoryError != "fail":
 		return fmt.Errorf("cache.on_directory_error: %q is not one of \"defaults\", \"fail\"", c.OnDirectoryError)
+	case c.MaxEntries < 0:
+		return fmt.Errorf("cache.max_entries: %d: must be positive, e.g. %d (0: that default)", c.MaxEntries, boundcache.DefaultMaxEntries)
 	}
 	return nil
 }
@@ -68,20 +77,13 @@ type Resolver struct {
 	pol     *Policy
 	domains map[string]*Domain
 	cfg     CacheConfig
-	cache   *cache.Cache
+	cache   *boundcache.Cache[string, *Account] // nil value: unknown or disabled
 	flight  singleflight.Group
+	failing atomic.Bool // the directory's last answer was a failure
 	log     *slog.Logger
 	now     func() time.Time
 	binds   bindMemory // authenticate.go
 	sleep   func(context.Context, time.Duration)
-}
-
-// cached is a cache item. acct is nil for an address the directory does not
-// know or that is disabled: it gets the domain defaults, built per request
-// because they carry the typed address.
-type cached struct {
-	acct       *Account
-	freshUntil time.Time
 }
 
 // NewResolver wires a policy, the domains and a directory together.
@@ -92,9 +94,21 @@ func NewResolver(dir Directory, pol *Policy, domains map[string]*Domain, cfg Cac
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	c, err := boundcache.New[string, *Account](boundcache.Options{
+		TTL: cfg.TTL, NegativeTTL: cfg.NegativeTTL, StaleFor: cfg.StaleFor, MaxEntries: cfg.MaxEntries,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache.%w", err)
+	}
+	c.OnEvict = func(negative bool) {
+		if negative {
+			cacheEvictedNegative.Inc()
+		} else {
+			cacheEvictedAccount.Inc()
+		}
+	}
 	r := &Resolver{
-		dir: dir, pol: pol, domains: domains, cfg: cfg, log: log, now: time.Now, sleep: sleepCtx,
-		cache: cache.New(cache.NoExpiration, time.Minute),
+		dir: dir, pol: pol, domains: domains, cfg: cfg, log: log, now: time.Now, sleep: sleepCtx, cache: c,
 	}
 	if err := r.checkDirectory(); err != nil {
 		return nil, err
@@ -108,26 +122,36 @@ func (r *Resolver) Domain(name string) (*Domain, bool) {
 	return d, ok
 }
 
-// Resolve returns the account for addr. An unknown or disabled address gets
-// the domain defaults (Known false) unless the policy rejects them.
+// Resolve returns the account for addr as unauthenticated answers may show
+// it (policy.privacy). An unknown or disabled address gets the domain
+// defaults (Known false) unless the policy rejects them.
 func (r *Resolver) Resolve(ctx context.Context, addr Address) (*Account, error) {
+	acct, err := r.resolve(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	return r.pol.public(acct), nil
+}
+
+// resolve is Resolve with the whole account, for Authenticate.
+func (r *Resolver) resolve(ctx context.Context, addr Address) (*Account, error) {
 	d, ok := r.domains[addr.Domain]
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrUnknownDomain, addr.Domain)
 	}
 	key := addr.String()
-	var stale *cached
-	if v, ok := r.cache.Get(key); ok {
-		c := v.(*cached)
-		if r.now().Before(c.freshUntil) {
-			if c.acct != nil {
+	now := r.now()
+	var stale *boundcache.Entry[*Account]
+	if e, ok := r.cache.Get(key, now); ok {
+		if e.Fresh(now) {
+			if !e.Negative {
 				cacheHit.Inc()
 			} else {
 				cacheNegative.Inc()
 			}
-			return r.answer(d, addr, c.acct)
+			return r.answer(d, addr, e.Value)
 		}
-		stale = c
+		stale = &e
 	}
 	cacheMiss.Inc()
 	ch := r.flight.DoChan(key, func() (any, error) {
@@ -140,27 +164,48 @@ func (r *Resolver) Resolve(ctx context.Context, addr Address) (*Account, error) 
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case res := <-ch:
+		r.noteDirectory(addr.Domain, res.Err)
 		if res.Err == nil {
-			return r.answer(d, addr, res.Val.(*cached).acct)
+			return r.answer(d, addr, res.Val.(*Account))
 		}
-		if stale != nil && r.now().Before(stale.freshUntil.Add(r.cfg.StaleFor)) {
+		if stale != nil {
 			cacheStale.Inc()
-			r.log.Warn("directory failed, serving stale cache entry", "domain", addr.Domain, "err", res.Err)
-			return r.answer(d, addr, stale.acct)
+			return r.answer(d, addr, stale.Value)
 		}
 		if r.cfg.OnDirectoryError == "fail" {
 			directoryToError.Inc()
 			return nil, fmt.Errorf("%w: %v", ErrDirectoryUnavailable, res.Err)
 		}
 		directoryToDefaults.Inc()
-		r.log.Warn("directory failed, answering with domain defaults", "domain", addr.Domain, "err", res.Err)
 		return r.answer(d, addr, nil)
 	}
 }
 
-// load searches the directory and caches the decision. Errors are
-// directory failures only; "not found" and ambiguity are answers.
-func (r *Resolver) load(ctx context.Context, d *Domain, addr Address) (*cached, error) {
+// noteDirectory logs when the directory starts failing and when it
+// answers again: once per change, not once per request.
+func (r *Resolver) noteDirectory(domain string, err error) {
+	if err == nil {
+		if r.failing.CompareAndSwap(true, false) {
+			r.log.Info("the directory answers again")
+		}
+		return
+	}
+	kind := ldapsource.KindOf(err)
+	directoryFailures.WithLabelValues(kind.String()).Inc()
+	if r.failing.CompareAndSwap(false, true) {
+		answer := "the domain's default_services"
+		if r.cfg.OnDirectoryError == "fail" {
+			answer = "an error"
+		}
+		r.log.Warn("directory lookups fail: addresses cached in the last cache.stale_for get their cached answer, others "+answer+
+			"; logged again when the directory answers", "kind", kind.String(), "domain", domain, "err", err)
+	}
+}
+
+// load searches the directory and caches the decision: the account, or
+// nil for an address unknown or disabled. Errors are directory failures
+// only; "not found" and ambiguity are answers.
+func (r *Resolver) load(ctx context.Context, d *Domain, addr Address) (*Account, error) {
 	e, groups, err := r.fetch(ctx, addr)
 	switch {
 	case errors.Is(err, ldapsource.ErrAmbiguous):
@@ -172,12 +217,11 @@ func (r *Resolver) load(ctx context.Context, d *Domain, addr Address) (*cached, 
 		return nil, err
 	}
 	acct, _ := r.pol.decide(d, addr, e, groups, r.now())
-	c := &cached{freshUntil: r.now().Add(r.cfg.NegativeTTL)}
-	if acct.Known {
-		c.acct, c.freshUntil = acct, r.now().Add(r.cfg.TTL)
+	if !acct.Known {
+		acct = nil
 	}
-	r.cache.Set(addr.String(), c, c.freshUntil.Sub(r.now())+r.cfg.StaleFor)
-	return c, nil
+	r.cache.Put(addr.String(), acct, acct == nil, r.now())
+	return acct, nil
 }
 
 func (r *Resolver) answer(d *Domain, addr Address, acct *Account) (*Account, error) {
