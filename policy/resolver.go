@@ -116,6 +116,10 @@ func NewResolver(dir Directory, pol *Policy, domains map[string]*Domain, cfg Cac
 	return r, nil
 }
 
+// CachedEntries returns how many addresses the cache holds (at most
+// cache.max_entries).
+func (r *Resolver) CachedEntries() int { return r.cache.Len() }
+
 // Domain returns the configured domain by its normalised name.
 func (r *Resolver) Domain(name string) (*Domain, bool) {
 	d, ok := r.domains[name]

@@ -18,8 +18,8 @@ import (
 )
 
 // DefaultMaxEntries bounds a cache whose options give no bound. At about
-// 250 bytes per negative entry and 1–2 KB per account (see the cachemem
-// benchmark), it keeps a cache under ~200 MB in the worst case.
+// 200 bytes per negative entry (bench/unknownflood) and 1 KB per account
+// (bench/cachemem), it keeps the resolver's cache near 100 MB at worst.
 const DefaultMaxEntries = 100_000
 
 // Options are the cache settings.
