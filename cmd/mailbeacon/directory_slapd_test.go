@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/mailbeacon/mailbeacon/ldapsource/ldaptest"
+	"github.com/mailbeacon/mailbeacon/protocols"
 )
 
 var floodSpan = flag.Duration("flood-span", 0, "spread TestWrongServicePasswordFloodSlapd's 1,000 requests over this long (e.g. 1m); 0: as fast as they go")
@@ -182,4 +183,39 @@ func floodUnknown(base, domain string, n int, start time.Time, span time.Duratio
 		return err
 	}
 	return nil
+}
+
+// A domain where POP3 is the exception: default_services leaves it out,
+// and unknown, disabled and (during an outage) uncached addresses all get
+// that one answer, while alice, whom the directory allows POP3, keeps it,
+// from the cache, through the outage.
+func TestDefaultServicesThroughOutageSlapd(t *testing.T) {
+	srv := ldaptest.Slapd(t)
+	text := strings.Replace(slapdConfigText(t, srv, slapdOptions{}), "    short_name: Example\n",
+		"    short_name: Example\n    default_services: [imap, smtp, activesync]\n", 1)
+	cfg, err := loadConfig(strings.NewReader(text), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := build(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.source.Close()
+	h := protocols.NewHandler(a.resolver, a.handlerOptions(nil))
+	defaults := func(addr string) string {
+		return fmt.Sprintf("imap:%[1]s smtp465:%[1]s smtp587:%[1]s", addr)
+	}
+	check := func(when, addr, want string) {
+		t.Helper()
+		if code, doc := fetchAutoconfig(t, h, addr); code != 200 || doc.summary() != want {
+			t.Errorf("%s, %s: %d %q, want %q", when, addr, code, doc.summary(), want)
+		}
+	}
+	check("up", "alice@example.com", "imap:alice pop3:alice smtp465:alice smtp587:alice")
+	check("up", "nobody@example.com", defaults("nobody@example.com"))
+	check("up", "carol@example.com", defaults("carol@example.com"))
+	srv.Stop()
+	check("down", "someone@example.com", defaults("someone@example.com"))
+	check("down", "alice@example.com", "imap:alice pop3:alice smtp465:alice smtp587:alice")
 }
