@@ -42,6 +42,9 @@ var privacyEndpoints = []struct {
 	{"apple profile", func(addr string) *http.Request {
 		return httptest.NewRequest("GET", "/mobileconfig?emailaddress="+addr, nil)
 	}},
+	{"setup page", func(addr string) *http.Request {
+		return httptest.NewRequest("GET", "/?emailaddress="+addr, nil)
+	}},
 }
 
 const (
@@ -91,6 +94,7 @@ func answer(t *testing.T, h http.Handler, req *http.Request, addr, login string)
 	local, _, _ := strings.Cut(addr, "@")
 	s := strings.ReplaceAll(raw, addr, "X")
 	s = regexp.MustCompile(`\b`+regexp.QuoteMeta(login)+`\b`).ReplaceAllString(s, "X")
+	s = regexp.MustCompile(`\b`+regexp.QuoteMeta(local)+`\b`).ReplaceAllString(s, "X")
 	s = regexp.MustCompile(`\b`+regexp.QuoteMeta(strings.ReplaceAll(local, ".", "-"))+`(-[0-9a-f]{8})?\b`).ReplaceAllString(s, "X")
 	return raw, profileIDs.ReplaceAllString(s, "UUID")
 }
