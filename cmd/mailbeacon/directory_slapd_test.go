@@ -219,3 +219,27 @@ func TestDefaultServicesThroughOutageSlapd(t *testing.T) {
 	check("down", "someone@example.com", defaults("someone@example.com"))
 	check("down", "alice@example.com", "imap:alice pop3:alice smtp465:alice smtp587:alice")
 }
+
+// A reload to a configuration the directory refuses (a mistyped new
+// password) is refused: the running one keeps serving real answers.
+func TestReloadRefusesMisconfiguredDirectorySlapd(t *testing.T) {
+	srv := ldaptest.Slapd(t)
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	writeFile(t, file, slapdConfigText(t, srv, slapdOptions{}))
+	s := startServe(t, []string{"--config", file, "--listen", "127.0.0.1:0"})
+	writeFile(t, file, slapdConfigText(t, srv, slapdOptions{password: "mistyped"}))
+	s.hup()
+	s.waitLog("configuration reload failed", 1)
+	if log := s.stderr.String(); !strings.Contains(log, "ldap.bind_password_file: the directory refused the service account's credentials") {
+		t.Errorf("the reload error does not name the key:\n%s", log)
+	}
+	resp, err := http.Get(s.addrs["server.listen"] + "/mail/config-v1.1.xml?emailaddress=bob@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Contains(body, []byte("<username>bob.login</username>")) {
+		t.Errorf("after the refused reload bob gets:\n%s", body)
+	}
+}
