@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mailbeacon/mailbeacon/internal/together"
 )
 
 var errWrongPassword = &Error{Kind: Configuration, Key: "ldap.bind_password_file", Reason: "wrong password", Fix: "fix it", Err: errors.New("49")}
@@ -74,25 +75,18 @@ func TestBindGateCollapses(t *testing.T) {
 		release := make(chan struct{})
 		try := func() (*conn, error) { calls.Add(1); <-release; return nil, *fail }
 		const n = 300
-		var ready, done sync.WaitGroup
-		start := make(chan struct{})
-		for range n {
-			ready.Add(1)
-			done.Add(1)
-			go func() {
-				defer done.Done()
-				ready.Done()
-				<-start
-				if _, err := g.dial(context.Background(), try); !errors.Is(err, failure) {
-					t.Errorf("dial = %v; want %v", err, failure)
-				}
-			}()
-		}
-		ready.Wait()
-		close(start)
-		time.Sleep(50 * time.Millisecond) // let them queue behind the first
-		close(release)
-		done.Wait()
+		go func() {
+			for calls.Load() == 0 {
+				time.Sleep(time.Millisecond)
+			}
+			time.Sleep(50 * time.Millisecond) // let the others queue behind the first
+			close(release)
+		}()
+		together.Run(n, func(int) {
+			if _, err := g.dial(context.Background(), try); !errors.Is(err, failure) {
+				t.Errorf("dial = %v; want %v", err, failure)
+			}
+		})
 		if got := calls.Load(); got < 1 || (got > 1 && KindOf(failure) == Configuration) {
 			t.Errorf("%v: %d dials for %d callers", failure, got, n)
 		}

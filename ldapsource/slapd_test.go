@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
+	"github.com/mailbeacon/mailbeacon/internal/together"
 	"github.com/mailbeacon/mailbeacon/ldapsource"
 	"github.com/mailbeacon/mailbeacon/ldapsource/ldaptest"
 )
@@ -249,29 +250,15 @@ func TestSlapdWrongPasswordBindsOnce(t *testing.T) {
 	before := srv.BindCount()
 
 	const workers, each = 100, 10
-	var ready, done sync.WaitGroup
-	start := make(chan struct{})
-	var answered sync.Map
-	for w := range workers {
-		ready.Add(1)
-		done.Add(1)
-		go func() {
-			defer done.Done()
-			ready.Done()
-			<-start
-			for i := range each {
-				_, err := lookup(src, fmt.Sprintf("u%d-%d@example.com", w, i))
-				if ldapsource.ConfigurationError(err) == nil {
-					t.Errorf("lookup: %v; want the configuration error", err)
-					return
-				}
-				answered.Store(w*each+i, true)
+	together.Run(workers, func(w int) {
+		for i := range each {
+			_, err := lookup(src, fmt.Sprintf("u%d-%d@example.com", w, i))
+			if ldapsource.ConfigurationError(err) == nil {
+				t.Errorf("lookup: %v; want the configuration error", err)
+				return
 			}
-		}()
-	}
-	ready.Wait()
-	close(start)
-	done.Wait()
+		}
+	})
 	// 1,000 lookups well within the first backoff interval (2s): one bind.
 	if got := srv.BindCount() - before; got != 1 {
 		t.Errorf("the directory saw %d binds for %d lookups; want 1", got, workers*each)

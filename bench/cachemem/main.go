@@ -13,12 +13,11 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 
+	"github.com/mailbeacon/mailbeacon/bench/internal/memstat"
 	"github.com/mailbeacon/mailbeacon/ldapsource"
 	"github.com/mailbeacon/mailbeacon/policy"
 	"github.com/mailbeacon/mailbeacon/protocols"
@@ -71,7 +70,7 @@ func main() {
 	h := protocols.NewHandler(res, protocols.Options{})
 	addr := func(i int) string { return "user" + strconv.Itoa(i) + "@example.com" }
 
-	before := settle()
+	before := memstat.Settle()
 	ctx := context.Background()
 	for i := range *n {
 		a, err := policy.ParseAddress(addr(i))
@@ -83,7 +82,7 @@ func main() {
 			log.Fatalf("%s: %v", a, err)
 		}
 	}
-	filled := settle()
+	filled := memstat.Settle()
 	for i := range *n {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/mail/config-v1.1.xml?emailaddress="+addr(i), nil))
@@ -91,44 +90,15 @@ func main() {
 			log.Fatalf("%s: HTTP %d", addr(i), rec.Code)
 		}
 	}
-	answered := settle()
+	answered := memstat.Settle()
 	runtime.KeepAlive(res)
 	runtime.KeepAlive(h)
 
 	mb := func(b uint64) string { return fmt.Sprintf("%.1f MB", float64(b)/1e6) }
 	fmt.Printf("cached accounts: %d (%s)\n", *n, runtime.Version())
-	fmt.Printf("  resident before:                 %s\n", mb(before.rss))
+	fmt.Printf("  resident before:                 %s\n", mb(before.RSS))
 	fmt.Printf("  resident with %d cached:     %s  (heap in use %s; %.0f bytes per account)\n",
-		*n, mb(filled.rss), mb(filled.heap), float64(filled.rss-before.rss)/float64(*n))
+		*n, mb(filled.RSS), mb(filled.Heap), float64(filled.RSS-before.RSS)/float64(*n))
 	fmt.Printf("  after one autoconfig answer each: %s  (heap in use %s; rendered answers are kept for at most 4,096 accounts)\n",
-		mb(answered.rss), mb(answered.heap))
-}
-
-type usage struct{ rss, heap uint64 }
-
-// settle collects garbage, returns freed memory to the system and reads
-// the resident size from /proc.
-func settle() usage {
-	runtime.GC()
-	debug.FreeOSMemory()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return usage{rss: residentBytes(), heap: ms.HeapInuse}
-}
-
-func residentBytes() uint64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(rest)
-			if len(f) > 0 {
-				kb, _ := strconv.ParseUint(f[0], 10, 64)
-				return kb * 1024
-			}
-		}
-	}
-	return 0
+		mb(answered.RSS), mb(answered.Heap))
 }

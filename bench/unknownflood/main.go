@@ -17,11 +17,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"runtime"
-	"runtime/debug"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/mailbeacon/mailbeacon/bench/internal/memstat"
 	"github.com/mailbeacon/mailbeacon/ldapsource"
 	"github.com/mailbeacon/mailbeacon/policy"
 	"github.com/mailbeacon/mailbeacon/protocols"
@@ -72,8 +71,8 @@ func main() {
 	fmt.Printf("%10s %10s %10s %10s %8s\n", "asked", "cached", "live heap", "resident", "elapsed")
 	start := time.Now()
 	report := func(i int) {
-		u := settle()
-		fmt.Printf("%10d %10d %s %s %8s\n", i, res.CachedEntries(), mb(u.heap), mb(u.rss), time.Since(start).Round(time.Millisecond))
+		u := memstat.Settle()
+		fmt.Printf("%10d %10d %s %s %8s\n", i, res.CachedEntries(), mb(u.Heap), mb(u.RSS), time.Since(start).Round(time.Millisecond))
 		if res.CachedEntries() > cfg.MaxEntries {
 			fmt.Printf("FAIL: the cache holds %d entries, over cache.max_entries %d\n", res.CachedEntries(), cfg.MaxEntries)
 			os.Exit(1)
@@ -93,32 +92,4 @@ func main() {
 		}
 	}
 	runtime.KeepAlive(h)
-}
-
-type usage struct{ rss, heap uint64 }
-
-// settle collects garbage, returns freed memory to the system and reads
-// the resident size from /proc.
-func settle() usage {
-	runtime.GC()
-	debug.FreeOSMemory()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return usage{rss: residentBytes(), heap: ms.HeapInuse}
-}
-
-func residentBytes() uint64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			if f := strings.Fields(rest); len(f) > 0 {
-				kb, _ := strconv.ParseUint(f[0], 10, 64)
-				return kb * 1024
-			}
-		}
-	}
-	return 0
 }

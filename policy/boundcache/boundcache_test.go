@@ -3,9 +3,10 @@ package boundcache
 import (
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/mailbeacon/mailbeacon/internal/together"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -154,29 +155,17 @@ func TestOptions(t *testing.T) {
 func TestConcurrentBound(t *testing.T) {
 	const max, workers, each = 50, 300, 40
 	c := newCache(t, max)
-	var ready, done sync.WaitGroup
-	start := make(chan struct{})
-	for w := range workers {
-		ready.Add(1)
-		done.Add(1)
-		go func() {
-			defer done.Done()
-			ready.Done()
-			<-start
-			for i := range each {
-				k := fmt.Sprintf("%d-%d", w, i)
-				c.Put(k, i, i%2 == 0, t0)
-				c.Get(k, t0)
-				if n := c.Len(); n > max {
-					t.Errorf("Len %d over %d", n, max)
-					return
-				}
+	together.Run(workers, func(w int) {
+		for i := range each {
+			k := fmt.Sprintf("%d-%d", w, i)
+			c.Put(k, i, i%2 == 0, t0)
+			c.Get(k, t0)
+			if n := c.Len(); n > max {
+				t.Errorf("Len %d over %d", n, max)
+				return
 			}
-		}()
-	}
-	ready.Wait()
-	close(start)
-	done.Wait()
+		}
+	})
 	if n := c.Len(); n != max {
 		t.Errorf("Len %d, want the bound %d", n, max)
 	}
