@@ -17,7 +17,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/mailbeacon/mailbeacon/bench/internal/memstat"
+	"github.com/mailbeacon/mailbeacon/bench/internal/benchkit"
 	"github.com/mailbeacon/mailbeacon/ldapsource"
 	"github.com/mailbeacon/mailbeacon/policy"
 	"github.com/mailbeacon/mailbeacon/protocols"
@@ -46,31 +46,11 @@ func main() {
 	flag.Parse()
 	log.SetFlags(0)
 
-	pol, err := policy.New(policy.Config{Preset: "openldap", Login: "{uid}", HostAttribute: "mailHost"})
-	if err != nil {
-		log.Fatal(err)
-	}
-	domains, err := policy.NewDomains([]policy.DomainConfig{{
-		Name: "example.com", Provider: "Example Mail", ShortName: "Example",
-		Services: []policy.ServiceConfig{
-			{Type: "imap", Host: "mail.example.com", Port: 993, Socket: "tls"},
-			{Type: "pop3", Host: "mail.example.com", Port: 995, Socket: "tls"},
-			{Type: "smtp", Host: "mail.example.com", Port: 465, Socket: "tls"},
-			{Type: "smtp", Host: "mail.example.com", Port: 587, Socket: "starttls"},
-			{Type: "activesync", URL: "https://mail.example.com/Microsoft-Server-ActiveSync"},
-		},
-	}})
-	if err != nil {
-		log.Fatal(err)
-	}
-	res, err := policy.NewResolver(directory{}, pol, domains, policy.DefaultCacheConfig(), nil)
-	if err != nil {
-		log.Fatal(err)
-	}
+	res := benchkit.Resolver(directory{}, policy.DefaultCacheConfig())
 	h := protocols.NewHandler(res, protocols.Options{})
 	addr := func(i int) string { return "user" + strconv.Itoa(i) + "@example.com" }
 
-	before := memstat.Settle()
+	before := benchkit.Settle()
 	ctx := context.Background()
 	for i := range *n {
 		a, err := policy.ParseAddress(addr(i))
@@ -82,7 +62,7 @@ func main() {
 			log.Fatalf("%s: %v", a, err)
 		}
 	}
-	filled := memstat.Settle()
+	filled := benchkit.Settle()
 	for i := range *n {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/mail/config-v1.1.xml?emailaddress="+addr(i), nil))
@@ -90,7 +70,7 @@ func main() {
 			log.Fatalf("%s: HTTP %d", addr(i), rec.Code)
 		}
 	}
-	answered := memstat.Settle()
+	answered := benchkit.Settle()
 	runtime.KeepAlive(res)
 	runtime.KeepAlive(h)
 

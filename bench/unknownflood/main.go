@@ -20,7 +20,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/mailbeacon/mailbeacon/bench/internal/memstat"
+	"github.com/mailbeacon/mailbeacon/bench/internal/benchkit"
 	"github.com/mailbeacon/mailbeacon/ldapsource"
 	"github.com/mailbeacon/mailbeacon/policy"
 	"github.com/mailbeacon/mailbeacon/protocols"
@@ -39,31 +39,11 @@ func main() {
 	flag.Parse()
 	log.SetFlags(0)
 
-	pol, err := policy.New(policy.Config{Preset: "openldap", Login: "{uid}"})
-	if err != nil {
-		log.Fatal(err)
-	}
-	domains, err := policy.NewDomains([]policy.DomainConfig{{
-		Name: "example.com", Provider: "Example Mail",
-		Services: []policy.ServiceConfig{
-			{Type: "imap", Host: "mail.example.com", Port: 993, Socket: "tls"},
-			{Type: "pop3", Host: "mail.example.com", Port: 995, Socket: "tls"},
-			{Type: "smtp", Host: "mail.example.com", Port: 465, Socket: "tls"},
-			{Type: "smtp", Host: "mail.example.com", Port: 587, Socket: "starttls"},
-			{Type: "activesync", URL: "https://mail.example.com/Microsoft-Server-ActiveSync"},
-		},
-	}})
-	if err != nil {
-		log.Fatal(err)
-	}
 	cfg := policy.DefaultCacheConfig()
 	if *maxEntries > 0 {
 		cfg.MaxEntries = *maxEntries
 	}
-	res, err := policy.NewResolver(directory{}, pol, domains, cfg, nil)
-	if err != nil {
-		log.Fatal(err)
-	}
+	res := benchkit.Resolver(directory{}, cfg)
 	h := protocols.NewHandler(res, protocols.Options{})
 
 	mb := func(b uint64) string { return fmt.Sprintf("%6.1f MB", float64(b)/1e6) }
@@ -71,7 +51,7 @@ func main() {
 	fmt.Printf("%10s %10s %10s %10s %8s\n", "asked", "cached", "live heap", "resident", "elapsed")
 	start := time.Now()
 	report := func(i int) {
-		u := memstat.Settle()
+		u := benchkit.Settle()
 		fmt.Printf("%10d %10d %s %s %8s\n", i, res.CachedEntries(), mb(u.Heap), mb(u.RSS), time.Since(start).Round(time.Millisecond))
 		if res.CachedEntries() > cfg.MaxEntries {
 			fmt.Printf("FAIL: the cache holds %d entries, over cache.max_entries %d\n", res.CachedEntries(), cfg.MaxEntries)
