@@ -11,10 +11,13 @@ import (
 
 // Backoff bounds of service-account binds after a configuration error. A
 // directory that refuses the password sees one bind per interval, the
-// interval doubling up to the cap: five or six binds in the first minute,
-// then one a minute.
+// interval doubling up to the cap: four binds in the first minute, then
+// one a minute. The first interval is long enough that a service started
+// twice with a wrong password (say serve, then serve --start-degraded)
+// and flooded at once costs an account with a lockout threshold of 3 two
+// failed logons, not three.
 const (
-	firstBackoff = 2 * time.Second
+	firstBackoff = 5 * time.Second
 	maxBackoff   = time.Minute
 )
 

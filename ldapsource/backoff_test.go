@@ -25,8 +25,8 @@ func fakeGate() (g *bindGate, clock *time.Time, calls *atomic.Int32, fail *error
 }
 
 // Over a minute of requests every 100ms against a refused password, the
-// service account binds at 0, 2, 6, 14, 30 and 62s: the interval doubles
-// from 2s up to the one-minute cap, and one success resets it.
+// service account binds at 0, 5, 15, 35, 75 and 135s: the interval doubles
+// from 5s up to the one-minute cap, and one success resets it.
 func TestBindGateBackoff(t *testing.T) {
 	g, clock, calls, fail := fakeGate()
 	*fail = errWrongPassword
@@ -44,7 +44,7 @@ func TestBindGateBackoff(t *testing.T) {
 		}
 		*clock = clock.Add(100 * time.Millisecond)
 	}
-	want := []time.Duration{0, 2 * time.Second, 6 * time.Second, 14 * time.Second, 30 * time.Second, 62 * time.Second, 122 * time.Second}
+	want := []time.Duration{0, 5 * time.Second, 15 * time.Second, 35 * time.Second, 75 * time.Second, 135 * time.Second}
 	if len(at) != len(want) {
 		t.Fatalf("binds at %v; want %v", at, want)
 	}

@@ -259,7 +259,7 @@ func TestSlapdWrongPasswordBindsOnce(t *testing.T) {
 			}
 		}
 	})
-	// 1,000 lookups well within the first backoff interval (2s): one bind.
+	// 1,000 lookups well within the first backoff interval (5s): one bind.
 	if got := srv.BindCount() - before; got != 1 {
 		t.Errorf("the directory saw %d binds for %d lookups; want 1", got, workers*each)
 	}

@@ -93,9 +93,9 @@ func TestServeRefusesMisconfiguredDirectorySlapd(t *testing.T) {
 }
 
 // backoffBinds is how many binds the backoff allows in d after a first
-// refused bind at 0: one at 0, then one after 2s, 4s, 8s, ... up to 1m.
+// refused bind at 0: one at 0, then one after 5s, 10s, 20s, ... up to 1m.
 func backoffBinds(d time.Duration) int {
-	n, at, step := 1, time.Duration(0), 2*time.Second
+	n, at, step := 1, time.Duration(0), 5*time.Second
 	for at+step <= d {
 		at += step
 		n++

@@ -354,7 +354,8 @@ func TestSambaMisconfigurationAndLockout(t *testing.T) {
 	if err := floodUnknown(s.addrs["server.listen"], sambatest.MailDomain, 1000, start, 0); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("1,000 requests in %v", time.Since(start).Round(time.Millisecond))
+	elapsed := time.Since(start)
+	t.Logf("1,000 requests in %v", elapsed.Round(time.Millisecond))
 	s.stop()
 	if n := strings.Count(s.stderr.String(), `reason="wrong password for the service account (AD 52e)"`); n != 1 {
 		t.Errorf("the log says why %d times, want once:\n%s", n, s.stderr.String())
@@ -377,8 +378,11 @@ func TestSambaMisconfigurationAndLockout(t *testing.T) {
 	}
 	bad, locked := res.Entries[0].GetAttributeValue("badPwdCount"), res.Entries[0].GetAttributeValue("lockoutTime")
 	t.Logf("svc-mailbeacon after 1,000 requests with a wrong password: badPwdCount=%s lockoutTime=%q", bad, locked)
-	if n, _ := strconv.Atoi(bad); n < 1 || n > 2 || (locked != "" && locked != "0") {
-		t.Errorf("svc-mailbeacon: badPwdCount=%s lockoutTime=%q; want 1 or 2 failed logons and no lockout", bad, locked)
+	// One bind for the refused start, one for the degraded start, and one
+	// per backoff interval the flood lasted (none unless it took over 5s).
+	allowed := 1 + backoffBinds(elapsed)
+	if n, _ := strconv.Atoi(bad); n < 2 || n > allowed || (allowed < 3 && locked != "" && locked != "0") {
+		t.Errorf("svc-mailbeacon: badPwdCount=%s lockoutTime=%q; want 2 to %d failed logons and, below 3, no lockout", bad, locked, allowed)
 	}
 	// Fixed, it works at once: not locked out.
 	buildAD(t, adConfigText(t, srv, adPolicy))
