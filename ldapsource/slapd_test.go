@@ -231,7 +231,11 @@ func TestSlapdBindAndTLSErrors(t *testing.T) {
 	t.Run("missing base DN", func(t *testing.T) {
 		cfg := slapdConfig(srv.CAFile, true, srv.URL)
 		cfg.BaseDN = "ou=nowhere,dc=example,dc=com"
-		err := ping(slapdSource(t, cfg, "uid"))
+		src := slapdSource(t, cfg, "uid")
+		if _, err := lookup(src, "alice@example.com"); ldapsource.ConfigurationError(err) == nil || ldapsource.ConfigurationError(err).Key != "ldap.base_dn" {
+			t.Errorf("Lookup = %v; want a configuration error naming ldap.base_dn", err)
+		}
+		err := ping(src)
 		if ce := ldapsource.ConfigurationError(err); ce == nil || ce.Key != "ldap.base_dn" {
 			t.Errorf("Ping = %v; want a configuration error naming ldap.base_dn", err)
 		}

@@ -154,7 +154,7 @@ func (s *Source) Lookup(ctx context.Context, q Query) (_ *Entry, err error) {
 			return nil, ErrAmbiguous
 		}
 		if err != nil {
-			return nil, fmt.Errorf("ldap search at %s: %w", s.targets[c.target].url, err)
+			return nil, fmt.Errorf("ldap search at %s: %w", s.targets[c.target].url, classifyBaseDN(err))
 		}
 		if len(entries) == 0 {
 			return nil, ErrNotFound

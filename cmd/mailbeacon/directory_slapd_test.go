@@ -53,6 +53,7 @@ func TestServeRefusesMisconfiguredDirectorySlapd(t *testing.T) {
 		{"wrong password", slapdOptions{password: "not-the-password"}, "ldap.bind_password_file", "refused the service account's credentials (LDAP 49"},
 		{"wrong CA, StartTLS", slapdOptions{caFile: other.CAFile}, "ldap.ca_file", "not signed by a trusted CA"},
 		{"wrong CA, ldaps", slapdOptions{ldaps: true, caFile: other.CAFile}, "ldap.ca_file", "not signed by a trusted CA"},
+		{"base DN missing", slapdOptions{baseDN: "ou=nowhere,dc=example,dc=com"}, "ldap.base_dn", "the base DN does not exist"},
 		{"valid configuration", slapdOptions{}, "", ""}, // control: it starts
 	}
 	for i, tc := range cases {

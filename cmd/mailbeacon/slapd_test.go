@@ -28,6 +28,7 @@ type slapdOptions struct {
 	ldaps     bool
 	password  string // default ldaptest.ServicePassword
 	caFile    string // default the server's CA
+	baseDN    string // default ldaptest.BaseDN
 	ldapExtra string // more keys of the ldap section, indented
 	extra     string // more sections (not policy or domains)
 }
@@ -40,6 +41,9 @@ func slapdConfigText(t *testing.T, srv *ldaptest.Server, o slapdOptions) string 
 	}
 	if o.caFile == "" {
 		o.caFile = srv.CAFile
+	}
+	if o.baseDN == "" {
+		o.baseDN = ldaptest.BaseDN
 	}
 	pw := t.TempDir() + "/ldap-password"
 	if err := os.WriteFile(pw, []byte(o.password+"\n"), 0o600); err != nil {
@@ -58,7 +62,7 @@ ldap:
   bind_password_file: %q
   base_dn: %q
 %s
-%s`, url, startTLS, o.caFile, ldaptest.ServiceDN, pw, ldaptest.BaseDN, o.ldapExtra, o.extra)
+%s`, url, startTLS, o.caFile, ldaptest.ServiceDN, pw, o.baseDN, o.ldapExtra, o.extra)
 }
 
 // The demo contract, answered from a real OpenLDAP server.
