@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -87,7 +86,7 @@ func (r *Resolver) Authenticate(ctx context.Context, addr Address, password stri
 		}
 		// No bind is needed to refuse, but answering faster than a wrong
 		// password would tell which addresses have accounts.
-		r.binds.pad(ctx, r.sleep, r.now)
+		r.binds.refusal.wait(ctx, r.sleep, r.now)
 		return nil, ErrBadCredentials
 	}
 	m := &r.binds
@@ -105,7 +104,7 @@ func (r *Resolver) Authenticate(ctx context.Context, addr Address, password stri
 		case err == nil:
 			m.remember(addr.String(), mac, r.now())
 		case errors.Is(err, ldapsource.ErrInvalidCredentials):
-			m.noteRefusal(r.now().Sub(start))
+			m.refusal.note(r.now().Sub(start))
 		}
 		return nil, err
 	})
@@ -127,8 +126,7 @@ func (r *Resolver) Authenticate(ctx context.Context, addr Address, password stri
 // bindMemory remembers successful binds briefly, and how long the
 // directory takes to refuse a wrong password. Its zero value is ready.
 type bindMemory struct {
-	refusal atomic.Int64 // moving average of a refused bind, in nanoseconds
-	late    atomic.Int64 // moving average of how late pad's timer wakes, in nanoseconds
+	refusal timePad // how long the directory takes to refuse a wrong password
 	once    sync.Once
 	key     []byte // random per process: the MACs mean nothing elsewhere
 	flight  singleflight.Group
@@ -137,46 +135,6 @@ type bindMemory struct {
 	ttl    time.Duration
 	ttlSet bool
 	seen   map[string]rememberedBind // by address
-}
-
-// maxPad bounds the wait that makes refusing an unknown address as slow as
-// refusing a wrong password.
-const maxPad = 2 * time.Second
-
-// noteRefusal adds a refused bind's duration to the moving average.
-func (m *bindMemory) noteRefusal(d time.Duration) { movingAverage(&m.refusal, d) }
-
-// movingAverage adds d, bounded to [0, maxPad], to the average in avg
-// with weight 1/8.
-func movingAverage(avg *atomic.Int64, d time.Duration) {
-	d = min(max(d, 0), maxPad)
-	for {
-		old := avg.Load()
-		next := int64(d)
-		if old != 0 {
-			next = old + (int64(d)-old)/8
-		}
-		if avg.CompareAndSwap(old, next) {
-			return
-		}
-	}
-}
-
-// pad waits about as long as the directory takes to refuse a wrong
-// password. Timers wake late (on Linux up to about a millisecond, more on
-// a busy machine), which alone made unknown addresses ~10% slower to
-// refuse than wrong passwords: the lateness seen so far is taken off.
-func (m *bindMemory) pad(ctx context.Context, sleep func(context.Context, time.Duration), now func() time.Time) {
-	d := time.Duration(m.refusal.Load())
-	if d <= 0 {
-		return
-	}
-	want := max(d-time.Duration(m.late.Load()), 0)
-	start := now()
-	sleep(ctx, want)
-	if ctx.Err() == nil {
-		movingAverage(&m.late, now().Sub(start)-want)
-	}
 }
 
 type rememberedBind struct {

@@ -203,15 +203,10 @@ func TestPrivacyRequireAuthSlapd(t *testing.T) {
 	}
 }
 
-// BenchmarkAuthRefusalSlapd: with autodiscover.require_auth, how long a
-// refusal takes for a wrong password of an enabled account (a real bind
-// the directory refuses), an unknown address and a disabled one (no bind:
-// padded to the refused binds' average), against a real slapd, through
-// the POX handler. The three are interleaved so that load on the machine
-// weighs on each alike; it prints each one's mean and the largest gap.
-//
-//	go test ./cmd/mailbeacon -run '^$' -bench AuthRefusalSlapd -benchtime 3000x
-func BenchmarkAuthRefusalSlapd(b *testing.B) {
+// benchSlapdApp builds the demo configuration against a throwaway slapd
+// with per-client limits off and extra YAML (sections other than policy,
+// domains, ldap and limits), under policy.privacy: strict.
+func benchSlapdApp(b *testing.B, extra string) http.Handler {
 	srv := ldaptest.Slapd(b)
 	pw := b.TempDir() + "/pw"
 	if err := os.WriteFile(pw, []byte(ldaptest.ServicePassword), 0o600); err != nil {
@@ -225,13 +220,10 @@ ldap:
   bind_dn: %q
   bind_password_file: %q
   base_dn: %q
-autodiscover:
-  require_auth: true
-  auth_cache_ttl: 0s
 limits:
   requests_per_second: 0
   unknown_per_minute: 0
-`, srv.URL, srv.CAFile, ldaptest.ServiceDN, pw, ldaptest.BaseDN)), "bench")
+%s`, srv.URL, srv.CAFile, ldaptest.ServiceDN, pw, ldaptest.BaseDN, extra)), "bench")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -240,46 +232,75 @@ limits:
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer a.source.Close()
-	h := protocols.NewHandler(a.resolver, a.handlerOptions(nil))
-	kinds := []struct{ name, addr string }{
-		{"wrong password", "alice@example.com"},
-		{"unknown", "nobody@example.com"},
-		{"disabled", "carol@example.com"},
-	}
-	do := func(addr string) {
-		req := poxRequest(addr, poxOutlook)
-		req.SetBasicAuth(addr, "not-the-password")
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		if rec.Code != http.StatusUnauthorized {
-			b.Fatalf("%s: %d", addr, rec.Code)
-		}
-	}
-	// Warm up: the cache holds all three, and the average of refused
-	// binds has settled.
+	b.Cleanup(a.source.Close)
+	return protocols.NewHandler(a.resolver, a.handlerOptions(nil))
+}
+
+// interleave runs do for each address in turn, b.N times in all after a
+// warm-up of 50 rounds, so that load on the machine weighs on each alike,
+// and reports each one's mean and the largest gap between them.
+func interleave(b *testing.B, names, addrs []string, do func(addr string)) {
 	for range 50 {
-		for _, k := range kinds {
-			do(k.addr)
+		for _, a := range addrs {
+			do(a)
 		}
 	}
-	total := make([]time.Duration, len(kinds))
+	total := make([]time.Duration, len(addrs))
 	n := 0
 	b.ResetTimer()
 	for b.Loop() {
-		k := n % len(kinds)
+		k := n % len(addrs)
 		start := time.Now()
-		do(kinds[k].addr)
+		do(addrs[k])
 		total[k] += time.Since(start)
 		n++
 	}
 	b.StopTimer()
-	means := make([]float64, len(kinds))
-	for i, k := range kinds {
-		count := (n - i + len(kinds) - 1) / len(kinds)
+	means := make([]float64, len(addrs))
+	for i := range addrs {
+		count := (n - i + len(addrs) - 1) / len(addrs)
 		means[i] = float64(total[i].Microseconds()) / float64(max(count, 1))
-		b.ReportMetric(means[i], strings.ReplaceAll(k.name, " ", "-")+"-µs/op")
+		b.ReportMetric(means[i], names[i]+"-µs/op")
 	}
 	lo, hi := slices.Min(means), slices.Max(means)
 	b.ReportMetric(100*(hi-lo)/lo, "%-gap")
+}
+
+// BenchmarkAuthRefusalSlapd: with autodiscover.require_auth, how long a
+// refusal takes for a wrong password of an enabled account (a real bind
+// the directory refuses), an unknown address and a disabled one (no bind:
+// padded to the refused binds' average), against a real slapd, through
+// the POX handler.
+//
+//	go test ./cmd/mailbeacon -run '^$' -bench AuthRefusalSlapd -benchtime 3000x
+func BenchmarkAuthRefusalSlapd(b *testing.B) {
+	h := benchSlapdApp(b, "autodiscover:\n  require_auth: true\n  auth_cache_ttl: 0s\n")
+	interleave(b, []string{"wrong-password", "unknown", "disabled"},
+		[]string{"alice@example.com", "nobody@example.com", "carol@example.com"}, func(addr string) {
+			req := poxRequest(addr, poxOutlook)
+			req.SetBasicAuth(addr, "not-the-password")
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusUnauthorized {
+				b.Fatalf("%s: %d", addr, rec.Code)
+			}
+		})
+}
+
+// BenchmarkColdLookupSlapd: how long an unauthenticated autoconfig answer
+// takes when the address is not cached (every lookup searches: the cache
+// keeps nothing), for an enabled account, a disabled one and an unknown
+// address, against a real slapd.
+//
+//	go test ./cmd/mailbeacon -run '^$' -bench ColdLookupSlapd -benchtime 3000x
+func BenchmarkColdLookupSlapd(b *testing.B) {
+	h := benchSlapdApp(b, "cache:\n  ttl: 1ns\n  negative_ttl: 1ns\n  stale_for: 0s\n")
+	interleave(b, []string{"enabled", "disabled", "unknown"},
+		[]string{"alice@example.com", "carol@example.com", "nobody@example.com"}, func(addr string) {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest("GET", "/mail/config-v1.1.xml?emailaddress="+addr, nil))
+			if rec.Code != http.StatusOK {
+				b.Fatalf("%s: %d", addr, rec.Code)
+			}
+		})
 }
