@@ -72,7 +72,7 @@ func (r *Resolver) Authenticate(ctx context.Context, addr Address, password stri
 	if !ok {
 		return nil, errors.New("policy: this directory cannot check passwords")
 	}
-	acct, err := r.resolve(ctx, addr)
+	acct, err := r.resolve(ctx, addr, true)
 	if err != nil && !errors.Is(err, ErrRejected) {
 		return nil, err
 	}

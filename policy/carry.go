@@ -25,9 +25,9 @@ func (r *Resolver) CarryCache(from *Resolver, keep func(domain string) bool) int
 		}
 		e := item.Entry
 		if e.Value != nil {
-			a := *e.Value
+			a := *e.Value.full
 			a.Domain = d
-			e.Value = &a
+			e.Value = r.newCachedAccount(&a)
 		}
 		r.cache.PutEntry(item.Key, e, now)
 		n++

@@ -5,9 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
-
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sync/singleflight"
 
@@ -77,13 +76,23 @@ type Resolver struct {
 	pol     *Policy
 	domains map[string]*Domain
 	cfg     CacheConfig
-	cache   *boundcache.Cache[string, *Account] // nil value: unknown or disabled
+	cache   *boundcache.Cache[string, *cachedAccount] // nil value: unknown or disabled
 	flight  singleflight.Group
 	failing atomic.Bool // the directory's last answer was a failure
 	log     *slog.Logger
 	now     func() time.Time
 	binds   bindMemory // authenticate.go
 	sleep   func(context.Context, time.Duration)
+}
+
+// cachedAccount is what the cache keeps for a known address: the account,
+// and the account as unauthenticated answers show it (policy.privacy),
+// made once so that each stays one pointer for as long as the entry lives:
+// protocols keeps rendered answers by pointer.
+type cachedAccount struct{ full, public *Account }
+
+func (r *Resolver) newCachedAccount(acct *Account) *cachedAccount {
+	return &cachedAccount{full: acct, public: r.pol.public(acct)}
 }
 
 // NewResolver wires a policy, the domains and a directory together.
@@ -94,7 +103,7 @@ func NewResolver(dir Directory, pol *Policy, domains map[string]*Domain, cfg Cac
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c, err := boundcache.New[string, *Account](boundcache.Options{
+	c, err := boundcache.New[string, *cachedAccount](boundcache.Options{
 		TTL: cfg.TTL, NegativeTTL: cfg.NegativeTTL, StaleFor: cfg.StaleFor, MaxEntries: cfg.MaxEntries,
 	})
 	if err != nil {
@@ -130,22 +139,18 @@ func (r *Resolver) Domain(name string) (*Domain, bool) {
 // it (policy.privacy). An unknown or disabled address gets the domain
 // defaults (Known false) unless the policy rejects them.
 func (r *Resolver) Resolve(ctx context.Context, addr Address) (*Account, error) {
-	acct, err := r.resolve(ctx, addr)
-	if err != nil {
-		return nil, err
-	}
-	return r.pol.public(acct), nil
+	return r.resolve(ctx, addr, false)
 }
 
-// resolve is Resolve with the whole account, for Authenticate.
-func (r *Resolver) resolve(ctx context.Context, addr Address) (*Account, error) {
+// resolve is Resolve; full asks for the whole account (Authenticate).
+func (r *Resolver) resolve(ctx context.Context, addr Address, full bool) (*Account, error) {
 	d, ok := r.domains[addr.Domain]
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrUnknownDomain, addr.Domain)
 	}
 	key := addr.String()
 	now := r.now()
-	var stale *boundcache.Entry[*Account]
+	var stale *boundcache.Entry[*cachedAccount]
 	if e, ok := r.cache.Get(key, now); ok {
 		if e.Fresh(now) {
 			if !e.Negative {
@@ -153,7 +158,7 @@ func (r *Resolver) resolve(ctx context.Context, addr Address) (*Account, error) 
 			} else {
 				cacheNegative.Inc()
 			}
-			return r.answer(d, addr, e.Value)
+			return r.answer(d, addr, e.Value, full)
 		}
 		stale = &e
 	}
@@ -170,18 +175,18 @@ func (r *Resolver) resolve(ctx context.Context, addr Address) (*Account, error) 
 	case res := <-ch:
 		r.noteDirectory(addr.Domain, res.Err)
 		if res.Err == nil {
-			return r.answer(d, addr, res.Val.(*Account))
+			return r.answer(d, addr, res.Val.(*cachedAccount), full)
 		}
 		if stale != nil {
 			cacheStale.Inc()
-			return r.answer(d, addr, stale.Value)
+			return r.answer(d, addr, stale.Value, full)
 		}
 		if r.cfg.OnDirectoryError == "fail" {
 			directoryToError.Inc()
 			return nil, fmt.Errorf("%w: %v", ErrDirectoryUnavailable, res.Err)
 		}
 		directoryToDefaults.Inc()
-		return r.answer(d, addr, nil)
+		return r.answer(d, addr, nil, full)
 	}
 }
 
@@ -209,7 +214,7 @@ func (r *Resolver) noteDirectory(domain string, err error) {
 // load searches the directory and caches the decision: the account, or
 // nil for an address unknown or disabled. Errors are directory failures
 // only; "not found" and ambiguity are answers.
-func (r *Resolver) load(ctx context.Context, d *Domain, addr Address) (*Account, error) {
+func (r *Resolver) load(ctx context.Context, d *Domain, addr Address) (*cachedAccount, error) {
 	e, groups, err := r.fetch(ctx, addr)
 	switch {
 	case errors.Is(err, ldapsource.ErrAmbiguous):
@@ -221,16 +226,20 @@ func (r *Resolver) load(ctx context.Context, d *Domain, addr Address) (*Account,
 		return nil, err
 	}
 	acct, _ := r.pol.decide(d, addr, e, groups, r.now())
-	if !acct.Known {
-		acct = nil
+	var c *cachedAccount
+	if acct.Known {
+		c = r.newCachedAccount(acct)
 	}
-	r.cache.Put(addr.String(), acct, acct == nil, r.now())
-	return acct, nil
+	r.cache.Put(addr.String(), c, c == nil, r.now())
+	return c, nil
 }
 
-func (r *Resolver) answer(d *Domain, addr Address, acct *Account) (*Account, error) {
-	if acct != nil {
-		return acct, nil
+func (r *Resolver) answer(d *Domain, addr Address, c *cachedAccount, full bool) (*Account, error) {
+	switch {
+	case c != nil && full:
+		return c.full, nil
+	case c != nil:
+		return c.public, nil
 	}
 	if r.pol.RejectUnknown() {
 		return nil, ErrRejected

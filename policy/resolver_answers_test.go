@@ -167,9 +167,15 @@ func TestPrivacy(t *testing.T) {
 			}
 			// The cached account is the whole one: the next caller (and
 			// Authenticate) sees it unchanged.
-			full, err := r.resolve(context.Background(), addr)
+			full, err := r.resolve(context.Background(), addr, true)
 			if err != nil || full.DisplayName != "Alice Example" || full.Primary != "alice@example.com" {
 				t.Errorf("whole account: %+v %v", full, err)
+			}
+			// Each view stays one pointer while the entry lives: protocols
+			// keeps rendered answers by pointer.
+			again, err := r.Resolve(context.Background(), addr)
+			if err != nil || again != a {
+				t.Errorf("a second Resolve gave another *Account (%p, %p): rendered answers would never be reused", a, again)
 			}
 		})
 	}
