@@ -186,7 +186,9 @@ func (r *Resolver) resolve(ctx context.Context, addr Address, full bool) (*Accou
 			return nil, fmt.Errorf("%w: %v", ErrDirectoryUnavailable, res.Err)
 		}
 		directoryToDefaults.Inc()
-		return r.answer(d, addr, nil, full)
+		// Not answer(nil): under policy.unknown "reject" that would tell
+		// a real user, during an outage, that the address does not exist.
+		return d.DefaultAccount(addr, addr.String()), nil
 	}
 }
 

@@ -89,6 +89,20 @@ func TestDefaultServices(t *testing.T) {
 	if got := kinds(outage); got != "imap,smtp" || outage.Known || outage.Services[0].Login != "someone@example.com" {
 		t.Errorf("outage: %s %+v", got, outage)
 	}
+	// Where unknown addresses are refused (policy.unknown: reject), an
+	// outage is still no reason to tell a real user the address does not
+	// exist: the defaults.
+	rejecting, err := New(Config{Login: "{uid}", Unknown: UnknownReject})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err = NewResolver(dir, rejecting, ds, DefaultCacheConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := get("pat@example.com"); kinds(a) != "imap,smtp" || a.Known {
+		t.Errorf("outage under policy.unknown reject: %+v", a)
+	}
 
 	_, err = NewDomains([]DomainConfig{{Name: "example.com", Services: []ServiceConfig{{Type: "imap", Host: "mail.example.com"}}, DefaultServices: []string{"pop3"}}})
 	if err == nil || !strings.HasPrefix(err.Error(), "domains[0].default_services: pop3 is not among the services") {
