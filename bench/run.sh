@@ -309,6 +309,10 @@ fi
 echo
 "$GO" run ./bench/cachemem -accounts 100000
 
+# --- memory under a flood of distinct unknown addresses ----------------------
+echo
+"$GO" run ./bench/unknownflood -addresses 1000000
+
 # --- Go benchmarks of the hot paths -----------------------------------------
 if [ "$RUN_GO" = 1 ]; then
   echo

@@ -38,6 +38,13 @@ type Config struct {
 	// are replaced by the escaped parts of the asked address.
 	Filter string `mapstructure:"filter"`
 
+	// StartDegraded lets serve start although the directory check at
+	// start-up failed on a configuration error (credentials refused,
+	// certificate not verified, TLS required): it then answers from the
+	// domain defaults until the directory accepts it. Read by serve; the
+	// source itself does not use it.
+	StartDegraded bool `mapstructure:"start_degraded"`
+
 	DialTimeout    time.Duration `mapstructure:"dial_timeout"`
 	RequestTimeout time.Duration `mapstructure:"request_timeout"`
 	PoolSize       int           `mapstructure:"pool_size"`

@@ -20,6 +20,10 @@ var (
 		Name: "mailbeacon_directory_failovers_total",
 		Help: "Times the preferred directory URL failed and another one answered.",
 	})
+	bindBackoffs = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "mailbeacon_directory_bind_backoffs_total",
+		Help: "Times a bind as the service account failed on a configuration error (credentials refused, certificate not verified, strong authentication required) and binds were held back for a backoff interval.",
+	})
 	dialErrors = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "mailbeacon_directory_dial_errors_total",
 		Help: "Failed attempts to connect and bind to a directory URL, by URL.",

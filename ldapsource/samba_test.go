@@ -94,12 +94,12 @@ func TestSambaAD(t *testing.T) {
 	t.Run("plain LDAP is refused with a clear message", func(t *testing.T) {
 		src := adSource(t, adConfig(srv, srv.URL, false, sambatest.ServiceUPN))
 		err := src.Ping(ctx)
-		if !ldap.IsErrorWithCode(err, ldap.LDAPResultStrongAuthRequired) ||
-			!strings.Contains(err.Error(), "the directory refuses simple binds without TLS: use ldaps:// or ldap.start_tls: true") {
+		if !ldap.IsErrorWithCode(err, ldap.LDAPResultStrongAuthRequired) || ldapsource.ConfigurationError(err).Key != "ldap.urls" ||
+			!strings.Contains(err.Error(), "use ldaps:// in ldap.urls, or set ldap.start_tls: true") {
 			t.Errorf("Ping over plain LDAP = %v", err)
 		}
 		if _, err := adLookup(src, "alice@example.test"); err == nil || errors.Is(err, ldapsource.ErrNotFound) ||
-			!strings.Contains(err.Error(), "use ldaps:// or ldap.start_tls: true") {
+			!strings.Contains(err.Error(), "use ldaps:// in ldap.urls, or set ldap.start_tls: true") {
 			t.Errorf("Lookup over plain LDAP = %v", err)
 		}
 	})

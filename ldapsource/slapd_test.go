@@ -189,13 +189,14 @@ func TestSlapdBindAndTLSErrors(t *testing.T) {
 		cfg  ldapsource.Config
 		want []string // substrings of the error
 		code uint16   // LDAP result code the error carries, if any
+		key  string   // configuration key the error names
 	}{
-		{"wrong bind password", wrongPassword, []string{"bind as " + ldaptest.ServiceDN, "check ldap.bind_dn"}, ldap.LDAPResultInvalidCredentials},
-		{"StartTLS, system roots", slapdConfig("", true, srv.URL), []string{"StartTLS", "certificate"}, 0},
-		{"ldaps, system roots", slapdConfig("", false, srv.LDAPSURL), []string{"TLS", "certificate"}, 0},
-		{"StartTLS, other CA", slapdConfig(other.CAFile, true, srv.URL), []string{"StartTLS", "certificate"}, 0},
-		{"ldaps, other CA", slapdConfig(other.CAFile, false, srv.LDAPSURL), []string{"TLS", "certificate"}, 0},
-		{"StartTLS, wrong server name", wrongName, []string{"StartTLS", "ldap.example.net"}, 0},
+		{"wrong bind password", wrongPassword, []string{"bind as " + ldaptest.ServiceDN, "refused the service account's credentials"}, ldap.LDAPResultInvalidCredentials, "ldap.bind_password (or MAILBEACON_LDAP_BIND_PASSWORD)"},
+		{"StartTLS, system roots", slapdConfig("", true, srv.URL), []string{"StartTLS", "certificate"}, 0, "ldap.ca_file"},
+		{"ldaps, system roots", slapdConfig("", false, srv.LDAPSURL), []string{"TLS", "certificate"}, 0, "ldap.ca_file"},
+		{"StartTLS, other CA", slapdConfig(other.CAFile, true, srv.URL), []string{"StartTLS", "certificate"}, 0, "ldap.ca_file"},
+		{"ldaps, other CA", slapdConfig(other.CAFile, false, srv.LDAPSURL), []string{"TLS", "certificate"}, 0, "ldap.ca_file"},
+		{"StartTLS, wrong server name", wrongName, []string{"StartTLS", "ldap.example.net"}, 0, "ldap.tls_server_name"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -215,10 +216,55 @@ func TestSlapdBindAndTLSErrors(t *testing.T) {
 			if tc.code != 0 && !ldap.IsErrorWithCode(err, tc.code) {
 				t.Errorf("error %q does not carry LDAP result code %d", err, tc.code)
 			}
-			if err := ping(src); err == nil {
-				t.Errorf("Ping succeeded; want an error")
+			ce := ldapsource.ConfigurationError(err)
+			if ldapsource.KindOf(err) != ldapsource.Configuration || ce == nil || ce.Key != tc.key || ce.Fix == "" {
+				t.Errorf("error %q: kind %v, %+v; want a configuration error naming %s", err, ldapsource.KindOf(err), ce, tc.key)
+			}
+			// The next attempt waits for the backoff interval: no
+			// connection, no bind, the same error.
+			if err := ping(src); !errors.Is(err, ldapsource.ErrBackoff) || ldapsource.ConfigurationError(err) == nil {
+				t.Errorf("Ping = %v; want the backoff and the configuration error", err)
 			}
 		})
+	}
+	t.Run("missing base DN", func(t *testing.T) {
+		cfg := slapdConfig(srv.CAFile, true, srv.URL)
+		cfg.BaseDN = "ou=nowhere,dc=example,dc=com"
+		src := slapdSource(t, cfg, "uid")
+		if _, err := lookup(src, "alice@example.com"); ldapsource.ConfigurationError(err) == nil || ldapsource.ConfigurationError(err).Key != "ldap.base_dn" {
+			t.Errorf("Lookup = %v; want a configuration error naming ldap.base_dn", err)
+		}
+		err := ping(src)
+		if ce := ldapsource.ConfigurationError(err); ce == nil || ce.Key != "ldap.base_dn" {
+			t.Errorf("Ping = %v; want a configuration error naming ldap.base_dn", err)
+		}
+	})
+}
+
+// A directory that refuses the service account's password sees one bind,
+// not one per lookup, however many lookups arrive: the first failure holds
+// binds back for a backoff interval, and concurrent lookups share it.
+func TestSlapdWrongPasswordBindsOnce(t *testing.T) {
+	t.Parallel()
+	srv := ldaptest.Slapd(t)
+	cfg := slapdConfig(srv.CAFile, true, srv.URL)
+	cfg.BindPassword = "not-the-password"
+	src := slapdSource(t, cfg, "uid")
+	before := srv.BindCount()
+
+	const workers, each = 100, 10
+	ldaptest.Together(workers, func(w int) {
+		for i := range each {
+			_, err := lookup(src, fmt.Sprintf("u%d-%d@example.com", w, i))
+			if ldapsource.ConfigurationError(err) == nil {
+				t.Errorf("lookup: %v; want the configuration error", err)
+				return
+			}
+		}
+	})
+	// 1,000 lookups well within the first backoff interval (5s): one bind.
+	if got := srv.BindCount() - before; got != 1 {
+		t.Errorf("the directory saw %d binds for %d lookups; want 1", got, workers*each)
 	}
 }
 

@@ -52,6 +52,11 @@ type Source struct {
 	closed    chan struct{}
 
 	dialErrors []prometheus.Counter // per target (metrics.go)
+
+	// passwordKey names where the service password came from, for error
+	// messages: ldap.bind_password_file or ldap.bind_password.
+	passwordKey string
+	gate        bindGate // backoff.go
 }
 
 type conn struct {
@@ -63,6 +68,10 @@ type conn struct {
 // first lookup (or Ping), so a directory that is down at start-up does not
 // stop the server. attrs are the attributes every lookup fetches.
 func New(cfg Config, attrs []string, log *slog.Logger) (*Source, error) {
+	passwordKey := "ldap.bind_password (or MAILBEACON_LDAP_BIND_PASSWORD)"
+	if cfg.BindPasswordFile != "" {
+		passwordKey = "ldap.bind_password_file"
+	}
 	targets, tc, err := cfg.validate()
 	if err != nil {
 		return nil, err
@@ -91,10 +100,12 @@ func New(cfg Config, attrs []string, log *slog.Logger) (*Source, error) {
 	}
 	return &Source{
 		cfg: cfg, targets: targets, tls: tc, filter: f, attrs: attrs, log: log, dialErrors: dialErrs,
-		slots:  make(chan struct{}, cfg.PoolSize),
-		binds:  make(chan struct{}, cfg.PoolSize),
-		idle:   make(chan *conn, cfg.PoolSize),
-		closed: make(chan struct{}),
+		slots:       make(chan struct{}, cfg.PoolSize),
+		binds:       make(chan struct{}, cfg.PoolSize),
+		idle:        make(chan *conn, cfg.PoolSize),
+		closed:      make(chan struct{}),
+		passwordKey: passwordKey,
+		gate:        bindGate{now: time.Now, log: log},
 	}, nil
 }
 
@@ -143,7 +154,7 @@ func (s *Source) Lookup(ctx context.Context, q Query) (_ *Entry, err error) {
 			return nil, ErrAmbiguous
 		}
 		if err != nil {
-			return nil, fmt.Errorf("ldap search at %s: %w", s.targets[c.target].url, err)
+			return nil, fmt.Errorf("ldap search at %s: %w", s.targets[c.target].url, classifyBaseDN(err))
 		}
 		if len(entries) == 0 {
 			return nil, ErrNotFound
@@ -221,7 +232,7 @@ func (s *Source) get(ctx context.Context) (*conn, error) {
 	if c := s.takeIdle(); c != nil {
 		return c, nil
 	}
-	c, err := s.dial(ctx)
+	c, err := s.gate.dial(ctx, func() (*conn, error) { return s.dial(ctx) })
 	if err != nil {
 		s.release()
 		return nil, err
@@ -311,13 +322,19 @@ func (s *Source) dial(ctx context.Context) (*conn, error) {
 			}
 			return c, nil
 		}
+		err = classify(err, s.passwordKey)
 		errs = append(errs, err)
 		s.dialErrors[idx].Inc()
 		if ctx.Err() != nil {
 			break
 		}
+		// The same credentials go to every URL: trying the next one
+		// would only count one more failed bind against the account.
+		if ce := ConfigurationError(err); ce != nil && (ce.Key == s.passwordKey || ce.Key == "ldap.bind_dn") {
+			break
+		}
 	}
-	return nil, fmt.Errorf("no directory reachable: %w", errors.Join(errs...))
+	return nil, fmt.Errorf("connecting to the directory: %w", errors.Join(errs...))
 }
 
 func (s *Source) dialOne(ctx context.Context, idx int) (*conn, error) {
@@ -331,7 +348,7 @@ func (s *Source) dialOne(ctx context.Context, idx int) (*conn, error) {
 	if s.cfg.BindDN != "" {
 		if err := lc.Bind(s.cfg.BindDN, s.cfg.BindPassword); err != nil {
 			lc.Close()
-			return nil, fmt.Errorf("%s: bind as %s: %w", t.url, s.cfg.BindDN, describeBindError(err))
+			return nil, fmt.Errorf("%s: bind as %s: %w", t.url, s.cfg.BindDN, err)
 		}
 	}
 	if err := nc.SetDeadline(time.Time{}); err != nil {
@@ -378,20 +395,14 @@ func (s *Source) connect(dctx context.Context, idx int) (*ldap.Conn, net.Conn, e
 	if s.cfg.StartTLS {
 		if err := lc.StartTLS(tc); err != nil {
 			lc.Close()
+			// go-ldap reports the handshake's error as text only.
+			if strings.Contains(err.Error(), "x509: ") || strings.Contains(err.Error(), "tls: failed to verify") {
+				return nil, nil, fmt.Errorf("%s: StartTLS: %w: %w", t.url, errCertificate, err)
+			}
 			return nil, nil, fmt.Errorf("%s: StartTLS: %w", t.url, err)
 		}
 	}
 	return lc, nc, nil
-}
-
-func describeBindError(err error) error {
-	switch {
-	case ldap.IsErrorWithCode(err, ldap.LDAPResultInvalidCredentials):
-		return fmt.Errorf("%w (check ldap.bind_dn and the bind password)", err)
-	case ldap.IsErrorWithCode(err, ldap.LDAPResultStrongAuthRequired), ldap.IsErrorWithCode(err, ldap.LDAPResultConfidentialityRequired):
-		return fmt.Errorf("%w (the directory refuses simple binds without TLS: use ldaps:// or ldap.start_tls: true)", err)
-	}
-	return err
 }
 
 // Ping checks that the directory can be reached, the service account can
@@ -409,7 +420,7 @@ func (s *Source) Ping(ctx context.Context) error {
 		1, 0, false, "(objectClass=*)", []string{"1.1"}, nil))
 	if err != nil {
 		s.discard(c)
-		return fmt.Errorf("reading ldap.base_dn %q at %s: %w", s.cfg.BaseDN, s.targets[c.target].url, err)
+		return fmt.Errorf("reading ldap.base_dn %q at %s: %w", s.cfg.BaseDN, s.targets[c.target].url, classifyBaseDN(err))
 	}
 	s.put(c)
 	return nil

@@ -132,6 +132,15 @@ type Domain struct {
 	// Autodiscover endpoint; empty means
 	// https://autodiscover.<domain>/autodiscover/autodiscover.xml.
 	AutodiscoverURL string
+	// DefaultServices are the kinds an unknown or disabled address gets,
+	// and an address not cached while the directory fails; nil: all the
+	// domain's services.
+	DefaultServices []Kind
+}
+
+// offersByDefault reports whether unknown addresses get services of kind k.
+func (d *Domain) offersByDefault(k Kind) bool {
+	return d.DefaultServices == nil || slices.Contains(d.DefaultServices, k)
 }
 
 // kinds lists the kinds of the domain's services once each, in order.
@@ -164,16 +173,17 @@ func (d *Domain) accountFor(addr Address, login string, allow func(Kind) bool, h
 	return out
 }
 
-// DefaultAccount is the answer for an address the directory does not know or
-// that is disabled: the domain's services with the typed address as login,
-// the same shape as a real user's answer so the server is no oracle.
-// login may be a client placeholder such as Thunderbird's %EMAILADDRESS%.
+// DefaultAccount is the answer for an address the directory does not know,
+// that is disabled, or that cannot be looked up while the directory fails:
+// the domain's default services with the typed address as login, the same
+// shape as a real user's answer so the server is no oracle. login may be a
+// client placeholder such as Thunderbird's %EMAILADDRESS%.
 func (d *Domain) DefaultAccount(addr Address, login string) *Account {
 	return &Account{
 		Address:  addr,
 		Primary:  addr.String(),
 		Domain:   d,
-		Services: d.accountFor(addr, login, nil, nil),
+		Services: d.accountFor(addr, login, d.offersByDefault, nil),
 	}
 }
 

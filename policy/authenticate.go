@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -73,7 +72,7 @@ func (r *Resolver) Authenticate(ctx context.Context, addr Address, password stri
 	if !ok {
 		return nil, errors.New("policy: this directory cannot check passwords")
 	}
-	acct, err := r.Resolve(ctx, addr)
+	acct, err := r.resolve(ctx, addr, true)
 	if err != nil && !errors.Is(err, ErrRejected) {
 		return nil, err
 	}
@@ -82,12 +81,12 @@ func (r *Resolver) Authenticate(ctx context.Context, addr Address, password stri
 		// under cache.on_directory_error "defaults", when it could not be
 		// asked. Only the first is cached: an address with no cache entry
 		// after Resolve was not looked up, and its password is unchecked.
-		if _, cached := r.cache.Get(addr.String()); !cached {
+		if _, cached := r.cache.Get(addr.String(), r.now()); !cached {
 			return nil, fmt.Errorf("%w: cannot check a password for an address the directory did not look up", ErrDirectoryUnavailable)
 		}
 		// No bind is needed to refuse, but answering faster than a wrong
 		// password would tell which addresses have accounts.
-		r.binds.pad(ctx, r.sleep)
+		r.binds.refusal.wait(ctx, r.sleep, r.now)
 		return nil, ErrBadCredentials
 	}
 	m := &r.binds
@@ -105,7 +104,7 @@ func (r *Resolver) Authenticate(ctx context.Context, addr Address, password stri
 		case err == nil:
 			m.remember(addr.String(), mac, r.now())
 		case errors.Is(err, ldapsource.ErrInvalidCredentials):
-			m.noteRefusal(r.now().Sub(start))
+			m.refusal.note(r.now().Sub(start))
 		}
 		return nil, err
 	})
@@ -127,7 +126,7 @@ func (r *Resolver) Authenticate(ctx context.Context, addr Address, password stri
 // bindMemory remembers successful binds briefly, and how long the
 // directory takes to refuse a wrong password. Its zero value is ready.
 type bindMemory struct {
-	refusal atomic.Int64 // moving average of a refused bind, in nanoseconds
+	refusal timePad // how long the directory takes to refuse a wrong password
 	once    sync.Once
 	key     []byte // random per process: the MACs mean nothing elsewhere
 	flight  singleflight.Group
@@ -136,32 +135,6 @@ type bindMemory struct {
 	ttl    time.Duration
 	ttlSet bool
 	seen   map[string]rememberedBind // by address
-}
-
-// maxPad bounds the wait that makes refusing an unknown address as slow as
-// refusing a wrong password.
-const maxPad = 2 * time.Second
-
-// noteRefusal adds a refused bind's duration to the moving average.
-func (m *bindMemory) noteRefusal(d time.Duration) {
-	d = min(max(d, 0), maxPad)
-	for {
-		old := m.refusal.Load()
-		next := int64(d)
-		if old != 0 {
-			next = old + (int64(d)-old)/8
-		}
-		if m.refusal.CompareAndSwap(old, next) {
-			return
-		}
-	}
-}
-
-// pad waits about as long as the directory takes to refuse a wrong password.
-func (m *bindMemory) pad(ctx context.Context, sleep func(context.Context, time.Duration)) {
-	if d := time.Duration(m.refusal.Load()); d > 0 {
-		sleep(ctx, d)
-	}
 }
 
 type rememberedBind struct {

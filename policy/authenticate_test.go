@@ -345,3 +345,32 @@ func TestAuthenticateUnknownAsSlowAsWrongPassword(t *testing.T) {
 		t.Error("refusing an unknown or disabled address must not bind")
 	}
 }
+
+// A timer that wakes late would make refusing an unknown address slower
+// than refusing a wrong password: pad learns the lateness and asks for
+// that much less.
+func TestAuthenticatePadAllowsForLateTimers(t *testing.T) {
+	r, dir, clk := newAuthResolver(t, Config{})
+	var asked []time.Duration
+	r.sleep = func(_ context.Context, d time.Duration) {
+		asked = append(asked, d)
+		clk.Advance(d + time.Millisecond) // every wake-up 1ms late
+	}
+	ctx := context.Background()
+	dir.onBind = func() { clk.Advance(10 * time.Millisecond) }
+	if _, err := r.Authenticate(ctx, mustAddr(t, "bob@example.com"), "wrong"); !errors.Is(err, ErrBadCredentials) {
+		t.Fatal(err)
+	}
+	for range 40 {
+		start := clk.Now()
+		if _, err := r.Authenticate(ctx, mustAddr(t, "nobody@example.com"), "x"); !errors.Is(err, ErrBadCredentials) {
+			t.Fatal(err)
+		}
+		if took := clk.Now().Sub(start); took < 10*time.Millisecond || took > 11*time.Millisecond {
+			t.Fatalf("a refusal took %v; want 10-11ms", took)
+		}
+	}
+	if last := asked[len(asked)-1]; last > 9100*time.Microsecond || last < 8900*time.Microsecond {
+		t.Errorf("after 40 late wake-ups pad asks for %v; want about 9ms", last)
+	}
+}

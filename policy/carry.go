@@ -1,11 +1,6 @@
 package policy
 
-import (
-	"strings"
-	"time"
-
-	"github.com/patrickmn/go-cache"
-)
+import "strings"
 
 // Configuration reloads: a new Resolver starts with an empty cache. When
 // the policy, the directory and the cache settings stay as they were, the
@@ -21,29 +16,20 @@ import (
 // later answers stay in its own cache).
 func (r *Resolver) CarryCache(from *Resolver, keep func(domain string) bool) int {
 	n := 0
-	for key, item := range from.cache.Items() {
-		c, ok := item.Object.(*cached)
-		if !ok {
-			continue
-		}
-		name := key[strings.LastIndexByte(key, '@')+1:]
+	now := r.now()
+	for _, item := range from.cache.Snapshot(now) {
+		name := item.Key[strings.LastIndexByte(item.Key, '@')+1:]
 		d, ok := r.domains[name]
 		if !ok || (keep != nil && !keep(name)) {
 			continue
 		}
-		nc := &cached{freshUntil: c.freshUntil}
-		if c.acct != nil {
-			a := *c.acct
+		e := item.Entry
+		if e.Value != nil {
+			a := *e.Value.full
 			a.Domain = d
-			nc.acct = &a
+			e.Value = r.newCachedAccount(&a)
 		}
-		ttl := cache.NoExpiration
-		if item.Expiration > 0 {
-			if ttl = time.Until(time.Unix(0, item.Expiration)); ttl <= 0 {
-				continue
-			}
-		}
-		r.cache.Set(key, nc, ttl)
+		r.cache.PutEntry(item.Key, e, now)
 		n++
 	}
 	return n
@@ -53,12 +39,5 @@ func (r *Resolver) CarryCache(from *Resolver, keep func(domain string) bool) int
 // and returns how many there were.
 func (r *Resolver) ForgetDomain(name string) int {
 	suffix := "@" + name
-	n := 0
-	for key := range r.cache.Items() {
-		if strings.HasSuffix(key, suffix) {
-			r.cache.Delete(key)
-			n++
-		}
-	}
-	return n
+	return r.cache.DeleteFunc(func(key string) bool { return strings.HasSuffix(key, suffix) })
 }

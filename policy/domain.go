@@ -27,6 +27,10 @@ type DomainConfig struct {
 	AutodiscoverURL string `mapstructure:"autodiscover_url"`
 	// OAuth names the domain's OAuth issuer for public clients (oauth.go).
 	OAuth *OAuthConfig `mapstructure:"oauth"`
+	// DefaultServices lists the service types (imap, pop3, ...) that
+	// unknown and disabled addresses get, and addresses not cached while
+	// the directory fails; empty: all of the domain's services.
+	DefaultServices []string `mapstructure:"default_services"`
 }
 
 // ServiceConfig is one service a domain offers, in order of preference.
@@ -99,6 +103,9 @@ func NewDomains(cfgs []DomainConfig) (map[string]*Domain, error) {
 			if d.OAuth, err = newOAuth(*c.OAuth); err != nil {
 				return nil, fmt.Errorf("%s.oauth.%w", key, err)
 			}
+		}
+		if err := d.setDefaultServices(c.DefaultServices); err != nil {
+			return nil, fmt.Errorf("%s.default_services: %w", key, err)
 		}
 		out[name] = d
 	}
@@ -205,6 +212,27 @@ func (d *Domain) setExchangeURLs(c DomainConfig) error {
 			return fmt.Errorf("autodiscover_url: %q is not an https:// URL (Outlook only follows redirects to HTTPS)", c.AutodiscoverURL)
 		}
 		d.AutodiscoverURL = c.AutodiscoverURL
+	}
+	return nil
+}
+
+// setDefaultServices validates and sets the kinds unknown addresses get.
+func (d *Domain) setDefaultServices(types []string) error {
+	if len(types) == 0 {
+		return nil
+	}
+	kinds := d.kinds()
+	for _, t := range types {
+		k, err := ParseKind(t)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(kinds, k) {
+			return fmt.Errorf("%s is not among the services of %s: list it under services, or drop it here", k, d.Name)
+		}
+		if !slices.Contains(d.DefaultServices, k) {
+			d.DefaultServices = append(d.DefaultServices, k)
+		}
 	}
 	return nil
 }

@@ -17,11 +17,22 @@ var (
 		Help: "Lookups the directory failed with nothing usable cached, by what was answered: defaults (the domain's services) or error (cache.on_directory_error: fail).",
 	}, []string{"answer"})
 
+	directoryFailures = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "mailbeacon_directory_failures_total",
+		Help: "Directory lookups that failed, by kind: configuration (credentials refused, certificate not verified: fix the configuration) or transient (refused, timeout, busy).",
+	}, []string{"kind"})
+	cacheEvictions = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "mailbeacon_cache_evictions_total",
+		Help: "Cache entries pushed out by cache.max_entries, by what they held: unknown (an unknown or disabled address; these go first) or account.",
+	}, []string{"entry"})
+
 	// Label children resolved once, off the request path.
-	cacheHit            = cacheLookups.WithLabelValues("hit")
-	cacheNegative       = cacheLookups.WithLabelValues("negative")
-	cacheMiss           = cacheLookups.WithLabelValues("miss")
-	cacheStale          = cacheLookups.WithLabelValues("stale")
-	directoryToDefaults = directoryFallbacks.WithLabelValues("defaults")
-	directoryToError    = directoryFallbacks.WithLabelValues("error")
+	cacheHit             = cacheLookups.WithLabelValues("hit")
+	cacheNegative        = cacheLookups.WithLabelValues("negative")
+	cacheMiss            = cacheLookups.WithLabelValues("miss")
+	cacheStale           = cacheLookups.WithLabelValues("stale")
+	directoryToDefaults  = directoryFallbacks.WithLabelValues("defaults")
+	directoryToError     = directoryFallbacks.WithLabelValues("error")
+	cacheEvictedNegative = cacheEvictions.WithLabelValues("unknown")
+	cacheEvictedAccount  = cacheEvictions.WithLabelValues("account")
 )

@@ -43,6 +43,11 @@ type Config struct {
 	// Unknown says what an unknown or disabled address gets: "defaults"
 	// (the domain's services, login = typed address) or "reject".
 	Unknown string `mapstructure:"unknown"`
+	// Privacy says what unauthenticated answers show of a known account:
+	// "standard" (the directory's display name, and the primary address
+	// when an alias is asked) or "strict" (neither: the answer carries the
+	// address as asked and no display name, as for an unknown address).
+	Privacy string `mapstructure:"privacy"`
 	// NestedGroups makes member_of rules ask the directory, once per
 	// lookup, whether the entry is a member of each group directly or
 	// through nested groups (Active Directory's in-chain matching rule
@@ -54,6 +59,9 @@ type Config struct {
 const (
 	UnknownDefaults = "defaults"
 	UnknownReject   = "reject"
+
+	PrivacyStandard = "standard"
+	PrivacyStrict   = "strict"
 )
 
 // Policy is a validated Config, ready to decide entries.
@@ -67,6 +75,7 @@ type Policy struct {
 	hostAttr      string
 	hostOverrides map[Kind]bool
 	rejectUnknown bool
+	strict        bool // policy.privacy: strict
 	attributes    []string
 	nestedGroups  bool
 	groups        []string // member_of group DNs, when nestedGroups
@@ -130,6 +139,13 @@ func New(cfg Config) (*Policy, error) {
 	default:
 		return nil, fmt.Errorf("policy.unknown: %q is not one of %q, %q", merged.Unknown, UnknownDefaults, UnknownReject)
 	}
+	switch merged.Privacy {
+	case "", PrivacyStandard:
+	case PrivacyStrict:
+		p.strict = true
+	default:
+		return nil, fmt.Errorf("policy.privacy: %q is not one of %q, %q", merged.Privacy, PrivacyStandard, PrivacyStrict)
+	}
 	p.attributes = p.collectAttributes()
 	if merged.NestedGroups != nil && *merged.NestedGroups {
 		p.nestedGroups = true
@@ -169,6 +185,9 @@ func merge(base, over Config) Config {
 	if over.NestedGroups != nil {
 		base.NestedGroups = over.NestedGroups
 	}
+	if over.Privacy != "" {
+		base.Privacy = over.Privacy
+	}
 	return base
 }
 
@@ -189,6 +208,23 @@ func (p *Policy) Filter() string { return p.filter }
 // RejectUnknown reports whether unknown and disabled addresses are refused
 // instead of getting the domain defaults.
 func (p *Policy) RejectUnknown() bool { return p.rejectUnknown }
+
+// Strict reports whether policy.privacy is "strict".
+func (p *Policy) Strict() bool { return p.strict }
+
+// public returns acct as an unauthenticated answer may show it: under
+// strict privacy, a copy without the directory's display name and with the
+// asked address as the primary one, so that a known address answers in
+// the shape of an unknown one (the login name and the services stay: they
+// are the answer).
+func (p *Policy) public(acct *Account) *Account {
+	if !p.strict || !acct.Known || (acct.DisplayName == "" && acct.Primary == acct.Address.String()) {
+		return acct
+	}
+	a := *acct
+	a.DisplayName, a.Primary = "", a.Address.String()
+	return &a
+}
 
 // Attributes lists every attribute the policy reads, so the directory
 // search fetches only those.
@@ -324,7 +360,11 @@ func (p *Policy) defaults(d *Domain, addr Address, ex *Explanation) (*Account, *
 	acct := d.DefaultAccount(addr, addr.String())
 	ex.Login = addr.String()
 	for _, k := range d.kinds() {
-		ex.Services = append(ex.Services, Decision{Service: string(k), Allowed: true, Rule: "domain default"})
+		dec := Decision{Service: string(k), Allowed: true, Rule: "domain default"}
+		if !d.offersByDefault(k) {
+			dec.Allowed, dec.Rule = false, "not in the domain's default_services"
+		}
+		ex.Services = append(ex.Services, dec)
 	}
 	return acct, ex
 }

@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
-	"github.com/patrickmn/go-cache"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/mailbeacon/mailbeacon/ldapsource"
+	"github.com/mailbeacon/mailbeacon/policy/boundcache"
 )
 
 // Directory finds the entry for an address. ldapsource.Source implements it.
@@ -39,11 +40,16 @@ type CacheConfig struct {
 	// with the domain defaults while the directory fails; "fail" answers
 	// with an error (HTTP 503).
 	OnDirectoryError string `mapstructure:"on_directory_error"`
+	// MaxEntries bounds the number of cached addresses (0: the default);
+	// when full, unknown addresses go first, then the least recently used
+	// accounts.
+	MaxEntries int `mapstructure:"max_entries"`
 }
 
 // DefaultCacheConfig holds the defaults documented in config.example.yaml.
 func DefaultCacheConfig() CacheConfig {
-	return CacheConfig{TTL: 10 * time.Minute, NegativeTTL: time.Minute, StaleFor: time.Hour, OnDirectoryError: "defaults"}
+	return CacheConfig{TTL: 10 * time.Minute, NegativeTTL: time.Minute, StaleFor: time.Hour, OnDirectoryError: "defaults",
+		MaxEntries: boundcache.DefaultMaxEntries}
 }
 
 // Validate checks the cache settings; errors name the key.
@@ -57,6 +63,8 @@ func (c CacheConfig) Validate() error {
 		return fmt.Errorf("cache.stale_for: must not be negative (0 disables serving stale entries)")
 	case c.OnDirectoryError != "defaults" && c.OnDirectoryError != "fail":
 		return fmt.Errorf("cache.on_directory_error: %q is not one of \"defaults\", \"fail\"", c.OnDirectoryError)
+	case c.MaxEntries < 0:
+		return fmt.Errorf("cache.max_entries: %d: must be positive, e.g. %d (0: that default)", c.MaxEntries, boundcache.DefaultMaxEntries)
 	}
 	return nil
 }
@@ -68,20 +76,23 @@ type Resolver struct {
 	pol     *Policy
 	domains map[string]*Domain
 	cfg     CacheConfig
-	cache   *cache.Cache
+	cache   *boundcache.Cache[string, *cachedAccount] // nil value: unknown or disabled
 	flight  singleflight.Group
+	failing atomic.Bool // the directory's last answer was a failure
 	log     *slog.Logger
 	now     func() time.Time
 	binds   bindMemory // authenticate.go
 	sleep   func(context.Context, time.Duration)
 }
 
-// cached is a cache item. acct is nil for an address the directory does not
-// know or that is disabled: it gets the domain defaults, built per request
-// because they carry the typed address.
-type cached struct {
-	acct       *Account
-	freshUntil time.Time
+// cachedAccount is what the cache keeps for a known address: the account,
+// and the account as unauthenticated answers show it (policy.privacy),
+// made once so that each stays one pointer for as long as the entry lives:
+// protocols keeps rendered answers by pointer.
+type cachedAccount struct{ full, public *Account }
+
+func (r *Resolver) newCachedAccount(acct *Account) *cachedAccount {
+	return &cachedAccount{full: acct, public: r.pol.public(acct)}
 }
 
 // NewResolver wires a policy, the domains and a directory together.
@@ -92,15 +103,31 @@ func NewResolver(dir Directory, pol *Policy, domains map[string]*Domain, cfg Cac
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	c, err := boundcache.New[string, *cachedAccount](boundcache.Options{
+		TTL: cfg.TTL, NegativeTTL: cfg.NegativeTTL, StaleFor: cfg.StaleFor, MaxEntries: cfg.MaxEntries,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache.%w", err)
+	}
+	c.OnEvict = func(negative bool) {
+		if negative {
+			cacheEvictedNegative.Inc()
+		} else {
+			cacheEvictedAccount.Inc()
+		}
+	}
 	r := &Resolver{
-		dir: dir, pol: pol, domains: domains, cfg: cfg, log: log, now: time.Now, sleep: sleepCtx,
-		cache: cache.New(cache.NoExpiration, time.Minute),
+		dir: dir, pol: pol, domains: domains, cfg: cfg, log: log, now: time.Now, sleep: sleepCtx, cache: c,
 	}
 	if err := r.checkDirectory(); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
+
+// CachedEntries returns how many addresses the cache holds (at most
+// cache.max_entries).
+func (r *Resolver) CachedEntries() int { return r.cache.Len() }
 
 // Domain returns the configured domain by its normalised name, or an
 // error wrapping ErrUnknownDomain when it is not served (or
@@ -114,26 +141,32 @@ func (r *Resolver) Domain(_ context.Context, name string) (*Domain, error) {
 	return d, nil
 }
 
-// Resolve returns the account for addr. An unknown or disabled address gets
-// the domain defaults (Known false) unless the policy rejects them.
+// Resolve returns the account for addr as unauthenticated answers may show
+// it (policy.privacy). An unknown or disabled address gets the domain
+// defaults (Known false) unless the policy rejects them.
 func (r *Resolver) Resolve(ctx context.Context, addr Address) (*Account, error) {
+	return r.resolve(ctx, addr, false)
+}
+
+// resolve is Resolve; full asks for the whole account (Authenticate).
+func (r *Resolver) resolve(ctx context.Context, addr Address, full bool) (*Account, error) {
 	d, ok := r.domains[addr.Domain]
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrUnknownDomain, addr.Domain)
 	}
 	key := addr.String()
-	var stale *cached
-	if v, ok := r.cache.Get(key); ok {
-		c := v.(*cached)
-		if r.now().Before(c.freshUntil) {
-			if c.acct != nil {
+	now := r.now()
+	var stale *boundcache.Entry[*cachedAccount]
+	if e, ok := r.cache.Get(key, now); ok {
+		if e.Fresh(now) {
+			if !e.Negative {
 				cacheHit.Inc()
 			} else {
 				cacheNegative.Inc()
 			}
-			return r.answer(d, addr, c.acct)
+			return r.answer(d, addr, e.Value, full)
 		}
-		stale = c
+		stale = &e
 	}
 	cacheMiss.Inc()
 	ch := r.flight.DoChan(key, func() (any, error) {
@@ -146,27 +179,50 @@ func (r *Resolver) Resolve(ctx context.Context, addr Address) (*Account, error) 
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case res := <-ch:
+		r.noteDirectory(addr.Domain, res.Err)
 		if res.Err == nil {
-			return r.answer(d, addr, res.Val.(*cached).acct)
+			return r.answer(d, addr, res.Val.(*cachedAccount), full)
 		}
-		if stale != nil && r.now().Before(stale.freshUntil.Add(r.cfg.StaleFor)) {
+		if stale != nil {
 			cacheStale.Inc()
-			r.log.Warn("directory failed, serving stale cache entry", "domain", addr.Domain, "err", res.Err)
-			return r.answer(d, addr, stale.acct)
+			return r.answer(d, addr, stale.Value, full)
 		}
 		if r.cfg.OnDirectoryError == "fail" {
 			directoryToError.Inc()
 			return nil, fmt.Errorf("%w: %v", ErrDirectoryUnavailable, res.Err)
 		}
 		directoryToDefaults.Inc()
-		r.log.Warn("directory failed, answering with domain defaults", "domain", addr.Domain, "err", res.Err)
-		return r.answer(d, addr, nil)
+		// Not answer(nil): under policy.unknown "reject" that would tell
+		// a real user, during an outage, that the address does not exist.
+		return d.DefaultAccount(addr, addr.String()), nil
 	}
 }
 
-// load searches the directory and caches the decision. Errors are
-// directory failures only; "not found" and ambiguity are answers.
-func (r *Resolver) load(ctx context.Context, d *Domain, addr Address) (*cached, error) {
+// noteDirectory logs when the directory starts failing and when it
+// answers again: once per change, not once per request.
+func (r *Resolver) noteDirectory(domain string, err error) {
+	if err == nil {
+		if r.failing.CompareAndSwap(true, false) {
+			r.log.Info("the directory answers again")
+		}
+		return
+	}
+	kind := ldapsource.KindOf(err)
+	directoryFailures.WithLabelValues(kind.String()).Inc()
+	if r.failing.CompareAndSwap(false, true) {
+		answer := "the domain's default_services"
+		if r.cfg.OnDirectoryError == "fail" {
+			answer = "an error"
+		}
+		r.log.Warn("directory lookups fail: addresses cached in the last cache.stale_for get their cached answer, others "+answer+
+			"; logged again when the directory answers", "kind", kind.String(), "domain", domain, "err", err)
+	}
+}
+
+// load searches the directory and caches the decision: the account, or
+// nil for an address unknown or disabled. Errors are directory failures
+// only; "not found" and ambiguity are answers.
+func (r *Resolver) load(ctx context.Context, d *Domain, addr Address) (*cachedAccount, error) {
 	e, groups, err := r.fetch(ctx, addr)
 	switch {
 	case errors.Is(err, ldapsource.ErrAmbiguous):
@@ -178,17 +234,20 @@ func (r *Resolver) load(ctx context.Context, d *Domain, addr Address) (*cached, 
 		return nil, err
 	}
 	acct, _ := r.pol.decide(d, addr, e, groups, r.now())
-	c := &cached{freshUntil: r.now().Add(r.cfg.NegativeTTL)}
+	var c *cachedAccount
 	if acct.Known {
-		c.acct, c.freshUntil = acct, r.now().Add(r.cfg.TTL)
+		c = r.newCachedAccount(acct)
 	}
-	r.cache.Set(addr.String(), c, c.freshUntil.Sub(r.now())+r.cfg.StaleFor)
+	r.cache.Put(addr.String(), c, c == nil, r.now())
 	return c, nil
 }
 
-func (r *Resolver) answer(d *Domain, addr Address, acct *Account) (*Account, error) {
-	if acct != nil {
-		return acct, nil
+func (r *Resolver) answer(d *Domain, addr Address, c *cachedAccount, full bool) (*Account, error) {
+	switch {
+	case c != nil && full:
+		return c.full, nil
+	case c != nil:
+		return c.public, nil
 	}
 	if r.pol.RejectUnknown() {
 		return nil, ErrRejected

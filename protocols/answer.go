@@ -77,9 +77,11 @@ const (
 	lookupInternal
 )
 
-// classify sorts a resolver error, logging what the operator must know:
-// an outage at warn, anything unexpected at error. A lookup the client
-// gave up on is logged at debug: it says nothing about the directory.
+// classify sorts a resolver error, logging anything unexpected at error.
+// An outage is logged at debug only: policy logs the directory's failures
+// once per change of state, and a warning per request would let any
+// client fill the log. A lookup the client gave up on says nothing about
+// the directory.
 func (c *call) classify(err error) lookupFailure {
 	switch {
 	case errors.Is(err, policy.ErrUnknownDomain):
@@ -87,7 +89,7 @@ func (c *call) classify(err error) lookupFailure {
 	case errors.Is(err, policy.ErrRejected):
 		return lookupRejected
 	case errors.Is(err, policy.ErrDirectoryUnavailable):
-		c.h.log.Warn("directory unavailable", "format", c.rt.name, "err", err)
+		c.h.log.Debug("directory unavailable", "format", c.rt.name, "err", err)
 		return lookupUnavailable
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		c.h.log.Debug("lookup given up", "format", c.rt.name, "err", err)

@@ -108,10 +108,11 @@ var (
 )
 
 // profileFilename is e.g. "alice-example.com.mobileconfig": ASCII only, and
-// distinct per user so two downloads on one device do not overwrite.
+// distinct per user so two downloads on one device do not overwrite. It is
+// made of the address asked, never the primary address an alias leads to:
+// a file name must not tell which addresses are aliases of whom.
 func profileFilename(a *policy.Account, p platform) string {
-	local, domain := splitPrimary(a)
-	name := identifierLabel(local) + "-" + domain
+	name := identifierLabel(a.Address.Local) + "-" + a.Address.Domain
 	if p == platformMac {
 		name += "-mac"
 	}

@@ -26,7 +26,7 @@ func TestAppleMobileconfigHTTP(t *testing.T) {
 		{"percent-encoded @ and case", "GET", "/mobileconfig?EmailAddress=Alice%40Example.COM", 200, "alice-example.com.mobileconfig", "<string>alice</string>"},
 		{"surrounding spaces", "GET", "/mobileconfig?emailaddress=%20bob@example.com%20", 200, "bob-example.com.mobileconfig", "bob.login"},
 		{"mac", "GET", "/mobileconfig?emailaddress=alice@example.com&platform=mac", 200, "alice-example.com-mac.mobileconfig", "PayloadScope"},
-		{"alias", "GET", "/mobileconfig?emailaddress=a.example@example.com", 200, "alice-example.com.mobileconfig", "<string>alice@example.com</string>"},
+		{"alias: file named after the address asked", "GET", "/mobileconfig?emailaddress=a.example@example.com", 200, "a-example-f4e610b8-example.com.mobileconfig", "<string>alice@example.com</string>"},
 		{"unknown address: defaults", "GET", "/mobileconfig?emailaddress=nobody@example.com", 200, "nobody-example.com.mobileconfig", "<string>nobody@example.com</string>"},
 		{"odd local part", "GET", "/mobileconfig?emailaddress=" + url.QueryEscape("o'neil+tag@example.com"), 200, "", "o&#39;neil+tag@example.com"},
 		{"HEAD", "HEAD", "/mobileconfig?emailaddress=alice@example.com", 200, "alice-example.com.mobileconfig", ""},

@@ -13,12 +13,11 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 
+	"github.com/mailbeacon/mailbeacon/bench/internal/benchkit"
 	"github.com/mailbeacon/mailbeacon/ldapsource"
 	"github.com/mailbeacon/mailbeacon/policy"
 	"github.com/mailbeacon/mailbeacon/protocols"
@@ -47,31 +46,11 @@ func main() {
 	flag.Parse()
 	log.SetFlags(0)
 
-	pol, err := policy.New(policy.Config{Preset: "openldap", Login: "{uid}", HostAttribute: "mailHost"})
-	if err != nil {
-		log.Fatal(err)
-	}
-	domains, err := policy.NewDomains([]policy.DomainConfig{{
-		Name: "example.com", Provider: "Example Mail", ShortName: "Example",
-		Services: []policy.ServiceConfig{
-			{Type: "imap", Host: "mail.example.com", Port: 993, Socket: "tls"},
-			{Type: "pop3", Host: "mail.example.com", Port: 995, Socket: "tls"},
-			{Type: "smtp", Host: "mail.example.com", Port: 465, Socket: "tls"},
-			{Type: "smtp", Host: "mail.example.com", Port: 587, Socket: "starttls"},
-			{Type: "activesync", URL: "https://mail.example.com/Microsoft-Server-ActiveSync"},
-		},
-	}})
-	if err != nil {
-		log.Fatal(err)
-	}
-	res, err := policy.NewResolver(directory{}, pol, domains, policy.DefaultCacheConfig(), nil)
-	if err != nil {
-		log.Fatal(err)
-	}
+	res := benchkit.Resolver(directory{}, policy.DefaultCacheConfig())
 	h := protocols.NewHandler(res, protocols.Options{})
 	addr := func(i int) string { return "user" + strconv.Itoa(i) + "@example.com" }
 
-	before := settle()
+	before := benchkit.Settle()
 	ctx := context.Background()
 	for i := range *n {
 		a, err := policy.ParseAddress(addr(i))
@@ -83,7 +62,7 @@ func main() {
 			log.Fatalf("%s: %v", a, err)
 		}
 	}
-	filled := settle()
+	filled := benchkit.Settle()
 	for i := range *n {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/mail/config-v1.1.xml?emailaddress="+addr(i), nil))
@@ -91,44 +70,15 @@ func main() {
 			log.Fatalf("%s: HTTP %d", addr(i), rec.Code)
 		}
 	}
-	answered := settle()
+	answered := benchkit.Settle()
 	runtime.KeepAlive(res)
 	runtime.KeepAlive(h)
 
 	mb := func(b uint64) string { return fmt.Sprintf("%.1f MB", float64(b)/1e6) }
 	fmt.Printf("cached accounts: %d (%s)\n", *n, runtime.Version())
-	fmt.Printf("  resident before:                 %s\n", mb(before.rss))
+	fmt.Printf("  resident before:                 %s\n", mb(before.RSS))
 	fmt.Printf("  resident with %d cached:     %s  (heap in use %s; %.0f bytes per account)\n",
-		*n, mb(filled.rss), mb(filled.heap), float64(filled.rss-before.rss)/float64(*n))
+		*n, mb(filled.RSS), mb(filled.Heap), float64(filled.RSS-before.RSS)/float64(*n))
 	fmt.Printf("  after one autoconfig answer each: %s  (heap in use %s; rendered answers are kept for at most 4,096 accounts)\n",
-		mb(answered.rss), mb(answered.heap))
-}
-
-type usage struct{ rss, heap uint64 }
-
-// settle collects garbage, returns freed memory to the system and reads
-// the resident size from /proc.
-func settle() usage {
-	runtime.GC()
-	debug.FreeOSMemory()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return usage{rss: residentBytes(), heap: ms.HeapInuse}
-}
-
-func residentBytes() uint64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(rest)
-			if len(f) > 0 {
-				kb, _ := strconv.ParseUint(f[0], 10, 64)
-				return kb * 1024
-			}
-		}
-	}
-	return 0
+		mb(answered.RSS), mb(answered.Heap))
 }

@@ -17,7 +17,7 @@ import (
 // ExecStartPre); a usage error exits 2 like every command.
 const (
 	exitConfigInvalid = 1 // the file, a key, or a file a key names is wrong
-	exitDirectory     = 3 // --online: the trial bind or a search failed
+	exitDirectory     = 3 // --online: the directory cannot be reached, or a search failed
 )
 
 // exitError makes run exit with code after printing err.
@@ -56,7 +56,9 @@ func configCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 			"postmaster@DOMAIN in each domain. Each problem is printed with the key at\n"+
 			"fault and the fix.\n\n"+
 			"Exit status: 0 valid, 1 invalid configuration, 2 usage error,\n"+
-			"3 (--online) the directory refused the bind or a search, or cannot be reached.\n\n")
+			"3 (--online) the directory cannot be reached or a search failed (a bind the\n"+
+			"directory refuses for a configuration reason, such as the password or the CA,\n"+
+			"is status 1).\n\n")
 		fs.PrintDefaults()
 	}
 	file, err := oneArgument(fs, args, stderr)
@@ -99,7 +101,12 @@ func configCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	if !*online {
 		return nil
 	}
-	if err := checkDirectory(ctx, a.source, domains, stdout); err != nil {
+	if err := probeDirectory(ctx, a.source, domains, stdout); err != nil {
+		if ldapsource.ConfigurationError(err) != nil {
+			// The directory refuses the configuration (password, CA,
+			// TLS, base DN): the file is wrong, as serve would say.
+			return &exitError{exitConfigInvalid, err}
+		}
 		return &exitError{exitDirectory, err}
 	}
 	return nil
@@ -121,11 +128,11 @@ type directory interface {
 	Lookup(ctx context.Context, q ldapsource.Query) (*ldapsource.Entry, error)
 }
 
-// checkDirectory binds as the service account, reads the base DN, and
+// probeDirectory binds as the service account, reads the base DN, and
 // searches once per domain with the configured filter, for the postmaster
 // address RFC 5321 makes every mail domain have. Found or not, the search
 // worked; only errors fail.
-func checkDirectory(ctx context.Context, d directory, domains []string, stdout io.Writer) error {
+func probeDirectory(ctx context.Context, d directory, domains []string, stdout io.Writer) error {
 	if err := d.Ping(ctx); err != nil {
 		return fmt.Errorf("directory: bind as ldap.bind_dn or reading ldap.base_dn failed: %w", err)
 	}

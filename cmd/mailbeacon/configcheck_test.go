@@ -110,7 +110,7 @@ func TestConfigCheckOnline(t *testing.T) {
 		want                string
 	}{
 		{"ok", srv.URL, embedded.DemoPassword, 0, "domain example.com: searched: no entry for postmaster@example.com"},
-		{"wrong password", srv.URL, "wrong", exitDirectory, "ldap.bind_dn"},
+		{"wrong password", srv.URL, "wrong", exitConfigInvalid, "ldap.bind_password"},
 		{"no directory", closed, embedded.DemoPassword, exitDirectory, "127.0.0.1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

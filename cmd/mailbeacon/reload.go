@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -133,6 +134,13 @@ func (s *server) reload() error {
 	old := s.cur.load()
 	s.log.Info("SIGHUP: reloading the configuration")
 	a, err := rebuild(old.app, s.log)
+	if err == nil && !reflect.DeepEqual(old.app.cfg.LDAP, a.cfg.LDAP) {
+		// A new password or CA the directory refuses would turn every
+		// answer into the defaults: keep the running configuration.
+		if err = checkDirectory(context.Background(), a, a.cfg.LDAP.StartDegraded, s.log); err != nil {
+			a.source.Close()
+		}
+	}
 	if err == nil {
 		if err = s.tls.update(a.cfg); err != nil {
 			a.source.Close()

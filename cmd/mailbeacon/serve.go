@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mailbeacon/mailbeacon/ldapsource"
 	"github.com/mailbeacon/mailbeacon/protocols"
 )
 
@@ -24,11 +25,15 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	c.register(fs)
 	fs.BoolVar(&c.demoSign, "demo-sign", false, "with --demo: sign Apple profiles with a throwaway CA made at start (its files are logged)")
 	listen := fs.String("listen", "", "listen `address` host:port, overriding server.listen (default 127.0.0.1:8080)")
+	degraded := fs.Bool("start-degraded", false, "start even if the directory refuses the configuration (as ldap.start_degraded: true)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: mailbeacon serve [--config FILE] [--listen ADDR] [--demo [--demo-sign]]\n\n"+
+		fmt.Fprintf(fs.Output(), "Usage: mailbeacon serve [--config FILE] [--listen ADDR] [--start-degraded] [--demo [--demo-sign]]\n\n"+
 			"Serve client discovery requests over HTTP (HTTPS with server.tls or server.acme)\n"+
 			"until SIGINT or SIGTERM, which drain requests in flight. SIGHUP reloads the\n"+
-			"configuration; an invalid one is logged and the running one keeps serving.\n\n")
+			"configuration; an invalid one is logged and the running one keeps serving.\n\n"+
+			"At start the directory is asked once: if it refuses the configuration (service\n"+
+			"account's credentials, certificate, TLS), serve exits naming the key at fault,\n"+
+			"unless --start-degraded or ldap.start_degraded says to serve domain defaults.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args, stderr); err != nil {
@@ -53,6 +58,10 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		}
 	}
+	if err := checkDirectory(ctx, a, *degraded || a.cfg.LDAP.StartDegraded, log); err != nil {
+		a.source.Close()
+		return err
+	}
 	s, err := newServer(a, log)
 	if err != nil {
 		return err
@@ -64,6 +73,33 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // opsWriteTimeout is the least write timeout of the operations listener:
 // longer than a default CPU profile (/debug/pprof/profile, 30 s).
 const opsWriteTimeout = time.Minute
+
+// errDegradedHint is how to start anyway.
+const errDegradedHint = "to start anyway and answer with the domain defaults until it is fixed: serve --start-degraded, or ldap.start_degraded: true"
+
+// checkDirectory asks the directory once, as serve starts. A configuration
+// error (the service account's credentials refused, the certificate not
+// verified, TLS required, base DN missing) is fatal unless degraded: served
+// as an outage it would answer every address with the domain defaults for
+// as long as it runs. A directory that is down (transient) is logged, and
+// the server answers from defaults until it comes back.
+func checkDirectory(ctx context.Context, a *app, degraded bool, log *slog.Logger) error {
+	err := a.source.Ping(ctx)
+	switch {
+	case err == nil:
+		log.Info("directory reachable", "urls", a.cfg.LDAP.URLs)
+		return nil
+	case ldapsource.ConfigurationError(err) == nil:
+		log.Error("directory check failed; answering with domain defaults until it recovers", "kind", "transient", "err", err)
+		return nil
+	case degraded:
+		ce := ldapsource.ConfigurationError(err)
+		log.Error("starting degraded: the directory refuses the configuration; answering with the domain defaults until it is fixed",
+			"key", ce.Key, "fix", ce.Fix)
+		return nil
+	}
+	return fmt.Errorf("directory check at start: %w (%s)", err, errDegradedHint)
+}
 
 // server runs the listeners of one serve command across reloads.
 type server struct {
@@ -164,17 +200,6 @@ func (s *server) run(ctx context.Context) error {
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go s.tls.watch(wctx)
-
-	// A directory that is down at start-up is logged, not fatal: the
-	// server answers with domain defaults until it comes back.
-	go func() {
-		a := s.cur.load().app
-		if err := a.source.Ping(ctx); err != nil {
-			s.log.Error("directory check failed; answering with domain defaults until it recovers", "err", err)
-		} else {
-			s.log.Info("directory reachable", "urls", a.cfg.LDAP.URLs)
-		}
-	}()
 
 	errc := make(chan error, len(ls))
 	for _, l := range ls {

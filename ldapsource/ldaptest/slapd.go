@@ -66,8 +66,9 @@ type Server struct {
 	pidFile string
 	logFile string
 
-	mu  sync.Mutex
-	pid int // 0 when stopped
+	mu           sync.Mutex
+	pid          int // 0 when stopped
+	monitorBinds int // binds BindCount made (monitor.go)
 
 	watchdog *Watchdog
 }
@@ -327,7 +328,12 @@ access to *
     by dn.exact=%q read
     by self read
     by * none
-`, BaseDN, RootDN, ssha(s.RootPassword), q(filepath.Join(s.Dir, "db")), ServiceDN)
+
+database monitor
+access to *
+    by dn.exact=%q read
+    by * none
+`, BaseDN, RootDN, ssha(s.RootPassword), q(filepath.Join(s.Dir, "db")), ServiceDN, RootDN)
 	return b.String()
 }
 
@@ -363,6 +369,7 @@ func freePorts(n int) ([]int, error) {
 // until it answers. On failure nothing is left running. s.mu is held.
 func (s *Server) start() error {
 	_ = os.Remove(s.pidFile)
+	s.monitorBinds = 0 // a new process counts from zero
 	logf, err := os.OpenFile(s.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
