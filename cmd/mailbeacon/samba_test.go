@@ -384,8 +384,14 @@ func TestSambaMisconfigurationAndLockout(t *testing.T) {
 	if n, _ := strconv.Atoi(bad); n < 2 || n > allowed || (allowed < 3 && locked != "" && locked != "0") {
 		t.Errorf("svc-mailbeacon: badPwdCount=%s lockoutTime=%q; want 2 to %d failed logons and, below 3, no lockout", bad, locked, allowed)
 	}
-	// Fixed, it works at once: not locked out.
-	buildAD(t, adConfigText(t, srv, adPolicy))
+	// Fixed, it works at once: not locked out. A flood that outlasted the
+	// first backoff interval (a loaded machine) was allowed a third bind,
+	// which reaches the DC's threshold: then the lockout is the DC's due.
+	if allowed < 3 {
+		buildAD(t, adConfigText(t, srv, adPolicy))
+	} else {
+		t.Logf("the flood took %v, over the first backoff interval: %d failed logons allowed, the DC's threshold is 3", elapsed.Round(time.Millisecond), allowed)
+	}
 }
 
 // The README's Active Directory example is a valid configuration (its
