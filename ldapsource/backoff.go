@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Backoff bounds of service-account binds after a configuration error. A
@@ -32,8 +34,9 @@ var ErrBackoff = errors.New("binds as the service account held back")
 // callers share the outcome of the one in flight. Once a bind works, dials
 // run in parallel again, as the pool needs.
 type bindGate struct {
-	now func() time.Time
-	log *slog.Logger
+	now      func() time.Time
+	log      *slog.Logger
+	backoffs prometheus.Counter
 
 	mu      sync.Mutex
 	ok      bool          // a bind worked, and no configuration error since
@@ -123,5 +126,5 @@ func (g *bindGate) failed(err error) {
 	}
 	g.delay = min(max(2*g.delay, firstBackoff), maxBackoff)
 	g.ok, g.err, g.until = false, err, g.now().Add(g.delay)
-	bindBackoffs.Inc()
+	g.backoffs.Inc()
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/mailbeacon/mailbeacon/ldapsource/ldaptest"
 )
 
@@ -18,7 +20,7 @@ var errWrongPassword = &Error{Kind: Configuration, Key: "ldap.bind_password_file
 func fakeGate() (g *bindGate, clock *time.Time, calls *atomic.Int32, fail *error) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	clock = &now
-	g = &bindGate{now: func() time.Time { return *clock }, log: slog.New(slog.DiscardHandler)}
+	g = &bindGate{now: func() time.Time { return *clock }, log: slog.New(slog.DiscardHandler), backoffs: NewMetrics(nil).bindBackoffs}
 	calls = new(atomic.Int32)
 	fail = new(error)
 	return g, clock, calls, fail
@@ -52,6 +54,10 @@ func TestBindGateBackoff(t *testing.T) {
 		if at[i] != want[i] {
 			t.Fatalf("binds at %v; want %v", at, want)
 		}
+	}
+	// Each refused bind starts one backoff interval.
+	if got := testutil.ToFloat64(g.backoffs); got != float64(len(want)) {
+		t.Errorf("mailbeacon_directory_bind_backoffs_total = %v, want %d", got, len(want))
 	}
 	// Fixed: the next attempt after the interval works and resets it.
 	*fail = nil

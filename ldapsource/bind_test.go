@@ -24,7 +24,7 @@ func bindSource(t *testing.T, startTLS bool, caFile string, urls ...string) *lda
 		BindDN: embedded.DemoBindDN, BindPassword: embedded.DemoPassword, BaseDN: embedded.DemoBaseDN,
 		Filter:      "(&(objectClass=mailUser)(|(mail={email})(shadowAddress={email})))",
 		DialTimeout: 2 * time.Second, RequestTimeout: 5 * time.Second, PoolSize: 2,
-	}, []string{"uid"}, nil)
+	}, []string{"uid"}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

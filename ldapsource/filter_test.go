@@ -79,7 +79,7 @@ func TestConfigValidate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base()
 			tc.mod(&c)
-			_, err := New(c, nil, nil)
+			_, err := New(c, nil, nil, nil)
 			if (err != nil) != (tc.errHas != "") || (err != nil && !strings.Contains(err.Error(), tc.errHas)) {
 				t.Errorf("New = %v, want error containing %q", err, tc.errHas)
 			}
@@ -95,7 +95,7 @@ func TestBindPasswordFile(t *testing.T) {
 	c := DefaultConfig()
 	c.URLs, c.BaseDN, c.Filter = []string{"ldap://127.0.0.1:1"}, "dc=example,dc=com", "(mail={email})"
 	c.BindDN, c.BindPasswordFile = "cn=svc,dc=example,dc=com", path
-	s, err := New(c, nil, nil)
+	s, err := New(c, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,47 +5,63 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
-var (
-	searchDuration = promauto.NewHistogramVec(prometheus.HistogramOpts{
+// Metrics are the directory metrics, shared by every Source handed them
+// (a reload builds a new Source that keeps counting into the same ones).
+type Metrics struct {
+	searchFound, searchNotFound, searchAmbiguous, searchError prometheus.Observer
+
+	connectionsInUse prometheus.Gauge
+	failovers        prometheus.Counter
+	bindBackoffs     prometheus.Counter
+	dialErrors       *prometheus.CounterVec
+}
+
+// NewMetrics registers the directory metrics on reg; it panics if reg has
+// them already. Made for a nil reg they are registered nowhere, so nobody
+// sees what they record; a nil *Metrics does the same.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	f := promauto.With(reg)
+	searchDuration := f.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "mailbeacon_directory_search_duration_seconds",
 		Help: "Duration of one address lookup in the directory, waiting for a pooled connection and dialing included, by result: found, not_found, ambiguous, error.",
 		// Lookups are bounded by ldap.request_timeout (3s by default).
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	}, []string{"result"})
-	connectionsInUse = promauto.NewGauge(prometheus.GaugeOpts{
-		Name: "mailbeacon_directory_connections_in_use",
-		Help: "Directory connections checked out of the pool or being dialed (at most ldap.pool_size per configuration).",
-	})
-	failovers = promauto.NewCounter(prometheus.CounterOpts{
-		Name: "mailbeacon_directory_failovers_total",
-		Help: "Times the preferred directory URL failed and another one answered.",
-	})
-	bindBackoffs = promauto.NewCounter(prometheus.CounterOpts{
-		Name: "mailbeacon_directory_bind_backoffs_total",
-		Help: "Times a bind as the service account failed on a configuration error (credentials refused, certificate not verified, strong authentication required) and binds were held back for a backoff interval.",
-	})
-	dialErrors = promauto.NewCounterVec(prometheus.CounterOpts{
-		Name: "mailbeacon_directory_dial_errors_total",
-		Help: "Failed attempts to connect and bind to a directory URL, by URL.",
-	}, []string{"url"})
-
-	// Label children resolved once, off the request path.
-	searchFound     = searchDuration.WithLabelValues("found")
-	searchNotFound  = searchDuration.WithLabelValues("not_found")
-	searchAmbiguous = searchDuration.WithLabelValues("ambiguous")
-	searchError     = searchDuration.WithLabelValues("error")
-)
+	return &Metrics{
+		// Label children resolved once, off the request path.
+		searchFound:     searchDuration.WithLabelValues("found"),
+		searchNotFound:  searchDuration.WithLabelValues("not_found"),
+		searchAmbiguous: searchDuration.WithLabelValues("ambiguous"),
+		searchError:     searchDuration.WithLabelValues("error"),
+		connectionsInUse: f.NewGauge(prometheus.GaugeOpts{
+			Name: "mailbeacon_directory_connections_in_use",
+			Help: "Directory connections checked out of the pool or being dialed (at most ldap.pool_size per configuration).",
+		}),
+		failovers: f.NewCounter(prometheus.CounterOpts{
+			Name: "mailbeacon_directory_failovers_total",
+			Help: "Times the preferred directory URL failed and another one answered.",
+		}),
+		bindBackoffs: f.NewCounter(prometheus.CounterOpts{
+			Name: "mailbeacon_directory_bind_backoffs_total",
+			Help: "Times a bind as the service account failed on a configuration error (credentials refused, certificate not verified, strong authentication required) and binds were held back for a backoff interval.",
+		}),
+		dialErrors: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailbeacon_directory_dial_errors_total",
+			Help: "Failed attempts to connect and bind to a directory URL, by URL.",
+		}, []string{"url"}),
+	}
+}
 
 // observeSearch records a lookup's duration under its result.
-func observeSearch(seconds float64, err error) {
+func (m *Metrics) observeSearch(seconds float64, err error) {
 	switch err {
 	case nil:
-		searchFound.Observe(seconds)
+		m.searchFound.Observe(seconds)
 	case ErrNotFound:
-		searchNotFound.Observe(seconds)
+		m.searchNotFound.Observe(seconds)
 	case ErrAmbiguous:
-		searchAmbiguous.Observe(seconds)
+		m.searchAmbiguous.Observe(seconds)
 	default:
-		searchError.Observe(seconds)
+		m.searchError.Observe(seconds)
 	}
 }

@@ -44,7 +44,7 @@ func adConfig(srv *sambatest.Server, url string, startTLS bool, bindName string)
 
 func adSource(t *testing.T, cfg ldapsource.Config) *ldapsource.Source {
 	t.Helper()
-	src, err := ldapsource.New(cfg, adAttrs, nil)
+	src, err := ldapsource.New(cfg, adAttrs, nil, nil)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -74,7 +74,7 @@ func slapdConfig(caFile string, startTLS bool, urls ...string) ldapsource.Config
 
 func slapdSource(t *testing.T, cfg ldapsource.Config, attrs ...string) *ldapsource.Source {
 	t.Helper()
-	src, err := ldapsource.New(cfg, attrs, nil)
+	src, err := ldapsource.New(cfg, attrs, nil, nil)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -51,7 +51,8 @@ type Source struct {
 	closeOnce sync.Once
 	closed    chan struct{}
 
-	dialErrors []prometheus.Counter // per target (metrics.go)
+	metrics    *Metrics
+	dialErrors []prometheus.Counter // per target
 
 	// passwordKey names where the service password came from, for error
 	// messages: ldap.bind_password_file or ldap.bind_password.
@@ -66,8 +67,9 @@ type conn struct {
 
 // New validates cfg and returns a Source. No connection is made until the
 // first lookup (or Ping), so a directory that is down at start-up does not
-// stop the server. attrs are the attributes every lookup fetches.
-func New(cfg Config, attrs []string, log *slog.Logger) (*Source, error) {
+// stop the server. attrs are the attributes every lookup fetches; m may be
+// nil.
+func New(cfg Config, attrs []string, log *slog.Logger, m *Metrics) (*Source, error) {
 	passwordKey := "ldap.bind_password (or MAILBEACON_LDAP_BIND_PASSWORD)"
 	if cfg.BindPasswordFile != "" {
 		passwordKey = "ldap.bind_password_file"
@@ -94,18 +96,21 @@ func New(cfg Config, attrs []string, log *slog.Logger) (*Source, error) {
 	if len(attrs) == 0 {
 		attrs = []string{"1.1"} // RFC 4511 §4.5.1.8: no attributes
 	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
 	dialErrs := make([]prometheus.Counter, len(targets))
 	for i, t := range targets {
-		dialErrs[i] = dialErrors.WithLabelValues(t.url)
+		dialErrs[i] = m.dialErrors.WithLabelValues(t.url)
 	}
 	return &Source{
-		cfg: cfg, targets: targets, tls: tc, filter: f, attrs: attrs, log: log, dialErrors: dialErrs,
+		cfg: cfg, targets: targets, tls: tc, filter: f, attrs: attrs, log: log, metrics: m, dialErrors: dialErrs,
 		slots:       make(chan struct{}, cfg.PoolSize),
 		binds:       make(chan struct{}, cfg.PoolSize),
 		idle:        make(chan *conn, cfg.PoolSize),
 		closed:      make(chan struct{}),
 		passwordKey: passwordKey,
-		gate:        bindGate{now: time.Now, log: log},
+		gate:        bindGate{now: time.Now, log: log, backoffs: m.bindBackoffs},
 	}, nil
 }
 
@@ -121,7 +126,7 @@ func isLoopback(host string) bool {
 // ErrAmbiguous as answers, and other errors for directory failures.
 func (s *Source) Lookup(ctx context.Context, q Query) (_ *Entry, err error) {
 	start := time.Now()
-	defer func() { observeSearch(time.Since(start).Seconds(), err) }()
+	defer func() { s.metrics.observeSearch(time.Since(start).Seconds(), err) }()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	filter := s.filter.expand(q)
@@ -223,7 +228,7 @@ func (s *Source) get(ctx context.Context) (*conn, error) {
 	}
 	select {
 	case s.slots <- struct{}{}:
-		connectionsInUse.Inc()
+		s.metrics.connectionsInUse.Inc()
 	case <-ctx.Done():
 		return nil, fmt.Errorf("waiting for a directory connection: %w", ctx.Err())
 	case <-s.closed:
@@ -273,7 +278,7 @@ func (s *Source) put(c *conn) {
 // release gives back the pool slot of a connection that get handed out.
 func (s *Source) release() {
 	<-s.slots
-	connectionsInUse.Dec()
+	s.metrics.connectionsInUse.Dec()
 }
 
 func (s *Source) discard(c *conn) {
@@ -317,7 +322,7 @@ func (s *Source) dial(ctx context.Context) (*conn, error) {
 		if err == nil {
 			if idx != start {
 				s.log.Warn("directory failover", "from", s.targets[start].url, "to", s.targets[idx].url)
-				failovers.Inc()
+				s.metrics.failovers.Inc()
 				s.preferred.Store(int32(idx))
 			}
 			return c, nil

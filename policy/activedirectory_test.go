@@ -320,7 +320,7 @@ func TestNestedGroupsResolvedOncePerLookupAndCached(t *testing.T) {
 	if got := pol.Groups(); len(got) != 2 {
 		t.Fatalf("groups %v: want the two distinct member_of DNs", got)
 	}
-	r, err := NewResolver(dir, pol, testDomains(t), DefaultCacheConfig(), nil)
+	r, err := NewResolver(dir, pol, testDomains(t), DefaultCacheConfig(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +353,7 @@ func TestNestedGroupsResolvedOncePerLookupAndCached(t *testing.T) {
 	// A failure to resolve groups is a directory failure: defaults, not a
 	// decision made without the groups, and nothing cached.
 	dir.err = errors.New("directory gone")
-	r2, _ := NewResolver(dir, pol, testDomains(t), DefaultCacheConfig(), nil)
+	r2, _ := NewResolver(dir, pol, testDomains(t), DefaultCacheConfig(), nil, nil)
 	acct, err := r2.Resolve(context.Background(), addr)
 	if err != nil || acct.Known {
 		t.Errorf("group failure: %v %+v", err, acct)
@@ -376,7 +376,7 @@ func TestNestedGroupsOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := NewResolver(dir, pol, testDomains(t), DefaultCacheConfig(), nil)
+	r, err := NewResolver(dir, pol, testDomains(t), DefaultCacheConfig(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,13 +394,13 @@ func TestNestedGroupsNeedACapableDirectory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = NewResolver(&fakeDirectory{}, pol, testDomains(t), DefaultCacheConfig(), nil)
+	_, err = NewResolver(&fakeDirectory{}, pol, testDomains(t), DefaultCacheConfig(), nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "policy.nested_groups") {
 		t.Errorf("NewResolver = %v", err)
 	}
 	// Without member_of rules there is nothing to resolve.
 	pol, _ = New(Config{Preset: "exchange"})
-	if _, err := NewResolver(&fakeDirectory{}, pol, testDomains(t), DefaultCacheConfig(), nil); err != nil {
+	if _, err := NewResolver(&fakeDirectory{}, pol, testDomains(t), DefaultCacheConfig(), nil, nil); err != nil {
 		t.Errorf("exchange preset without member_of: %v", err)
 	}
 }

@@ -68,7 +68,7 @@ func newAuthResolver(t testing.TB, pcfg Config) (*Resolver, *bindingDirectory, *
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := NewResolver(dir, pol, testDomains(t), DefaultCacheConfig(), nil)
+	r, err := NewResolver(dir, pol, testDomains(t), DefaultCacheConfig(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

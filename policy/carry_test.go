@@ -45,7 +45,7 @@ func newCarryResolver(t testing.TB, dir Directory, domains map[string]*Domain) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := NewResolver(dir, pol, domains, DefaultCacheConfig(), nil)
+	r, err := NewResolver(dir, pol, domains, DefaultCacheConfig(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,6 +124,8 @@ func TestForgetDomain(t *testing.T) {
 func TestResolveCountsCacheMetrics(t *testing.T) {
 	cfg := CacheConfig{TTL: time.Minute, NegativeTTL: time.Minute, StaleFor: time.Hour, OnDirectoryError: "defaults"}
 	r, dir, clk := newTestResolver(t, cfg)
+	m := NewMetrics(prometheus.NewRegistry())
+	r.metrics = m
 	ctx := context.Background()
 	steps := []struct {
 		name  string
@@ -141,7 +143,7 @@ func TestResolveCountsCacheMetrics(t *testing.T) {
 		}, map[string]float64{"miss": 1, "stale": 1}},
 		{"not cached, directory down", "new@example.com", nil, map[string]float64{"miss": 1, "defaults": 1}},
 	}
-	counters := map[string]prometheus.Counter{"hit": cacheHit, "negative": cacheNegative, "miss": cacheMiss, "stale": cacheStale, "defaults": directoryToDefaults}
+	counters := map[string]prometheus.Counter{"hit": m.cacheHit, "negative": m.cacheNegative, "miss": m.cacheMiss, "stale": m.cacheStale, "defaults": m.directoryToDefaults}
 	for _, st := range steps {
 		if st.setup != nil {
 			st.setup()

@@ -5,34 +5,49 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
-var (
-	cacheLookups = promauto.NewCounterVec(prometheus.CounterOpts{
+// Metrics are the resolver's cache and directory-outcome metrics, shared
+// by every Resolver handed them (a reload builds a new Resolver that keeps
+// counting into the same ones).
+type Metrics struct {
+	// Label children resolved once, off the request path.
+	cacheHit, cacheNegative, cacheMiss, cacheStale prometheus.Counter
+	directoryToDefaults, directoryToError          prometheus.Counter
+	cacheEvictedNegative, cacheEvictedAccount      prometheus.Counter
+
+	directoryFailures *prometheus.CounterVec
+}
+
+// NewMetrics registers the resolver metrics on reg; it panics if reg has
+// them already. Made for a nil reg they are registered nowhere, so nobody
+// sees what they record; a nil *Metrics does the same.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	f := promauto.With(reg)
+	cacheLookups := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "mailbeacon_cache_lookups_total",
 		Help: "Resolver cache lookups by result: hit (a fresh account), negative (a fresh \"unknown or disabled\"), " +
 			"miss (the directory was asked; concurrent misses for one address share one search), " +
 			"stale (the directory failed and an expired entry was served; also counted as a miss).",
 	}, []string{"result"})
-	directoryFallbacks = promauto.NewCounterVec(prometheus.CounterOpts{
+	directoryFallbacks := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "mailbeacon_directory_unavailable_answers_total",
 		Help: "Lookups the directory failed with nothing usable cached, by what was answered: defaults (the domain's services) or error (cache.on_directory_error: fail).",
 	}, []string{"answer"})
-
-	directoryFailures = promauto.NewCounterVec(prometheus.CounterOpts{
-		Name: "mailbeacon_directory_failures_total",
-		Help: "Directory lookups that failed, by kind: configuration (credentials refused, certificate not verified: fix the configuration) or transient (refused, timeout, busy).",
-	}, []string{"kind"})
-	cacheEvictions = promauto.NewCounterVec(prometheus.CounterOpts{
+	cacheEvictions := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "mailbeacon_cache_evictions_total",
 		Help: "Cache entries pushed out by cache.max_entries, by what they held: unknown (an unknown or disabled address; these go first) or account.",
 	}, []string{"entry"})
-
-	// Label children resolved once, off the request path.
-	cacheHit             = cacheLookups.WithLabelValues("hit")
-	cacheNegative        = cacheLookups.WithLabelValues("negative")
-	cacheMiss            = cacheLookups.WithLabelValues("miss")
-	cacheStale           = cacheLookups.WithLabelValues("stale")
-	directoryToDefaults  = directoryFallbacks.WithLabelValues("defaults")
-	directoryToError     = directoryFallbacks.WithLabelValues("error")
-	cacheEvictedNegative = cacheEvictions.WithLabelValues("unknown")
-	cacheEvictedAccount  = cacheEvictions.WithLabelValues("account")
-)
+	return &Metrics{
+		cacheHit:             cacheLookups.WithLabelValues("hit"),
+		cacheNegative:        cacheLookups.WithLabelValues("negative"),
+		cacheMiss:            cacheLookups.WithLabelValues("miss"),
+		cacheStale:           cacheLookups.WithLabelValues("stale"),
+		directoryToDefaults:  directoryFallbacks.WithLabelValues("defaults"),
+		directoryToError:     directoryFallbacks.WithLabelValues("error"),
+		cacheEvictedNegative: cacheEvictions.WithLabelValues("unknown"),
+		cacheEvictedAccount:  cacheEvictions.WithLabelValues("account"),
+		directoryFailures: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailbeacon_directory_failures_total",
+			Help: "Directory lookups that failed, by kind: configuration (credentials refused, certificate not verified: fix the configuration) or transient (refused, timeout, busy).",
+		}, []string{"kind"}),
+	}
+}

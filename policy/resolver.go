@@ -80,6 +80,7 @@ type Resolver struct {
 	flight  singleflight.Group
 	failing atomic.Bool // the directory's last answer was a failure
 	log     *slog.Logger
+	metrics *Metrics
 	now     func() time.Time
 	binds   bindMemory // authenticate.go
 	sleep   func(context.Context, time.Duration)
@@ -95,13 +96,17 @@ func (r *Resolver) newCachedAccount(acct *Account) *cachedAccount {
 	return &cachedAccount{full: acct, public: r.pol.public(acct)}
 }
 
-// NewResolver wires a policy, the domains and a directory together.
-func NewResolver(dir Directory, pol *Policy, domains map[string]*Domain, cfg CacheConfig, log *slog.Logger) (*Resolver, error) {
+// NewResolver wires a policy, the domains and a directory together; m may
+// be nil.
+func NewResolver(dir Directory, pol *Policy, domains map[string]*Domain, cfg CacheConfig, log *slog.Logger, m *Metrics) (*Resolver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if m == nil {
+		m = NewMetrics(nil)
 	}
 	c, err := boundcache.New[string, *cachedAccount](boundcache.Options{
 		TTL: cfg.TTL, NegativeTTL: cfg.NegativeTTL, StaleFor: cfg.StaleFor, MaxEntries: cfg.MaxEntries,
@@ -111,13 +116,13 @@ func NewResolver(dir Directory, pol *Policy, domains map[string]*Domain, cfg Cac
 	}
 	c.OnEvict = func(negative bool) {
 		if negative {
-			cacheEvictedNegative.Inc()
+			m.cacheEvictedNegative.Inc()
 		} else {
-			cacheEvictedAccount.Inc()
+			m.cacheEvictedAccount.Inc()
 		}
 	}
 	r := &Resolver{
-		dir: dir, pol: pol, domains: domains, cfg: cfg, log: log, now: time.Now, sleep: sleepCtx, cache: c,
+		dir: dir, pol: pol, domains: domains, cfg: cfg, log: log, metrics: m, now: time.Now, sleep: sleepCtx, cache: c,
 	}
 	if err := r.checkDirectory(); err != nil {
 		return nil, err
@@ -160,15 +165,15 @@ func (r *Resolver) resolve(ctx context.Context, addr Address, full bool) (*Accou
 	if e, ok := r.cache.Get(key, now); ok {
 		if e.Fresh(now) {
 			if !e.Negative {
-				cacheHit.Inc()
+				r.metrics.cacheHit.Inc()
 			} else {
-				cacheNegative.Inc()
+				r.metrics.cacheNegative.Inc()
 			}
 			return r.answer(d, addr, e.Value, full)
 		}
 		stale = &e
 	}
-	cacheMiss.Inc()
+	r.metrics.cacheMiss.Inc()
 	ch := r.flight.DoChan(key, func() (any, error) {
 		// Detached from the first caller's cancellation: the other callers
 		// waiting on this search must not fail because one gave up. The
@@ -184,14 +189,14 @@ func (r *Resolver) resolve(ctx context.Context, addr Address, full bool) (*Accou
 			return r.answer(d, addr, res.Val.(*cachedAccount), full)
 		}
 		if stale != nil {
-			cacheStale.Inc()
+			r.metrics.cacheStale.Inc()
 			return r.answer(d, addr, stale.Value, full)
 		}
 		if r.cfg.OnDirectoryError == "fail" {
-			directoryToError.Inc()
+			r.metrics.directoryToError.Inc()
 			return nil, fmt.Errorf("%w: %v", ErrDirectoryUnavailable, res.Err)
 		}
-		directoryToDefaults.Inc()
+		r.metrics.directoryToDefaults.Inc()
 		// Not answer(nil): under policy.unknown "reject" that would tell
 		// a real user, during an outage, that the address does not exist.
 		return d.DefaultAccount(addr, addr.String()), nil
@@ -208,7 +213,7 @@ func (r *Resolver) noteDirectory(domain string, err error) {
 		return
 	}
 	kind := ldapsource.KindOf(err)
-	directoryFailures.WithLabelValues(kind.String()).Inc()
+	r.metrics.directoryFailures.WithLabelValues(kind.String()).Inc()
 	if r.failing.CompareAndSwap(false, true) {
 		answer := "the domain's default_services"
 		if r.cfg.OnDirectoryError == "fail" {

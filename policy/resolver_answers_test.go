@@ -63,7 +63,7 @@ func TestDefaultServices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := NewResolver(dir, pol, ds, DefaultCacheConfig(), nil)
+	r, err := NewResolver(dir, pol, ds, DefaultCacheConfig(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestDefaultServices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err = NewResolver(dir, rejecting, ds, DefaultCacheConfig(), nil)
+	r, err = NewResolver(dir, rejecting, ds, DefaultCacheConfig(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func TestPrivacy(t *testing.T) {
 				t.Fatal(err)
 			}
 			dir := &fakeDirectory{entries: map[string]*ldapsource.Entry{"a.example@example.com": alice}}
-			r, err := NewResolver(dir, pol, testDomains(t), DefaultCacheConfig(), nil)
+			r, err := NewResolver(dir, pol, testDomains(t), DefaultCacheConfig(), nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -75,7 +75,7 @@ func newTestResolver(t testing.TB, cfg CacheConfig) (*Resolver, *fakeDirectory, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := NewResolver(dir, pol, testDomains(t), cfg, nil)
+	r, err := NewResolver(dir, pol, testDomains(t), cfg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ func TestResolveAnswers(t *testing.T) {
 func TestResolveRejectMode(t *testing.T) {
 	dir := &fakeDirectory{entries: map[string]*ldapsource.Entry{}}
 	pol, _ := New(Config{Unknown: UnknownReject})
-	r, _ := NewResolver(dir, pol, testDomains(t), DefaultCacheConfig(), nil)
+	r, _ := NewResolver(dir, pol, testDomains(t), DefaultCacheConfig(), nil, nil)
 	if _, err := r.Resolve(context.Background(), mustAddr(t, "nobody@example.com")); !errors.Is(err, ErrRejected) {
 		t.Errorf("got %v, want ErrRejected", err)
 	}

@@ -236,7 +236,7 @@ func NewMetrics(reg prometheus.Registerer, g prometheus.Gatherer) (*Metrics, err
 }
 
 // privateMetrics are a handler's own, on a registry of their own, served
-// with the default registry's (where policy and ldapsource register).
+// with the default registry's (the Go runtime's and the process's).
 func privateMetrics() *Metrics {
 	reg := prometheus.NewRegistry()
 	m, err := NewMetrics(reg, prometheus.Gatherers{reg, prometheus.DefaultGatherer})

@@ -250,7 +250,7 @@ func TestACMEHostPolicy(t *testing.T) {
 			}
 			cfg.Server.ACME = acmeConfig{Enabled: true, CacheDir: t.TempDir(), BareDomains: tc.bare}
 			cfg.Server.PublicHost = tc.public
-			ts, err := newTLSServing(cfg, nil)
+			ts, err := newTLSServing(cfg, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -102,14 +102,26 @@ type app struct {
 	cfg      config
 	source   *ldapsource.Source
 	resolver *policy.Resolver
+	// metrics are served by /metrics; a reload hands them to the next app.
+	metrics *metrics
 	// reread loads the configuration again the way setup did (serve's
 	// reload on SIGHUP); nil for an app not made by setup.
 	reread func() (config, error)
 }
 
-// build validates cfg and wires the directory, policy and resolver.
-// Errors name the key at fault.
+// build validates cfg and wires the directory, policy and resolver, with
+// metrics on a registry of their own. Errors name the key at fault.
 func build(cfg config, log *slog.Logger) (*app, error) {
+	m, err := newMetrics()
+	if err != nil {
+		return nil, err
+	}
+	return buildWith(cfg, log, m)
+}
+
+// buildWith is build recording into m, which a reload keeps: the metrics
+// are registered once.
+func buildWith(cfg config, log *slog.Logger, m *metrics) (*app, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -136,17 +148,17 @@ func build(cfg config, log *slog.Logger) (*app, error) {
 	if cfg.LDAP.Filter == "" {
 		cfg.LDAP.Filter = pol.Filter()
 	}
-	src, err := ldapsource.New(cfg.LDAP, pol.Attributes(), log)
+	src, err := ldapsource.New(cfg.LDAP, pol.Attributes(), log, m.source)
 	if err != nil {
 		return nil, err
 	}
-	res, err := policy.NewResolver(src, pol, domains, cfg.Cache, log)
+	res, err := policy.NewResolver(src, pol, domains, cfg.Cache, log, m.resolver)
 	if err != nil {
 		src.Close()
 		return nil, err
 	}
 	res.SetAuthCacheTTL(cfg.Autodiscover.BindMemory())
-	return &app{cfg: cfg, source: src, resolver: res}, nil
+	return &app{cfg: cfg, source: src, resolver: res, metrics: m}, nil
 }
 
 func (c config) validate() error {
@@ -195,6 +207,6 @@ func (a *app) handlerOptions(log *slog.Logger) protocols.Options {
 	return protocols.Options{
 		Log: log, Autodiscover: a.cfg.Autodiscover, Apple: a.cfg.Apple,
 		Operations: a.cfg.Operations, Limits: lim, Ready: a.source.Ping,
-		ReadTimeout: a.cfg.Server.ReadTimeout,
+		ReadTimeout: a.cfg.Server.ReadTimeout, Metrics: a.metrics.requests,
 	}
 }

@@ -84,7 +84,7 @@ func configCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		return invalid(err)
 	}
 	defer a.source.Close()
-	t, err := newTLSServing(a.cfg, log)
+	t, err := newTLSServing(a.cfg, log, nil)
 	if err != nil {
 		return invalid(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mailbeacon/mailbeacon/ldapsource"
 	"github.com/mailbeacon/mailbeacon/policy"
 	"github.com/mailbeacon/mailbeacon/protocols"
 )
@@ -29,26 +30,38 @@ import (
 // registry /metrics serves: every generation records into them.
 type metrics struct {
 	requests      *protocols.Metrics
+	source        *ldapsource.Metrics
+	resolver      *policy.Metrics
+	certNotAfter  prometheus.Gauge // tls.go
 	reloadsOK     prometheus.Counter
 	reloadsFailed prometheus.Counter
 }
 
 func newMetrics() (*metrics, error) {
 	// The registry of this server's metrics, served with the default one,
-	// where policy and ldapsource register theirs and the Go runtime's.
+	// where the Go runtime and the process register theirs.
 	reg := prometheus.NewRegistry()
 	req, err := protocols.NewMetrics(reg, prometheus.Gatherers{prometheus.DefaultGatherer, reg})
 	if err != nil {
 		return nil, err
 	}
+	certNotAfter := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "mailbeacon_tls_certificate_not_after_timestamp_seconds",
+		Help: "Expiry (Unix time) of the certificate loaded from server.tls.cert_file; alert well before it.",
+	})
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mailbeacon_config_reloads_total",
 		Help: "Configuration reloads (SIGHUP) by result: ok, or failed (the previous configuration kept serving).",
 	}, []string{"result"})
-	if err := reg.Register(reloads); err != nil {
-		return nil, fmt.Errorf("registering reload metrics: %w", err)
+	for _, c := range []prometheus.Collector{reloads, certNotAfter} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering server metrics: %w", err)
+		}
 	}
-	return &metrics{requests: req, reloadsOK: reloads.WithLabelValues("ok"), reloadsFailed: reloads.WithLabelValues("failed")}, nil
+	return &metrics{
+		requests: req, source: ldapsource.NewMetrics(reg), resolver: policy.NewMetrics(reg), certNotAfter: certNotAfter,
+		reloadsOK: reloads.WithLabelValues("ok"), reloadsFailed: reloads.WithLabelValues("failed"),
+	}, nil
 }
 
 // generation is what one configuration serves with. Requests hold its
@@ -64,10 +77,9 @@ type generation struct {
 // newGeneration builds the handlers of a; prev is the generation it
 // replaces (nil at start), whose per-client limits state it keeps when
 // the limits are unchanged.
-func newGeneration(a *app, log *slog.Logger, m *metrics, prev *generation) *generation {
+func newGeneration(a *app, log *slog.Logger, prev *generation) *generation {
 	g := &generation{app: a}
 	opts := a.handlerOptions(log)
-	opts.Metrics = m.requests
 	if prev != nil {
 		opts.Previous, _ = prev.handler.(*protocols.Handler)
 	}
@@ -157,7 +169,7 @@ func (s *server) reload() error {
 	// The routes follow the listeners that run, not those the file asks for.
 	a.cfg.Operations.Listen = old.app.cfg.Operations.Listen
 	kept, changed := carryCache(old.app, a)
-	s.cur.store(newGeneration(a, s.log, s.metrics, old))
+	s.cur.store(newGeneration(a, s.log, old))
 	s.retiring.Add(1)
 	go func() {
 		defer s.retiring.Done()
@@ -168,7 +180,8 @@ func (s *server) reload() error {
 	return nil
 }
 
-// rebuild reads the configuration the way old was made and builds it.
+// rebuild reads the configuration the way old was made and builds it,
+// recording into old's metrics.
 func rebuild(old *app, log *slog.Logger) (*app, error) {
 	if old.reread == nil {
 		return nil, fmt.Errorf("this server cannot reload its configuration")
@@ -177,7 +190,7 @@ func rebuild(old *app, log *slog.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, err := build(cfg, log)
+	a, err := buildWith(cfg, log, old.metrics)
 	if err != nil {
 		return nil, err
 	}

@@ -111,16 +111,12 @@ type server struct {
 }
 
 func newServer(a *app, log *slog.Logger) (*server, error) {
-	t, err := newTLSServing(a.cfg, log)
+	t, err := newTLSServing(a.cfg, log, a.metrics.certNotAfter)
 	if err != nil {
 		return nil, err
 	}
-	m, err := newMetrics()
-	if err != nil {
-		return nil, err
-	}
-	s := &server{log: log, tls: t, metrics: m}
-	s.cur.store(newGeneration(a, log, m, nil))
+	s := &server{log: log, tls: t, metrics: a.metrics}
+	s.cur.store(newGeneration(a, log, nil))
 	return s, nil
 }
 

@@ -17,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/mailbeacon/mailbeacon/cmd/mailbeacon/check/checktest"
 	"github.com/mailbeacon/mailbeacon/ldapsource"
 	"github.com/mailbeacon/mailbeacon/ldapsource/embedded"
@@ -507,10 +510,19 @@ func TestCertFilesReload(t *testing.T) {
 	ca := checktest.NewCA(t)
 	certFile, keyFile := ca.WriteFiles(t, dir, time.Now().Add(24*time.Hour), "autoconfig.example.com")
 	var logs syncBuffer
-	f, err := loadCertFiles(tlsFiles{CertFile: certFile, KeyFile: keyFile}, []string{"autoconfig.example.com", "autodiscover.example.com"}, slog.New(slog.NewTextHandler(&logs, nil)))
+	notAfter := prometheus.NewGauge(prometheus.GaugeOpts{Name: "not_after"})
+	f, err := loadCertFiles(tlsFiles{CertFile: certFile, KeyFile: keyFile}, []string{"autoconfig.example.com", "autodiscover.example.com"}, slog.New(slog.NewTextHandler(&logs, nil)), notAfter)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The expiry gauge follows the certificate that serves.
+	checkNotAfter := func(step string) {
+		t.Helper()
+		if got, want := testutil.ToFloat64(notAfter), float64(f.current().Leaf.NotAfter.Unix()); got != want {
+			t.Errorf("%s: not-after gauge %v, want %v", step, got, want)
+		}
+	}
+	checkNotAfter("loaded")
 	if !strings.Contains(logs.String(), "does not cover") || !strings.Contains(logs.String(), "autodiscover.example.com") {
 		t.Errorf("no warning about the missing name: %s", logs.String())
 	}
@@ -518,11 +530,12 @@ func TestCertFilesReload(t *testing.T) {
 	if changed, err := f.reloadIfChanged(); changed || err != nil {
 		t.Errorf("unchanged files reloaded: %v %v", changed, err)
 	}
-	ca.WriteFiles(t, dir, time.Now().Add(24*time.Hour), "autoconfig.example.com", "autodiscover.example.com")
+	ca.WriteFiles(t, dir, time.Now().Add(48*time.Hour), "autoconfig.example.com", "autodiscover.example.com")
 	touchLater(t, certFile, keyFile)
 	if changed, err := f.reloadIfChanged(); !changed || err != nil || f.current().Leaf.SerialNumber.Cmp(first) == 0 {
 		t.Errorf("changed files: reloaded %v, %v", changed, err)
 	}
+	checkNotAfter("reloaded")
 	second := f.current().Leaf.SerialNumber
 	writeFile(t, keyFile, "not a key")
 	touchLater(t, keyFile)
@@ -532,4 +545,5 @@ func TestCertFilesReload(t *testing.T) {
 	if f.current().Leaf.SerialNumber.Cmp(second) != 0 {
 		t.Error("a broken pair replaced the working certificate")
 	}
+	checkNotAfter("broken pair")
 }

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
 
@@ -64,11 +63,6 @@ type acmeConfig struct {
 
 // certReloadInterval is how often certificate files are checked.
 const certReloadInterval = time.Minute
-
-var certNotAfter = promauto.NewGauge(prometheus.GaugeOpts{
-	Name: "mailbeacon_tls_certificate_not_after_timestamp_seconds",
-	Help: "Expiry (Unix time) of the certificate loaded from server.tls.cert_file; alert well before it.",
-})
 
 // validateTLS checks the server keys of tls.go and dns.go. Errors name the key.
 func (s serverConfig) validateTLS() error {
@@ -144,15 +138,18 @@ type tlsServing struct {
 	acme  *autocert.Manager         // server.acme
 	names atomic.Pointer[map[string]bool]
 	mode  string // "", "files" or "acme"
+
+	notAfter prometheus.Gauge // of the certificate files; nil: not recorded
 }
 
 // newTLSServing prepares HTTPS for cfg; nil when cfg serves plain HTTP.
-func newTLSServing(cfg config, log *slog.Logger) (*tlsServing, error) {
-	t := &tlsServing{log: log}
+// notAfter (may be nil) records the expiry of certificate files.
+func newTLSServing(cfg config, log *slog.Logger, notAfter prometheus.Gauge) (*tlsServing, error) {
+	t := &tlsServing{log: log, notAfter: notAfter}
 	switch {
 	case cfg.Server.TLS.enabled():
 		t.mode = "files"
-		f, err := loadCertFiles(cfg.Server.TLS, tlsNames(cfg, false), log)
+		f, err := loadCertFiles(cfg.Server.TLS, tlsNames(cfg, false), log, notAfter)
 		if err != nil {
 			return nil, err
 		}
@@ -275,7 +272,7 @@ func (t *tlsServing) update(cfg config) error {
 			}
 			return nil
 		}
-		f, err := loadCertFiles(cfg.Server.TLS, tlsNames(cfg, false), t.log)
+		f, err := loadCertFiles(cfg.Server.TLS, tlsNames(cfg, false), t.log, t.notAfter)
 		if err != nil {
 			return err
 		}
@@ -312,13 +309,15 @@ type certFiles struct {
 	log   *slog.Logger
 	names []string // names the certificate should cover (warnings only)
 
+	notAfter prometheus.Gauge // nil: not recorded
+
 	mu    sync.Mutex // serialises reloads
 	stamp string     // size and mtime of both files at the last load
 	cert  atomic.Pointer[tls.Certificate]
 }
 
-func loadCertFiles(cfg tlsFiles, names []string, log *slog.Logger) (*certFiles, error) {
-	f := &certFiles{cfg: cfg, log: log, names: names}
+func loadCertFiles(cfg tlsFiles, names []string, log *slog.Logger, notAfter prometheus.Gauge) (*certFiles, error) {
+	f := &certFiles{cfg: cfg, log: log, names: names, notAfter: notAfter}
 	if _, err := f.reloadIfChanged(); err != nil {
 		return nil, err
 	}
@@ -353,7 +352,9 @@ func (f *certFiles) reloadIfChanged() (bool, error) {
 	first := f.cert.Load() == nil
 	f.cert.Store(&cert)
 	f.stamp = stamp
-	certNotAfter.Set(float64(leaf.NotAfter.Unix()))
+	if f.notAfter != nil {
+		f.notAfter.Set(float64(leaf.NotAfter.Unix()))
+	}
 	if !first {
 		f.log.Info("certificate reloaded", "file", f.cfg.CertFile, "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
 	}

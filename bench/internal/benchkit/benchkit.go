@@ -34,7 +34,7 @@ func Resolver(dir policy.Directory, cache policy.CacheConfig) *policy.Resolver {
 	if err != nil {
 		log.Fatal(err)
 	}
-	res, err := policy.NewResolver(dir, pol, domains, cache, nil)
+	res, err := policy.NewResolver(dir, pol, domains, cache, nil, nil)
 	if err != nil {
 		log.Fatal(err)
 	}
