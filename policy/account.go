@@ -122,6 +122,16 @@ type Domain struct {
 	// Autodiscover endpoint; empty means
 	// https://autodiscover.<domain>/autodiscover/autodiscover.xml.
 	AutodiscoverURL string
+	// Origin says which configuration entry or directory entry made the
+	// domain, and how each service came about; for `lookup`.
+	Origin *DomainOrigin
+}
+
+// ClientHosts are the host names clients ask for the domain's settings:
+// Thunderbird autoconfig.<d>, Outlook and Apple autodiscover.<d>. They
+// need DNS records and certificates.
+func (d *Domain) ClientHosts() []string {
+	return []string{"autoconfig." + d.Name, "autodiscover." + d.Name}
 }
 
 // kinds lists the kinds of the domain's services once each, in order.

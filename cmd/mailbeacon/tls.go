@@ -124,7 +124,7 @@ func tlsNames(cfg config, bare bool) []string {
 		if err != nil {
 			continue // build rejected it already
 		}
-		names = append(names, "autoconfig."+name, "autodiscover."+name)
+		names = append(names, (&policy.Domain{Name: name}).ClientHosts()...)
 		if bare {
 			names = append(names, name)
 		}

@@ -179,8 +179,7 @@ func (c *checker) zoneLines(recs []Record) string {
 
 func (c *checker) checkDNS(ctx context.Context) {
 	recs := Records(c.d, c.o.Target, c.o.TTL)
-	for _, n := range []string{"autoconfig.", "autodiscover."} {
-		name := n + c.d.Name
+	for _, name := range c.d.ClientHosts() {
 		var want []Record
 		for _, r := range recs {
 			if r.Name == name+"." && (r.Type == "CNAME" || r.Type == "A" || r.Type == "AAAA") {
@@ -363,7 +362,7 @@ func sameIPs(a, b []net.IP) bool { return joinIPs(a) == joinIPs(b) }
 const secCerts = "Certificates (port 443)"
 
 func (c *checker) checkCertificates(ctx context.Context) {
-	hosts := []string{"autoconfig." + c.d.Name, "autodiscover." + c.d.Name, c.d.Name}
+	hosts := append(c.d.ClientHosts(), c.d.Name)
 	// Outlook and Thunderbird also connect to the _autodiscover SRV target.
 	if srvs, err := c.dns.srv(ctx, "_autodiscover._tcp."+c.d.Name); err == nil && srvs[0].Target != "." {
 		if t := strings.ToLower(strings.TrimSuffix(srvs[0].Target, ".")); !slices.Contains(hosts, t) {

@@ -73,18 +73,18 @@ func Records(d *policy.Domain, t Target, ttl uint32) []Record {
 	hostNote := "Thunderbird autoconfig and Outlook Autodiscover"
 	switch {
 	case len(t.Addresses) > 0:
-		for _, n := range []string{"autoconfig.", "autodiscover."} {
+		for _, n := range d.ClientHosts() {
 			for _, ip := range t.Addresses {
 				typ := "A"
 				if ip.To4() == nil {
 					typ = "AAAA"
 				}
-				add(Record{Name: n + dom, Type: typ, Value: ip.String(), Note: hostNote})
+				add(Record{Name: fqdn(n), Type: typ, Value: ip.String(), Note: hostNote})
 			}
 		}
 	case t.Host != "":
-		for _, n := range []string{"autoconfig.", "autodiscover."} {
-			add(Record{Name: n + dom, Type: "CNAME", Target: fqdn(t.Host), Value: fqdn(t.Host), Note: hostNote})
+		for _, n := range d.ClientHosts() {
+			add(Record{Name: fqdn(n), Type: "CNAME", Target: fqdn(t.Host), Value: fqdn(t.Host), Note: hostNote})
 		}
 	}
 	add(srv("_autodiscover._tcp."+dom, 0, 0, adPort(d), autodiscoverTarget(d, t), hostNote))
