@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -190,7 +191,12 @@ func NewDomainTemplate(cfg DomainSourceConfig) (*DomainTemplate, error) {
 		t.services = append(t.services, st)
 	}
 	t.attrs = t.collectAttributes()
-	t.fingerprint = fmt.Sprintf("%#v", merged)
+	// JSON: the rules are pointers, whose addresses %v would print.
+	fp, err := json.Marshal(merged)
+	if err != nil {
+		return nil, fmt.Errorf("domain_source: %w", err)
+	}
+	t.fingerprint = string(fp)
 	return t, nil
 }
 

@@ -67,6 +67,7 @@ type Resolver struct {
 	dir     Directory
 	pol     *Policy
 	domains map[string]*Domain
+	dsrc    *DomainSource // nil: the configured domains only
 	cfg     CacheConfig
 	cache   *cache.Cache
 	flight  singleflight.Group
@@ -102,24 +103,40 @@ func NewResolver(dir Directory, pol *Policy, domains map[string]*Domain, cfg Cac
 	return r, nil
 }
 
-// Domain returns the configured domain by its normalised name.
-func (r *Resolver) Domain(name string) (*Domain, bool) {
-	d, ok := r.domains[name]
-	return d, ok
+// UseDomainSource makes r serve the directory's domains besides the
+// configured ones, which take precedence. Call it before r serves.
+func (r *Resolver) UseDomainSource(ds *DomainSource) { r.dsrc = ds }
+
+// DomainSource is the directory's domain source, nil when none is used.
+func (r *Resolver) DomainSource() *DomainSource { return r.dsrc }
+
+// Domain returns the served domain of the normalised name: a configured
+// one, else the directory's. The error wraps ErrUnknownDomain for a domain
+// not served, ErrDirectoryUnavailable when that cannot be known now.
+func (r *Resolver) Domain(ctx context.Context, name string) (*Domain, error) {
+	if d, ok := r.domains[name]; ok {
+		return d, nil
+	}
+	if r.dsrc != nil {
+		return r.dsrc.Domain(ctx, name)
+	}
+	return nil, fmt.Errorf("%w: %s", ErrUnknownDomain, name)
 }
 
 // Resolve returns the account for addr. An unknown or disabled address gets
 // the domain defaults (Known false) unless the policy rejects them.
 func (r *Resolver) Resolve(ctx context.Context, addr Address) (*Account, error) {
-	d, ok := r.domains[addr.Domain]
-	if !ok {
-		return nil, fmt.Errorf("%w: %s", ErrUnknownDomain, addr.Domain)
+	d, err := r.Domain(ctx, addr.Domain)
+	if err != nil {
+		return nil, err
 	}
 	key := addr.String()
 	var stale *cached
 	if v, ok := r.cache.Get(key); ok {
 		c := v.(*cached)
-		if r.now().Before(c.freshUntil) {
+		// An account decided with another version of a directory domain
+		// is decided anew.
+		if r.now().Before(c.freshUntil) && (c.acct == nil || c.acct.Domain == d) {
 			if c.acct != nil {
 				cacheHit.Inc()
 			} else {
@@ -194,6 +211,13 @@ func (r *Resolver) answer(d *Domain, addr Address, acct *Account) (*Account, err
 // how each service was decided.
 func (r *Resolver) Explain(ctx context.Context, addr Address) (*Account, *Explanation, error) {
 	d, ok := r.domains[addr.Domain]
+	if !ok && r.dsrc != nil {
+		var err error
+		if d, err = r.dsrc.Explain(ctx, addr.Domain); err != nil {
+			return nil, nil, err
+		}
+		ok = true
+	}
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: %s", ErrUnknownDomain, addr.Domain)
 	}

@@ -79,9 +79,11 @@ func (f *appleFakeResolver) Resolve(_ context.Context, addr policy.Address) (*po
 	return d.DefaultAccount(addr, addr.String()), nil
 }
 
-func (f *appleFakeResolver) Domain(name string) (*policy.Domain, bool) {
-	d, ok := f.domains[name]
-	return d, ok
+func (f *appleFakeResolver) Domain(_ context.Context, name string) (*policy.Domain, error) {
+	if d, ok := f.domains[name]; ok {
+		return d, nil
+	}
+	return nil, policy.ErrUnknownDomain
 }
 
 // account builds a known account of domain d holding the domain's services

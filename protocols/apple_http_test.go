@@ -2,6 +2,7 @@ package protocols
 
 import (
 	"bytes"
+	"context"
 	"mime"
 	"net/http"
 	"net/http/httptest"
@@ -232,7 +233,7 @@ func TestAppleEndToEnd(t *testing.T) {
 
 	// carol is disabled: the same answer as an address nobody has.
 	carol := fetch(srv.URL, "carol@example.com")
-	d, _ := res.Domain("example.com")
+	d, _ := res.Domain(context.Background(), "example.com")
 	want, err := renderProfile(d.DefaultAccount(policy.Address{Local: "carol", Domain: "example.com"}, "carol@example.com"), profileOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package protocols
 
 import (
 	"bytes"
+	"context"
 	"encoding/xml"
 	"io"
 	"net/http"
@@ -245,7 +246,7 @@ func TestAutoconfigQuirks(t *testing.T) {
 
 func TestAutoconfigEscapesDirectoryData(t *testing.T) {
 	res, _ := newDemoResolver(t, demoDomains())
-	d, _ := res.Domain("example.com")
+	d, _ := res.Domain(context.Background(), "example.com")
 	evil := *d
 	evil.Provider = `Evil </displayName><x>"&'`
 	body, err := renderAutoconfig(evil.DefaultAccount(policy.Address{Local: "a", Domain: "example.com"}, "a&<b>"))

@@ -74,8 +74,12 @@ func (a *autodiscover) json(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, r, http.StatusBadRequest, v2Error{"InvalidUser", "The e-mail address is missing or not valid."})
 		return
 	}
-	d, ok := a.s.res.Domain(addr.Domain)
-	if !ok {
+	d, err := a.s.res.Domain(r.Context(), addr.Domain)
+	if errors.Is(err, policy.ErrDirectoryUnavailable) {
+		writeJSON(w, r, http.StatusServiceUnavailable, v2Error{"ServiceUnavailable", "The directory cannot be reached; try again later."})
+		return
+	}
+	if err != nil {
 		writeJSON(w, r, http.StatusNotFound, v2Error{"InvalidUser", "The e-mail address cannot be found."})
 		return
 	}

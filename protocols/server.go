@@ -20,7 +20,9 @@ import (
 // Resolver is what the handlers need from policy.
 type Resolver interface {
 	Resolve(ctx context.Context, addr policy.Address) (*policy.Account, error)
-	Domain(name string) (*policy.Domain, bool)
+	// Domain returns the served domain; the error wraps
+	// policy.ErrUnknownDomain or policy.ErrDirectoryUnavailable.
+	Domain(ctx context.Context, name string) (*policy.Domain, error)
 }
 
 // Options configures the handler.
@@ -116,15 +118,17 @@ func (s *Server) hostDomain(r *http.Request, prefixes ...string) (*policy.Domain
 	if err != nil {
 		return nil, false
 	}
-	if d, ok := s.res.Domain(name); ok {
-		return d, true
-	}
+	// The prefixed names first: each name asked of a directory domain
+	// source costs a search (a negative one for autoconfig.<d> itself).
 	for _, p := range prefixes {
 		if rest, ok := strings.CutPrefix(name, p); ok {
-			if d, ok := s.res.Domain(rest); ok {
+			if d, err := s.res.Domain(r.Context(), rest); err == nil {
 				return d, true
 			}
 		}
+	}
+	if d, err := s.res.Domain(r.Context(), name); err == nil {
+		return d, true
 	}
 	return nil, false
 }
