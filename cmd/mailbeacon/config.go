@@ -25,6 +25,7 @@ type config struct {
 	Cache        policy.CacheConfig            `mapstructure:"cache"`
 	Policy       policy.Config                 `mapstructure:"policy"`
 	Domains      []policy.DomainConfig         `mapstructure:"domains"`
+	DomainSource policy.DomainSourceConfig     `mapstructure:"domain_source"`
 	Autodiscover protocols.AutodiscoverOptions `mapstructure:"autodiscover"`
 	Apple        protocols.AppleOptions        `mapstructure:"apple"`
 	Operations   protocols.OperationsOptions   `mapstructure:"operations"`
@@ -116,9 +117,15 @@ func build(cfg config, log *slog.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	domains, err := policy.NewDomains(cfg.Domains)
+	domains, err := cfg.staticDomains()
 	if err != nil {
 		return nil, err
+	}
+	var tmpl *policy.DomainTemplate
+	if cfg.DomainSource.Active() {
+		if tmpl, err = policy.NewDomainTemplate(cfg.DomainSource); err != nil {
+			return nil, err
+		}
 	}
 	if err := cfg.Autodiscover.Prepare(); err != nil {
 		return nil, err
@@ -145,7 +152,36 @@ func build(cfg config, log *slog.Logger) (*app, error) {
 		return nil, err
 	}
 	res.SetAuthCacheTTL(cfg.Autodiscover.BindMemory())
+	if tmpl != nil {
+		if err := useDomainSource(res, src, tmpl, cfg.Cache, log); err != nil {
+			src.Close()
+			return nil, err
+		}
+	}
 	return &app{cfg: cfg, source: src, resolver: res}, nil
+}
+
+// staticDomains validates the domains list, which may be empty when the
+// directory's domain_source serves the domains.
+func (c config) staticDomains() (map[string]*policy.Domain, error) {
+	if len(c.Domains) == 0 && c.DomainSource.Active() {
+		return map[string]*policy.Domain{}, nil
+	}
+	return policy.NewDomains(c.Domains)
+}
+
+// useDomainSource makes res serve the domains the directory holds.
+func useDomainSource(res *policy.Resolver, src *ldapsource.Source, tmpl *policy.DomainTemplate, cache policy.CacheConfig, log *slog.Logger) error {
+	search, err := src.DomainSearch(tmpl.Search(), tmpl.Attributes())
+	if err != nil {
+		return err
+	}
+	ds, err := policy.NewDomainSource(search, tmpl, cache, log)
+	if err != nil {
+		return err
+	}
+	res.UseDomainSource(ds)
+	return nil
 }
 
 func (c config) validate() error {

@@ -13,6 +13,8 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+
+	"github.com/mailbeacon/mailbeacon/policy"
 )
 
 func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -73,6 +75,11 @@ func newServer(a *app, log *slog.Logger) (*server, error) {
 	}
 	s := &server{log: log, tls: t}
 	s.cur.store(newGeneration(a, log))
+	if t != nil {
+		t.domain = func(ctx context.Context, name string) (*policy.Domain, error) {
+			return s.cur.load().app.resolver.Domain(ctx, name)
+		}
+	}
 	return s, nil
 }
 

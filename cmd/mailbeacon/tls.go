@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -143,6 +144,9 @@ type tlsServing struct {
 	acme  *autocert.Manager         // server.acme
 	names atomic.Pointer[map[string]bool]
 	mode  string // "", "files" or "acme"
+	// domain asks the current configuration whether a domain is served,
+	// for names of the directory's domains (domain_source); nil: none.
+	domain func(ctx context.Context, name string) (*policy.Domain, error)
 }
 
 // newTLSServing prepares HTTPS for cfg; nil when cfg serves plain HTTP.
@@ -202,9 +206,25 @@ func (t *tlsServing) newACME(a acmeConfig) (*autocert.Manager, error) {
 
 // hostPolicy lets ACME ask for certificates of configured names only: a
 // client cannot make mailbeacon request one for any name it sends as SNI.
-func (t *tlsServing) hostPolicy(_ context.Context, host string) error {
-	if (*t.names.Load())[strings.ToLower(strings.TrimSuffix(host, "."))] {
+func (t *tlsServing) hostPolicy(ctx context.Context, host string) error {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if (*t.names.Load())[host] {
 		return nil
+	}
+	if t.domain != nil {
+		// autoconfig.<d> or autodiscover.<d> of a domain the directory
+		// confirms; the name is checked before the directory is asked.
+		if _, rest, ok := strings.Cut(host, "."); ok && slices.Contains((&policy.Domain{Name: rest}).ClientHosts(), host) {
+			if _, err := policy.NormalizeDomain(rest); err == nil {
+				d, err := t.domain(ctx, rest)
+				if err == nil && slices.Contains(d.ClientHosts(), host) {
+					return nil
+				}
+				if err != nil && !errors.Is(err, policy.ErrUnknownDomain) {
+					return fmt.Errorf("acme: %q: cannot tell now whether %s is served: %w", host, rest, err)
+				}
+			}
+		}
 	}
 	return fmt.Errorf("acme: %q is not an autoconfig. or autodiscover. name of a configured domain: no certificate requested", host)
 }
