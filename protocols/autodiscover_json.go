@@ -76,7 +76,8 @@ func (a *autodiscover) json(w http.ResponseWriter, r *http.Request) {
 	}
 	d, err := a.s.res.Domain(r.Context(), addr.Domain)
 	if errors.Is(err, policy.ErrDirectoryUnavailable) {
-		writeJSON(w, r, http.StatusServiceUnavailable, v2Error{"ServiceUnavailable", "The directory cannot be reached; try again later."})
+		w.Header().Set("Retry-After", "30")
+		writeJSON(w, r, http.StatusServiceUnavailable, v2Error{"ServerBusy", "The directory is unavailable; try again later."})
 		return
 	}
 	if err != nil {
