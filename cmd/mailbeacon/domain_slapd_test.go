@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -292,4 +293,38 @@ func TestDirectoryDomainLookupAndDNSSlapd(t *testing.T) {
 		t.Error("dns for a domain the directory does not serve succeeded")
 	}
 	_ = os.Remove(cfgFile)
+}
+
+// A reload keeps the cached directory domains under the same template and
+// drops them when the template changed.
+func TestReloadDirectoryDomainTemplateSlapd(t *testing.T) {
+	srv := ldaptest.Slapd(t, ldaptest.WithExtraLDIF(ldaptest.HostedLDIF))
+	text := hostedConfigText(t, srv, time.Minute, time.Minute)
+	buildText := func(text string) *app {
+		cfg, err := loadConfig(strings.NewReader(text), "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := build(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(a.source.Close)
+		return a
+	}
+	old := buildText(text)
+	if _, err := old.resolver.Domain(context.Background(), "hosted.example"); err != nil {
+		t.Fatal(err)
+	}
+	same := buildText(text)
+	if _, changed := carryCache(old, same); len(changed) != 0 || same.resolver.DomainSource().Len() != 1 {
+		t.Errorf("same template: changed %v, %d domains kept, want 1", changed, same.resolver.DomainSource().Len())
+	}
+	other := buildText(strings.Replace(text, `provider: "{cn}"`, `provider: "{domain} mail"`, 1))
+	if _, changed := carryCache(old, other); !slices.Contains(changed, "domain_source") || other.resolver.DomainSource().Len() != 0 {
+		t.Errorf("changed template: changed %v, %d domains kept, want 0", changed, other.resolver.DomainSource().Len())
+	}
+	if d, err := other.resolver.Domain(context.Background(), "hosted.example"); err != nil || d.Provider != "hosted.example mail" {
+		t.Errorf("after the reload: %+v, %v", d, err)
+	}
 }
