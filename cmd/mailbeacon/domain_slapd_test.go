@@ -328,3 +328,47 @@ func TestReloadDirectoryDomainTemplateSlapd(t *testing.T) {
 		t.Errorf("after the reload: %+v, %v", d, err)
 	}
 }
+
+// The README's domain_source examples load and build, each with its
+// preset (the third takes ldap and policy from the second).
+func TestREADMEDomainSourceExamples(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(b), "\n## Hosted domains from the directory\n")
+	section, _, _ = strings.Cut(section, "\n## ")
+	var blocks []string
+	for {
+		var block string
+		var ok bool
+		if _, section, ok = strings.Cut(section, "```yaml\n"); !ok {
+			break
+		}
+		block, section, _ = strings.Cut(section, "```")
+		blocks = append(blocks, block)
+	}
+	if len(blocks) != 3 {
+		t.Fatalf("%d yaml blocks in the section, want 3", len(blocks))
+	}
+	ldapAndPolicy, _, _ := strings.Cut(blocks[1], "domain_source:")
+	blocks[2] = ldapAndPolicy + blocks[2]
+	for i, want := range []string{"openldap", "active-directory", "active-directory-ou"} {
+		cfg, err := loadConfig(strings.NewReader(blocks[i]), "README.md")
+		if err != nil {
+			t.Fatalf("block %d: %v", i, err)
+		}
+		if cfg.DomainSource.Preset != want || len(cfg.Domains) != 0 {
+			t.Errorf("block %d: preset %q, %d domains", i, cfg.DomainSource.Preset, len(cfg.Domains))
+		}
+		cfg.LDAP.CAFile, cfg.LDAP.BindPasswordFile, cfg.LDAP.BindPassword = "", "", "x"
+		a, err := build(cfg, nil)
+		if err != nil {
+			t.Fatalf("block %d: %v", i, err)
+		}
+		a.source.Close()
+		if a.resolver.DomainSource() == nil {
+			t.Errorf("block %d: no domain source", i)
+		}
+	}
+}
