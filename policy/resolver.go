@@ -188,7 +188,7 @@ func (r *Resolver) load(ctx context.Context, d *Domain, addr Address) (*cached, 
 	case err != nil:
 		return nil, err
 	}
-	acct, _ := r.pol.decide(d, addr, e, groups, r.now())
+	acct, _ := r.pol.decide(d, addr, e, groups, r.now(), false)
 	c := &cached{freshUntil: r.now().Add(r.cfg.NegativeTTL)}
 	if acct.Known {
 		c.acct, c.freshUntil = acct, r.now().Add(r.cfg.TTL)
@@ -232,7 +232,7 @@ func (r *Resolver) Explain(ctx context.Context, addr Address) (*Account, *Explan
 	case err != nil:
 		return nil, nil, err
 	}
-	acct, ex := r.pol.decide(d, addr, e, groups, r.now())
+	acct, ex := r.pol.decide(d, addr, e, groups, r.now(), true)
 	return acct, ex, nil
 }
 
