@@ -88,7 +88,7 @@ func answerDomain(name string, d *Domain) (*Domain, error) {
 // load searches the directory and caches what it says, nil for a domain
 // not served. Errors are directory failures only.
 func (s *DomainSource) load(ctx context.Context, name string) (*Domain, error) {
-	d, err := s.build(ctx, name)
+	d, err := s.build(ctx, name, false)
 	switch {
 	case errors.Is(err, ErrUnknownDomain):
 		s.log.Debug("domain not served", "domain", name, "why", err)
@@ -106,8 +106,9 @@ func (s *DomainSource) load(ctx context.Context, name string) (*Domain, error) {
 	return d, nil
 }
 
-// build asks the directory, bypassing the cache.
-func (s *DomainSource) build(ctx context.Context, name string) (*Domain, error) {
+// build asks the directory, bypassing the cache; the domain's Origin is
+// made only with explain.
+func (s *DomainSource) build(ctx context.Context, name string, explain bool) (*Domain, error) {
 	e, err := s.find.Lookup(ctx, name)
 	switch {
 	case errors.Is(err, ldapsource.ErrAmbiguous):
@@ -118,13 +119,13 @@ func (s *DomainSource) build(ctx context.Context, name string) (*Domain, error) 
 	case err != nil:
 		return nil, err
 	}
-	return s.tmpl.Build(name, e)
+	return s.tmpl.build(name, e, explain)
 }
 
 // Explain looks name up in the directory, bypassing the cache: the domain,
 // or the error saying why it is not served.
 func (s *DomainSource) Explain(ctx context.Context, name string) (*Domain, error) {
-	return s.build(ctx, name)
+	return s.build(ctx, name, true)
 }
 
 // sameDomain reports whether a and b answer alike (their origins aside).

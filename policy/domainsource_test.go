@@ -86,6 +86,10 @@ func TestDomainSourceAnswers(t *testing.T) {
 	if _, err := r.Domain(ctx, "nowhere.example"); !errors.Is(err, ErrUnknownDomain) {
 		t.Errorf("unknown domain: %v", err)
 	}
+	// Only lookup shows where a domain came from: the cache keeps no Origin.
+	if ex, err := r.DomainSource().Explain(ctx, "hosted.example"); d.Origin != nil || err != nil || ex.Origin == nil || len(ex.Origin.Services) != 4 {
+		t.Errorf("origin: cached %+v, explained %+v (%v)", d.Origin, ex, err)
+	}
 	// The configured domain wins without asking the directory.
 	fd.set("example.com", activeDomain("example.com"))
 	before := fd.searches.Load()

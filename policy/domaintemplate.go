@@ -133,6 +133,7 @@ type DomainTemplate struct {
 
 type serviceTemplate struct {
 	cfg      ServiceTemplateConfig
+	proto    Service // kind, port, socket, auth; host and url made per domain
 	kind     Kind
 	host     template // empty for HTTP-based services
 	url      template // empty for host-based services
@@ -255,6 +256,8 @@ func newServiceTemplate(c ServiceTemplateConfig) (serviceTemplate, error) {
 		return st, fmt.Errorf("host_attribute: %s is reached by url", s.Kind)
 	}
 	st.kind = s.Kind
+	st.proto = s
+	st.proto.Host, st.proto.URL = "", ""
 	return st, nil
 }
 
@@ -339,11 +342,21 @@ type DomainOrigin struct {
 var errDomainDisabled = errors.New("domain disabled in the directory")
 
 // Build turns the entry found for the asked (normalised) name into the
-// Domain served under that name. A disabled domain, or an entry whose
-// name attribute is no domain name, gives an error wrapping
+// Domain served under that name, with its Origin. A disabled domain, or
+// an entry whose name attribute is no domain name, gives an error wrapping
 // ErrUnknownDomain.
 func (t *DomainTemplate) Build(asked string, e *ldapsource.Entry) (*Domain, error) {
-	origin := &DomainOrigin{Source: "directory", Entry: e.DN}
+	return t.build(asked, e, true)
+}
+
+// build is Build; the Origin, which only lookup shows, is made only when
+// explain is set: a cached domain then holds no strings of its own but
+// its name, provider and hosts.
+func (t *DomainTemplate) build(asked string, e *ldapsource.Entry, explain bool) (*Domain, error) {
+	var origin *DomainOrigin
+	if explain {
+		origin = &DomainOrigin{Source: "directory", Entry: e.DN}
+	}
 	target := asked
 	if t.nameAttr != "" {
 		v := e.Values(t.nameAttr)
@@ -355,75 +368,95 @@ func (t *DomainTemplate) Build(asked string, e *ldapsource.Entry) (*Domain, erro
 			return nil, fmt.Errorf("%w: %s: entry %s: %s %q is not a domain name", ErrUnknownDomain, asked, e.DN, t.nameAttr, v[0])
 		}
 		if n != asked {
-			target, origin.AliasOf = n, n
+			target = n
+			if explain {
+				origin.AliasOf = n
+			}
 		}
 	}
 	if t.enabled != nil {
-		ok, why := t.enabled.Eval(e)
+		ok, why := t.enabled.eval(e, explain)
 		if !ok {
 			return nil, fmt.Errorf("%w: %s: %w (%s)", ErrUnknownDomain, asked, errDomainDisabled, why)
 		}
-		origin.Reason = "enabled (" + why + ")"
-	} else {
+		if explain {
+			origin.Reason = "enabled (" + why + ")"
+		}
+	} else if explain {
 		origin.Reason = "found (no enabled rule)"
 	}
 	tdom := Address{Domain: target}
-	d := &Domain{Name: asked, Origin: origin}
+	d := &Domain{Name: asked, Origin: origin, Services: make([]Service, 0, len(t.services))}
 	prov, err := t.provider.expand(tdom, e)
 	if err != nil || strings.TrimSpace(prov) == "" {
 		prov = target
 	}
 	d.Provider, d.ShortName = prov, prov
 	for i, st := range t.services {
-		key := fmt.Sprintf("template.services[%d] %s", i, st.kind)
+		note := func(what string) {
+			if explain {
+				origin.Services = append(origin.Services, fmt.Sprintf("template.services[%d] %s: %s", i, st.kind, what))
+			}
+		}
 		if r := t.switches[st.kind]; r != nil {
-			if ok, why := r.Eval(e); !ok {
-				origin.Services = append(origin.Services, key+": removed for the domain ("+why+")")
+			if ok, why := r.eval(e, explain); !ok {
+				note("removed for the domain (" + why + ")")
 				continue
 			}
 		}
-		s, why, err := st.build(tdom, e)
+		s, why, err := st.build(tdom, e, explain)
 		if err != nil {
-			origin.Services = append(origin.Services, key+": left out: "+err.Error())
+			note("left out: " + err.Error())
 			continue
 		}
-		origin.Services = append(origin.Services, key+": "+why)
+		note(why)
 		d.Services = append(d.Services, s)
 	}
 	if len(d.Services) == 0 {
-		return nil, fmt.Errorf("%w: %s: entry %s leaves no service: %s", ErrUnknownDomain, asked, e.DN, strings.Join(origin.Services, "; "))
+		return nil, fmt.Errorf("%w: %s: entry %s leaves no service", ErrUnknownDomain, asked, e.DN)
 	}
 	return d, nil
 }
 
-// build makes the service for domain dom from entry e and says how.
-func (st serviceTemplate) build(dom Address, e *ldapsource.Entry) (Service, string, error) {
-	c := st.cfg.ServiceConfig
+// build makes the service for domain dom from entry e and, with explain,
+// says how.
+func (st serviceTemplate) build(dom Address, e *ldapsource.Entry, explain bool) (Service, string, error) {
+	s := st.proto // Auth shared: services are never modified in place
 	why := ""
 	if st.hostAttr != "" {
 		if v := e.Values(st.hostAttr); len(v) > 0 {
 			if h, ok := hostOfValue(v[0]); ok {
-				c.Host, why = h, fmt.Sprintf("host %s from %s %q", h, st.hostAttr, v[0])
+				s.Host = h
+				if explain {
+					why = fmt.Sprintf("host %s from %s %q", h, st.hostAttr, v[0])
+				}
 			}
 		}
 	}
-	if why == "" && c.Host != "" {
+	if s.Host == "" && st.cfg.Host != "" {
 		h, err := st.host.expand(dom, e)
 		if err != nil {
 			return Service{}, "", fmt.Errorf("host %s: %w", st.cfg.Host, err)
 		}
-		c.Host, why = h, fmt.Sprintf("host %s from template %s", h, st.cfg.Host)
+		if s.Host, err = NormalizeDomain(h); err != nil {
+			return Service{}, "", fmt.Errorf("host %s: %q is not a host name", st.cfg.Host, h)
+		}
+		if explain {
+			why = fmt.Sprintf("host %s from template %s", s.Host, st.cfg.Host)
+		}
 	}
-	if c.URL != "" {
+	if st.cfg.URL != "" {
 		u, err := st.url.expand(dom, e)
 		if err != nil {
 			return Service{}, "", fmt.Errorf("url %s: %w", st.cfg.URL, err)
 		}
-		c.URL, why = u, fmt.Sprintf("url %s from template %s", u, st.cfg.URL)
-	}
-	s, err := newService(c)
-	if err != nil {
-		return Service{}, "", err
+		if err := checkHTTPURL(u); err != nil {
+			return Service{}, "", fmt.Errorf("url %s: %w", st.cfg.URL, err)
+		}
+		s.URL = u
+		if explain {
+			why = fmt.Sprintf("url %s from template %s", u, st.cfg.URL)
+		}
 	}
 	return s, why, nil
 }
