@@ -107,8 +107,11 @@ func TestSambaDirectoryDomain(t *testing.T) {
 			_ = admin.Modify(del)
 		})
 		d := waitDomain(t, a.resolver, "hosted.test", true, 3*time.Second)
-		if d.Origin.Entry != adPartitions || len(d.Services) != 2 || d.Services[0].Host != "mail.hosted.test" {
-			t.Errorf("hosted.test: %+v %+v", d, d.Origin)
+		if len(d.Services) != 2 || d.Services[0].Host != "mail.hosted.test" {
+			t.Errorf("hosted.test: %+v", d)
+		}
+		if ex, err := a.resolver.DomainSource().Explain(ctx, "hosted.test"); err != nil || ex.Origin.Entry != adPartitions {
+			t.Errorf("hosted.test explained: %+v, %v", ex, err)
 		}
 		if got := a.autoconfig(t, "someone@hosted.test"); got != "imap:someone@hosted.test smtp465:someone@hosted.test" {
 			t.Errorf("autoconfig for hosted.test: %s", got)
@@ -129,9 +132,9 @@ func TestSambaDirectoryDomain(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = admin.Del(ldap.NewDelRequest(ou, nil)) })
 		a := buildAD(t, adConfigText(t, srv, adPolicy+adDomainSource("active-directory-ou", sambatest.BaseDN)))
-		d := waitDomain(t, a.resolver, "tenant.test", true, 3*time.Second)
-		if d.Origin.Entry != ou {
-			t.Errorf("tenant.test from %s", d.Origin.Entry)
+		waitDomain(t, a.resolver, "tenant.test", true, 3*time.Second)
+		if ex, err := a.resolver.DomainSource().Explain(ctx, "tenant.test"); err != nil || ex.Origin.Entry != ou {
+			t.Errorf("tenant.test explained: %+v, %v", ex, err)
 		}
 		if got := a.autoconfig(t, "x@tenant.test"); got != "imap:x@tenant.test smtp465:x@tenant.test" {
 			t.Errorf("autoconfig for tenant.test: %s", got)
