@@ -6,7 +6,7 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME    ?= 30s
 
-.PHONY: check deps fmt-check vet lint test run fuzz build bench
+.PHONY: check deps fmt-check vet lint test run fuzz build bench bench-domains
 
 check: deps fmt-check vet lint test
 
@@ -46,3 +46,8 @@ fuzz:
 # on Debian it installs nginx and wrk when missing). See bench/run.sh.
 bench:
 	@bash bench/run.sh
+
+# Scale benchmark of directory domains: 100,000 domains and 1,000,000 users
+# in slapd, mailbeacon against the raw go-ldap rate. See bench/domains.sh.
+bench-domains:
+	@bash bench/domains.sh

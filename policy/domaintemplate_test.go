@@ -12,7 +12,7 @@ import (
 // iredmailTemplate is the openldap preset with a template such as the
 // README's: IMAP and SMTP on mail.<domain>, SMTP's host from mtaTransport
 // when that names one, POP3, and ActiveSync by URL.
-func iredmailTemplate(t *testing.T) *DomainTemplate {
+func iredmailTemplate(t testing.TB) *DomainTemplate {
 	t.Helper()
 	dt, err := NewDomainTemplate(DomainSourceConfig{
 		Preset:             "openldap",
