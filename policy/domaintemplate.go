@@ -151,7 +151,7 @@ func NewDomainTemplate(cfg DomainSourceConfig) (*DomainTemplate, error) {
 		}
 		merged = mergeDomainSource(base, cfg)
 	}
-	t := &DomainTemplate{search: merged.DomainSearchConfig, nameAttr: merged.NameAttribute, enabled: merged.Enabled, switches: map[Kind]*Rule{}}
+	t := &DomainTemplate{search: merged.DomainSearchConfig, nameAttr: merged.NameAttribute, enabled: merged.Enabled}
 	if merged.Filter == "" {
 		return nil, fmt.Errorf("domain_source.filter: missing: give a filter with {domain}, e.g. (&(objectClass=mailDomain)(domainName={domain})), or a preset (%s)", strings.Join(DomainPresetNames(), ", "))
 	}
@@ -160,24 +160,14 @@ func NewDomainTemplate(cfg DomainSourceConfig) (*DomainTemplate, error) {
 			return nil, err
 		}
 	}
-	for k, r := range merged.ServiceRules {
-		kind, err := ParseKind(k)
-		if err != nil {
-			return nil, fmt.Errorf("domain_source.service_rules.%s: %w", k, err)
-		}
-		if r == nil {
-			continue
-		}
-		if err := r.Validate("domain_source.service_rules." + k); err != nil {
-			return nil, err
-		}
-		t.switches[kind] = r
+	var err error
+	if t.switches, err = compileServiceRules(merged.ServiceRules, "domain_source.service_rules"); err != nil {
+		return nil, err
 	}
 	prov := merged.Template.Provider
 	if prov == "" {
 		prov = "{domain}"
 	}
-	var err error
 	if t.provider, err = parseTemplate(prov); err != nil {
 		return nil, fmt.Errorf("domain_source.template.provider: %w", err)
 	}

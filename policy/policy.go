@@ -88,7 +88,6 @@ func New(cfg Config) (*Policy, error) {
 		filter:        merged.Filter,
 		displayName:   merged.DisplayName,
 		enabled:       merged.AccountEnabled,
-		services:      map[Kind]*Rule{},
 		hostAttr:      merged.HostAttribute,
 		hostOverrides: map[Kind]bool{},
 	}
@@ -103,18 +102,8 @@ func New(cfg Config) (*Policy, error) {
 			return nil, err
 		}
 	}
-	for k, r := range merged.ServiceRules {
-		kind, err := ParseKind(k)
-		if err != nil {
-			return nil, fmt.Errorf("policy.services.%s: %w", k, err)
-		}
-		if r == nil {
-			continue
-		}
-		if err := r.Validate("policy.services." + k); err != nil {
-			return nil, err
-		}
-		p.services[kind] = r
+	if p.services, err = compileServiceRules(merged.ServiceRules, "policy.services"); err != nil {
+		return nil, err
 	}
 	for _, k := range merged.HostOverrideKinds {
 		kind, err := ParseKind(k)
@@ -136,6 +125,26 @@ func New(cfg Config) (*Policy, error) {
 		p.groups = p.collectGroups()
 	}
 	return p, nil
+}
+
+// compileServiceRules validates rules by service kind, named under key;
+// a nil rule is no rule.
+func compileServiceRules(rules map[string]*Rule, key string) (map[Kind]*Rule, error) {
+	out := map[Kind]*Rule{}
+	for k, r := range rules {
+		kind, err := ParseKind(k)
+		if err != nil {
+			return nil, fmt.Errorf("%s.%s: %w", key, k, err)
+		}
+		if r == nil {
+			continue
+		}
+		if err := r.Validate(key + "." + k); err != nil {
+			return nil, err
+		}
+		out[kind] = r
+	}
+	return out, nil
 }
 
 func merge(base, over Config) Config {
@@ -209,17 +218,7 @@ func (p *Policy) collectAttributes() []string {
 	if p.hostAttr != "" {
 		attrs = append(attrs, p.hostAttr)
 	}
-	seen := map[string]bool{}
-	out := attrs[:0]
-	for _, a := range attrs {
-		if a == "" || seen[strings.ToLower(a)] {
-			continue
-		}
-		seen[strings.ToLower(a)] = true
-		out = append(out, a)
-	}
-	slices.SortFunc(out, func(a, b string) int { return strings.Compare(strings.ToLower(a), strings.ToLower(b)) })
-	return out
+	return dedupFold(attrs)
 }
 
 // Explanation says how an account was decided: the answer to "why does Bob

@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -35,25 +32,6 @@ domain_source:
 `
 }
 
-func adAdmin(t *testing.T, srv *sambatest.Server) *ldap.Conn {
-	t.Helper()
-	pem, err := os.ReadFile(srv.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
-	c, err := ldap.DialURL(srv.LDAPSURL, ldap.DialWithTLSConfig(&tls.Config{RootCAs: roots}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if err := c.Bind(sambatest.AdminUPN, sambatest.AdminPassword); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 // waitDomain asks for name until it is served (or, with served false,
 // refused), within limit.
 func waitDomain(t *testing.T, res *policy.Resolver, name string, served bool, limit time.Duration) *policy.Domain {
@@ -80,7 +58,7 @@ func waitDomain(t *testing.T, res *policy.Resolver, name string, served bool, li
 // administrator is served within the negative TTL, without a restart.
 func TestSambaDirectoryDomain(t *testing.T) {
 	srv := sambatest.DC(t)
-	admin := adAdmin(t, srv)
+	admin := srv.Bind(t, sambatest.AdminUPN, sambatest.AdminPassword)
 	ctx := context.Background()
 
 	t.Run("UPN suffixes", func(t *testing.T) {

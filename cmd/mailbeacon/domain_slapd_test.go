@@ -60,7 +60,13 @@ domain_source:
 
 func hostedHandler(t *testing.T, srv *ldaptest.Server, ttl, negativeTTL time.Duration) http.Handler {
 	t.Helper()
-	cfg, err := loadConfig(strings.NewReader(hostedConfigText(t, srv, ttl, negativeTTL)), "test")
+	return newGeneration(buildText(t, hostedConfigText(t, srv, ttl, negativeTTL)), nil).handler
+}
+
+// buildText builds the configuration text, closed when the test ends.
+func buildText(t *testing.T, text string) *app {
+	t.Helper()
+	cfg, err := loadConfig(strings.NewReader(text), "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +75,7 @@ func hostedHandler(t *testing.T, srv *ldaptest.Server, ttl, negativeTTL time.Dur
 		t.Fatal(err)
 	}
 	t.Cleanup(a.source.Close)
-	return newGeneration(a, nil).handler
+	return a
 }
 
 // autoconfigHosts summarises an autoconfig answer as type:host:user.
@@ -300,27 +306,15 @@ func TestDirectoryDomainLookupAndDNSSlapd(t *testing.T) {
 func TestReloadDirectoryDomainTemplateSlapd(t *testing.T) {
 	srv := ldaptest.Slapd(t, ldaptest.WithExtraLDIF(ldaptest.HostedLDIF))
 	text := hostedConfigText(t, srv, time.Minute, time.Minute)
-	buildText := func(text string) *app {
-		cfg, err := loadConfig(strings.NewReader(text), "test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		a, err := build(cfg, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(a.source.Close)
-		return a
-	}
-	old := buildText(text)
+	old := buildText(t, text)
 	if _, err := old.resolver.Domain(context.Background(), "hosted.example"); err != nil {
 		t.Fatal(err)
 	}
-	same := buildText(text)
+	same := buildText(t, text)
 	if _, changed := carryCache(old, same); len(changed) != 0 || same.resolver.DomainSource().Len() != 1 {
 		t.Errorf("same template: changed %v, %d domains kept, want 1", changed, same.resolver.DomainSource().Len())
 	}
-	other := buildText(strings.Replace(text, `provider: "{cn}"`, `provider: "{domain} mail"`, 1))
+	other := buildText(t, strings.Replace(text, `provider: "{cn}"`, `provider: "{domain} mail"`, 1))
 	if _, changed := carryCache(old, other); !slices.Contains(changed, "domain_source") || other.resolver.DomainSource().Len() != 0 {
 		t.Errorf("changed template: changed %v, %d domains kept, want 0", changed, other.resolver.DomainSource().Len())
 	}
