@@ -2,6 +2,7 @@ package ldapsource
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -79,7 +80,27 @@ func (d *DomainSearch) Lookup(ctx context.Context, domain string) (*Entry, error
 	if err := plausibleDomain(domain); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotFound, err)
 	}
-	return d.src.findOne(ctx, searchSpec{base: d.base, scope: d.scope, filter: d.Filter(domain), attrs: d.attrs})
+	e, err := d.src.findOne(ctx, searchSpec{base: d.base, scope: d.scope, filter: d.Filter(domain), attrs: d.attrs})
+	return e, d.describe(err)
+}
+
+// Ping checks that the base entry of the domains can be read: a wrong
+// domain_source.base_dn fails every domain, and says so here at start-up.
+func (d *DomainSearch) Ping(ctx context.Context) error {
+	_, err := d.src.findOne(ctx, searchSpec{base: d.base, scope: ldap.ScopeBaseObject, filter: "(objectClass=*)", attrs: []string{"1.1"}})
+	if errors.Is(err, ErrNotFound) {
+		err = ldap.NewError(ldap.LDAPResultNoSuchObject, errors.New("not readable"))
+	}
+	return d.describe(err)
+}
+
+// describe names the key at fault when the directory has no base entry
+// (or does not let the service account see it).
+func (d *DomainSearch) describe(err error) error {
+	if ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
+		return fmt.Errorf("domain_source.base_dn %q: no such entry, or the service account may not read it: %w", d.base, err)
+	}
+	return err
 }
 
 // plausibleDomain refuses names no DNS domain can have: callers validate

@@ -102,6 +102,7 @@ type app struct {
 	cfg      config
 	source   *ldapsource.Source
 	resolver *policy.Resolver
+	domains  *ldapsource.DomainSearch // domain_source; nil without one
 	// reread loads the configuration again the way setup did (serve's
 	// reload on SIGHUP); nil for an app not made by setup.
 	reread func() (config, error)
@@ -152,13 +153,14 @@ func build(cfg config, log *slog.Logger) (*app, error) {
 		return nil, err
 	}
 	res.SetAuthCacheTTL(cfg.Autodiscover.BindMemory())
+	a := &app{cfg: cfg, source: src, resolver: res}
 	if tmpl != nil {
-		if err := useDomainSource(res, src, tmpl, cfg.Cache, log); err != nil {
+		if a.domains, err = useDomainSource(res, src, tmpl, cfg.Cache, log); err != nil {
 			src.Close()
 			return nil, err
 		}
 	}
-	return &app{cfg: cfg, source: src, resolver: res}, nil
+	return a, nil
 }
 
 // staticDomains validates the domains list, which may be empty when the
@@ -171,17 +173,17 @@ func (c config) staticDomains() (map[string]*policy.Domain, error) {
 }
 
 // useDomainSource makes res serve the domains the directory holds.
-func useDomainSource(res *policy.Resolver, src *ldapsource.Source, tmpl *policy.DomainTemplate, cache policy.CacheConfig, log *slog.Logger) error {
+func useDomainSource(res *policy.Resolver, src *ldapsource.Source, tmpl *policy.DomainTemplate, cache policy.CacheConfig, log *slog.Logger) (*ldapsource.DomainSearch, error) {
 	search, err := src.DomainSearch(tmpl.Search(), tmpl.Attributes())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ds, err := policy.NewDomainSource(search, tmpl, cache, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	res.UseDomainSource(ds)
-	return nil
+	return search, nil
 }
 
 func (c config) validate() error {

@@ -366,3 +366,35 @@ func TestREADMEDomainSourceExamples(t *testing.T) {
 		}
 	}
 }
+
+// The directory down: cached domains are answered (stale past their TTL),
+// a domain never seen gets 503, not 404. A domain_source.base_dn that does
+// not exist is named by the start-up check, and its domains get 503.
+func TestDirectoryDomainOutageAndMisconfigurationSlapd(t *testing.T) {
+	srv := ldaptest.Slapd(t, ldaptest.WithExtraLDIF(ldaptest.HostedLDIF))
+	t.Run("outage", func(t *testing.T) {
+		h := hostedHandler(t, srv, time.Second, time.Second)
+		if code, _ := autoconfigHosts(t, h, "hanna@hosted.example"); code != 200 {
+			t.Fatalf("before: %d", code)
+		}
+		srv.Stop()
+		defer srv.Start()
+		time.Sleep(1500 * time.Millisecond) // past the TTL: stale
+		if code, got := autoconfigHosts(t, h, "hanna@hosted.example"); code != 200 || !strings.Contains(got, "imap:mail.hosted.example:hanna") {
+			t.Errorf("stale while down: %d %q", code, got)
+		}
+		if code, _ := autoconfigHosts(t, h, "x@relay.example"); code != http.StatusServiceUnavailable {
+			t.Errorf("domain never seen while down: %d, want 503", code)
+		}
+	})
+	t.Run("misconfigured base_dn", func(t *testing.T) {
+		text := strings.Replace(hostedConfigText(t, srv, time.Minute, time.Minute), "base_dn: o=domains,", "base_dn: o=nodomains,", 1)
+		a := buildText(t, text)
+		if err := a.domains.Ping(context.Background()); err == nil || !strings.Contains(err.Error(), `domain_source.base_dn "o=nodomains,dc=example,dc=com": no such entry`) {
+			t.Errorf("Ping = %v", err)
+		}
+		if code, _ := autoconfigHosts(t, newGeneration(a, nil).handler, "hanna@hosted.example"); code != http.StatusServiceUnavailable {
+			t.Errorf("autoconfig with a wrong base_dn: %d, want 503", code)
+		}
+	})
+}

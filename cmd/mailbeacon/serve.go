@@ -162,6 +162,11 @@ func (s *server) run(ctx context.Context) error {
 		} else {
 			s.log.Info("directory reachable", "urls", a.cfg.LDAP.URLs)
 		}
+		if a.domains != nil {
+			if err := a.domains.Ping(ctx); err != nil {
+				s.log.Error("domain_source check failed: directory domains cannot be answered", "err", err)
+			}
+		}
 	}()
 
 	errc := make(chan error, len(ls))
