@@ -10,7 +10,9 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/xml"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -22,6 +24,8 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
+	"github.com/mailbeacon/mailbeacon/cmd/mailbeacon/check"
+	"github.com/mailbeacon/mailbeacon/cmd/mailbeacon/check/checktest"
 	"github.com/mailbeacon/mailbeacon/ldapsource/ldaptest"
 )
 
@@ -397,4 +401,29 @@ func TestDirectoryDomainOutageAndMisconfigurationSlapd(t *testing.T) {
 			t.Errorf("autoconfig with a wrong base_dn: %d, want 503", code)
 		}
 	})
+}
+
+// check finds a directory domain and checks it (here against nothing:
+// every check fails, each naming the domain's own names); a domain the
+// directory does not serve is an error before any check.
+func TestCheckDirectoryDomainSlapd(t *testing.T) {
+	srv := ldaptest.Slapd(t, ldaptest.WithExtraLDIF(ldaptest.HostedLDIF))
+	cfgFile := filepath.Join(t.TempDir(), "config.yaml")
+	writeFile(t, cfgFile, hostedConfigText(t, srv, time.Minute, time.Minute))
+	dns := checktest.StartDNS(t, "")
+	checkAddr := func(addr string) (string, error) {
+		var out, errOut bytes.Buffer
+		err := checkWith(context.Background(), []string{"--config", cfgFile, "--resolver", dns.Addr, "--target", "mb.example.net", addr}, &out, &errOut, func(o *check.Options) {
+			o.DialAddr = func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("test: no network") }
+			o.Timeout = time.Second
+		})
+		return out.String(), err
+	}
+	report, err := checkAddr("hanna@hosted.example")
+	if err == nil || !strings.Contains(err.Error(), "checks failed") || !strings.Contains(report, "autoconfig.hosted.example") {
+		t.Errorf("check of a directory domain: %v\n%s", err, report)
+	}
+	if _, err := checkAddr("x@nowhere.example"); err == nil || !strings.Contains(err.Error(), "neither in the domains list nor served by the directory") {
+		t.Errorf("check of an unknown domain: %v", err)
+	}
 }
