@@ -20,7 +20,7 @@ GOBUILD      = CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=auto -ldflags='-s -
 # The module version the build information holds, for the package's.
 BINVERSION   = $$($(GO) version -m $(1) | awk '$$1 == "mod" { v = $$3 } END { print (v == "(devel)" || v == "") ? "v0.0.0-devel" : v }')
 
-.PHONY: check deps fmt-check vet lint test deploy-check package-test run fuzz build bench dist deb image
+.PHONY: check deps fmt-check vet lint test deploy-check package-test run fuzz build bench bench-domains dist deb image
 
 check: deps fmt-check vet lint test deploy-check package-test
 
@@ -96,3 +96,8 @@ fuzz:
 # on Debian it installs nginx and wrk when missing). See bench/run.sh.
 bench:
 	@bash bench/run.sh
+
+# Scale benchmark of directory domains: 100,000 domains and 1,000,000 users
+# in slapd, mailbeacon against the raw go-ldap rate. See bench/domains.sh.
+bench-domains:
+	@bash bench/domains.sh

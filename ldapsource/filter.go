@@ -2,6 +2,7 @@ package ldapsource
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/go-ldap/ldap/v3"
@@ -30,6 +31,12 @@ var placeholders = map[string]func(Query) string{
 // parseFilter checks tmpl: known placeholders only, at least one of them,
 // and a filter that compiles.
 func parseFilter(tmpl string) (filterTemplate, error) {
+	return parseFilterOf(tmpl, "{email}, {local} or {domain}", "email", "local", "domain")
+}
+
+// parseFilterOf is parseFilter accepting only the placeholders allowed,
+// which the error messages call says.
+func parseFilterOf(tmpl, says string, allowed ...string) (filterTemplate, error) {
 	var t filterTemplate
 	rest := tmpl
 	for {
@@ -43,14 +50,14 @@ func parseFilter(tmpl string) (filterTemplate, error) {
 			return t, fmt.Errorf("unclosed { in %q", tmpl)
 		}
 		name := rest[i+1 : i+j]
-		if _, ok := placeholders[name]; !ok {
-			return t, fmt.Errorf("unknown placeholder {%s} in %q: use {email}, {local} or {domain}", name, tmpl)
+		if !slices.Contains(allowed, name) {
+			return t, fmt.Errorf("unknown placeholder {%s} in %q: use %s", name, tmpl, says)
 		}
 		t.parts = append(t.parts, rest[:i], name)
 		rest = rest[i+j+1:]
 	}
 	if len(t.parts) == 1 {
-		return t, fmt.Errorf("%q has no {email}, {local} or {domain} placeholder: every lookup would find the same entries", tmpl)
+		return t, fmt.Errorf("%q has no %s placeholder: every lookup would find the same entries", tmpl, says)
 	}
 	sample := t.expand(Query{Email: "x@example.com", Local: "x", Domain: "example.com"})
 	if _, err := ldap.CompileFilter(sample); err != nil {

@@ -124,12 +124,25 @@ func isLoopback(host string) bool {
 
 // Lookup searches for the one entry matching q. It returns ErrNotFound or
 // ErrAmbiguous as answers, and other errors for directory failures.
-func (s *Source) Lookup(ctx context.Context, q Query) (_ *Entry, err error) {
+func (s *Source) Lookup(ctx context.Context, q Query) (*Entry, error) {
+	return s.findOne(ctx, searchSpec{base: s.cfg.BaseDN, scope: ldap.ScopeWholeSubtree, filter: s.filter.expand(q), attrs: s.attrs})
+}
+
+// searchSpec is one search findOne runs: where, how deep, what for.
+type searchSpec struct {
+	base   string
+	scope  int
+	filter string
+	attrs  []string
+}
+
+// findOne runs sp on a pooled connection and returns its one entry,
+// ErrNotFound or ErrAmbiguous; other errors are directory failures.
+func (s *Source) findOne(ctx context.Context, sp searchSpec) (_ *Entry, err error) {
 	start := time.Now()
 	defer func() { s.metrics.observeSearch(time.Since(start).Seconds(), err) }()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	filter := s.filter.expand(q)
 	var lastErr error
 	// A pooled connection may have died since its last use (directory
 	// restarted, idle timeout): one retry on a fresh connection, which may
@@ -139,7 +152,7 @@ func (s *Source) Lookup(ctx context.Context, q Query) (_ *Entry, err error) {
 		if err != nil {
 			return nil, err
 		}
-		entries, err := s.search(ctx, c, filter)
+		entries, err := s.search(ctx, c, sp)
 		if err != nil && (isConnError(err) || c.IsClosing() || ctx.Err() != nil) {
 			s.discard(c)
 			// The other idle connections to that server are likely in the
@@ -170,11 +183,11 @@ func (s *Source) Lookup(ctx context.Context, q Query) (_ *Entry, err error) {
 }
 
 // search runs one search with size limit 2: a second entry means the
-// address is ambiguous, and nothing more is needed to know that.
-func (s *Source) search(ctx context.Context, c *conn, filter string) ([]*Entry, error) {
+// answer is ambiguous, and nothing more is needed to know that.
+func (s *Source) search(ctx context.Context, c *conn, sp searchSpec) ([]*Entry, error) {
 	deadline, _ := ctx.Deadline()
-	req := ldap.NewSearchRequest(s.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
-		2, int(max(1, time.Until(deadline).Seconds())), false, filter, s.attrs, nil)
+	req := ldap.NewSearchRequest(sp.base, sp.scope, ldap.NeverDerefAliases,
+		2, int(max(1, time.Until(deadline).Seconds())), false, sp.filter, sp.attrs, nil)
 	c.SetTimeout(time.Until(deadline))
 	resp := c.SearchAsync(ctx, req, 4)
 	var out []*Entry

@@ -136,11 +136,27 @@ type Domain struct {
 	// and an address not cached while the directory fails; nil: all the
 	// domain's services.
 	DefaultServices []Kind
+	// Origin says which configuration entry or directory entry made the
+	// domain, and how each service came about; for `lookup`.
+	Origin *DomainOrigin
 }
 
 // offersByDefault reports whether unknown addresses get services of kind k.
 func (d *Domain) offersByDefault(k Kind) bool {
 	return d.DefaultServices == nil || slices.Contains(d.DefaultServices, k)
+}
+
+// ClientHosts are the host names clients ask for the domain's settings:
+// Thunderbird autoconfig.<d>, Outlook and Apple autodiscover.<d>. They
+// need DNS records and certificates.
+func (d *Domain) ClientHosts() []string {
+	return []string{"autoconfig." + d.Name, "autodiscover." + d.Name}
+}
+
+// PACCHost is the host name PACC clients ask for the domain's document
+// (draft-ietf-mailmaint-pacc): published when the domain has one.
+func (d *Domain) PACCHost() string {
+	return "ua-auto-config." + d.Name
 }
 
 // kinds lists the kinds of the domain's services once each, in order.

@@ -62,8 +62,8 @@ func (r *Resolver) SetAuthCacheTTL(ttl time.Duration) {
 // entry expires or the new one is used; an account disabled in the
 // directory stops working when its cache entry is refreshed.
 func (r *Resolver) Authenticate(ctx context.Context, addr Address, password string) (*Account, error) {
-	if _, ok := r.domains[addr.Domain]; !ok {
-		return nil, fmt.Errorf("%w: %s", ErrUnknownDomain, addr.Domain)
+	if _, err := r.Domain(ctx, addr.Domain); err != nil {
+		return nil, err
 	}
 	if password == "" {
 		return nil, ErrBadCredentials

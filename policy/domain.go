@@ -74,7 +74,8 @@ func NewDomains(cfgs []DomainConfig) (map[string]*Domain, error) {
 		if _, dup := out[name]; dup {
 			return nil, fmt.Errorf("%s.name: %s is configured twice", key, name)
 		}
-		d := &Domain{Name: name, Provider: c.Provider, ShortName: c.ShortName, DocumentationURL: c.DocumentationURL}
+		d := &Domain{Name: name, Provider: c.Provider, ShortName: c.ShortName, DocumentationURL: c.DocumentationURL,
+			Origin: &DomainOrigin{Source: "configuration", Entry: key, Reason: "listed in the configuration"}}
 		if d.Provider == "" {
 			d.Provider = name
 		}

@@ -97,7 +97,6 @@ func New(cfg Config) (*Policy, error) {
 		filter:        merged.Filter,
 		displayName:   merged.DisplayName,
 		enabled:       merged.AccountEnabled,
-		services:      map[Kind]*Rule{},
 		hostAttr:      merged.HostAttribute,
 		hostOverrides: map[Kind]bool{},
 	}
@@ -112,18 +111,8 @@ func New(cfg Config) (*Policy, error) {
 			return nil, err
 		}
 	}
-	for k, r := range merged.ServiceRules {
-		kind, err := ParseKind(k)
-		if err != nil {
-			return nil, fmt.Errorf("policy.services.%s: %w", k, err)
-		}
-		if r == nil {
-			continue
-		}
-		if err := r.Validate("policy.services." + k); err != nil {
-			return nil, err
-		}
-		p.services[kind] = r
+	if p.services, err = compileServiceRules(merged.ServiceRules, "policy.services"); err != nil {
+		return nil, err
 	}
 	for _, k := range merged.HostOverrideKinds {
 		kind, err := ParseKind(k)
@@ -152,6 +141,26 @@ func New(cfg Config) (*Policy, error) {
 		p.groups = p.collectGroups()
 	}
 	return p, nil
+}
+
+// compileServiceRules validates rules by service kind, named under key;
+// a nil rule is no rule.
+func compileServiceRules(rules map[string]*Rule, key string) (map[Kind]*Rule, error) {
+	out := map[Kind]*Rule{}
+	for k, r := range rules {
+		kind, err := ParseKind(k)
+		if err != nil {
+			return nil, fmt.Errorf("%s.%s: %w", key, k, err)
+		}
+		if r == nil {
+			continue
+		}
+		if err := r.Validate(key + "." + k); err != nil {
+			return nil, err
+		}
+		out[kind] = r
+	}
+	return out, nil
 }
 
 func merge(base, over Config) Config {
@@ -245,17 +254,7 @@ func (p *Policy) collectAttributes() []string {
 	if p.hostAttr != "" {
 		attrs = append(attrs, p.hostAttr)
 	}
-	seen := map[string]bool{}
-	out := attrs[:0]
-	for _, a := range attrs {
-		if a == "" || seen[strings.ToLower(a)] {
-			continue
-		}
-		seen[strings.ToLower(a)] = true
-		out = append(out, a)
-	}
-	slices.SortFunc(out, func(a, b string) int { return strings.Compare(strings.ToLower(a), strings.ToLower(b)) })
-	return out
+	return dedupFold(attrs)
 }
 
 // Explanation says how an account was decided: the answer to "why does Bob
@@ -279,58 +278,69 @@ type Decision struct {
 }
 
 // Decide turns a directory entry (nil: not found) into the account for
-// addr in domain d. member_of rules read the entry's memberOf attribute:
-// the Resolver, which asks the directory for nested groups when
+// addr in domain d, and says why. member_of rules read the entry's memberOf
+// attribute: the Resolver, which asks the directory for nested groups when
 // policy.nested_groups is on, is the way to decide with those.
 func (p *Policy) Decide(d *Domain, addr Address, e *ldapsource.Entry) (*Account, *Explanation) {
-	return p.decide(d, addr, e, nil, time.Now())
+	return p.decide(d, addr, e, nil, time.Now(), true)
 }
 
 // decide is Decide with the entry's resolved group memberships (nil: not
-// resolved, member_of reads memberOf) and the time of the decision.
-func (p *Policy) decide(d *Domain, addr Address, found *ldapsource.Entry, groups *memberships, now time.Time) (*Account, *Explanation) {
-	ex := &Explanation{Address: addr.String()}
+// resolved, member_of reads memberOf) and the time of the decision. The
+// explanation is built only when explain is set (lookup): it costs more
+// than the decision, and serving requests never shows it.
+func (p *Policy) decide(d *Domain, addr Address, found *ldapsource.Entry, groups *memberships, now time.Time, explain bool) (*Account, *Explanation) {
+	var ex *Explanation
+	if explain {
+		ex = &Explanation{Address: addr.String()}
+	}
 	var e *decisionEntry
 	if found != nil {
 		e = &decisionEntry{Entry: found, groups: groups, now: now}
 	}
 	if e == nil {
-		ex.Reason = "not found in the directory: domain defaults, login is the typed address"
-		return p.defaults(d, addr, ex)
+		return p.defaults(d, addr, ex, "not found in the directory")
 	}
-	ex.Found, ex.DN = true, e.DN
+	if explain {
+		ex.Found, ex.DN = true, e.DN
+	}
 	if p.enabled != nil {
-		ok, why := p.enabled.Eval(e)
+		ok, why := p.enabled.eval(e, explain)
 		if !ok {
-			ex.Reason = "account disabled (" + why + "): domain defaults, login is the typed address"
-			return p.defaults(d, addr, ex)
+			return p.defaults(d, addr, ex, "account disabled ("+why+")")
 		}
-		ex.Reason = "account enabled (" + why + ")"
-	} else {
+		if explain {
+			ex.Reason = "account enabled (" + why + ")"
+		}
+	} else if explain {
 		ex.Reason = "account enabled (no account_enabled rule)"
 	}
-	ex.Enabled = true
 
 	login, err := p.login.expand(addr, e)
 	if err != nil {
 		login = addr.String()
-		ex.Reason += "; login template: " + err.Error() + ", using the typed address"
+		if explain {
+			ex.Reason += "; login template: " + err.Error() + ", using the typed address"
+		}
 	}
-	ex.Login = login
-	allowed := map[Kind]bool{}
+	var denied []Kind
 	for _, k := range d.kinds() {
 		dec := Decision{Service: string(k), Allowed: true, Rule: "no rule for this service"}
 		if r := p.services[k]; r != nil {
-			dec.Allowed, dec.Rule = r.Eval(e)
+			dec.Allowed, dec.Rule = r.eval(e, explain)
 		}
-		allowed[k] = dec.Allowed
-		ex.Services = append(ex.Services, dec)
+		if !dec.Allowed {
+			denied = append(denied, k)
+		}
+		if explain {
+			ex.Services = append(ex.Services, dec)
+		}
 	}
 	host := ""
 	if p.hostAttr != "" {
 		if v := e.Values(p.hostAttr); len(v) > 0 {
 			h, err := NormalizeDomain(strings.TrimSpace(v[0]))
-			if err != nil {
+			if err != nil && explain {
 				ex.Reason += fmt.Sprintf("; ignoring %s %q: not a host name", p.hostAttr, v[0])
 			}
 			host = h
@@ -343,7 +353,7 @@ func (p *Policy) decide(d *Domain, addr Address, found *ldapsource.Entry, groups
 		Known:       true,
 		DN:          found.DN,
 		Domain:      d,
-		Services: d.accountFor(addr, login, func(k Kind) bool { return allowed[k] }, func(k Kind) string {
+		Services: d.accountFor(addr, login, func(k Kind) bool { return !slices.Contains(denied, k) }, func(k Kind) string {
 			if p.hostOverrides[k] {
 				return host
 			}
@@ -353,11 +363,20 @@ func (p *Policy) decide(d *Domain, addr Address, found *ldapsource.Entry, groups
 	if pa, ok := p.primaryOf(e); ok {
 		acct.Primary = pa
 	}
+	if explain {
+		ex.Enabled, ex.Login = true, login
+	}
 	return acct, ex
 }
 
-func (p *Policy) defaults(d *Domain, addr Address, ex *Explanation) (*Account, *Explanation) {
+// defaults is the answer for an entry not found or disabled (why), with
+// its explanation when ex is not nil.
+func (p *Policy) defaults(d *Domain, addr Address, ex *Explanation, why string) (*Account, *Explanation) {
 	acct := d.DefaultAccount(addr, addr.String())
+	if ex == nil {
+		return acct, nil
+	}
+	ex.Reason = why + ": domain defaults, login is the typed address"
 	ex.Login = addr.String()
 	for _, k := range d.kinds() {
 		dec := Decision{Service: string(k), Allowed: true, Rule: "domain default"}

@@ -1,8 +1,12 @@
 package policy
 
 import (
+	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/mailbeacon/mailbeacon/ldapsource"
 )
 
 func testDomains(t testing.TB) map[string]*Domain {
@@ -241,5 +245,30 @@ func TestLoginTemplate(t *testing.T) {
 				t.Errorf("got %q, %v; want %q, error containing %q", got, err, tc.want, tc.errHas)
 			}
 		})
+	}
+}
+
+// Serving requests decides without an explanation: the same accounts as
+// with one, and no explanation built.
+func TestDecideWithoutExplanation(t *testing.T) {
+	pol, err := New(Config{Login: "{uid}", HostAttribute: "mailHost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := testDomains(t)["example.com"]
+	addr := Address{Local: "x", Domain: "example.com"}
+	for name, e := range map[string]*ldapsource.Entry{
+		"not found": nil,
+		"enabled":   entry(map[string][]string{"uid": {"x"}, "accountStatus": {"active"}, "enabledService": {"mail", "imapsecured", "smtpsecured"}, "mailHost": {"mail2.example.com"}}),
+		"disabled":  entry(map[string][]string{"uid": {"x"}, "accountStatus": {"disabled"}}),
+		"bad host":  entry(map[string][]string{"uid": {"x"}, "accountStatus": {"active"}, "enabledService": {"mail", "pop3secured"}, "mailHost": {"not a host"}}),
+		"no login":  entry(map[string][]string{"accountStatus": {"active"}, "enabledService": {"mail"}}),
+	} {
+		now := time.Now()
+		with, ex := pol.decide(d, addr, e, nil, now, true)
+		without, none := pol.decide(d, addr, e, nil, now, false)
+		if !reflect.DeepEqual(with, without) || ex == nil || none != nil {
+			t.Errorf("%s: with explanation %+v (%v), without %+v (%v)", name, with, ex != nil, without, none)
+		}
 	}
 }

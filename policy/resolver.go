@@ -75,6 +75,7 @@ type Resolver struct {
 	dir     Directory
 	pol     *Policy
 	domains map[string]*Domain
+	dsrc    *DomainSource // nil: the configured domains only
 	cfg     CacheConfig
 	cache   *boundcache.Cache[string, *cachedAccount] // nil value: unknown or disabled
 	flight  singleflight.Group
@@ -134,16 +135,24 @@ func NewResolver(dir Directory, pol *Policy, domains map[string]*Domain, cfg Cac
 // cache.max_entries).
 func (r *Resolver) CachedEntries() int { return r.cache.Len() }
 
-// Domain returns the configured domain by its normalised name, or an
-// error wrapping ErrUnknownDomain when it is not served (or
-// ErrDirectoryUnavailable when that cannot be known now: domains from the
-// configuration always can).
-func (r *Resolver) Domain(_ context.Context, name string) (*Domain, error) {
-	d, ok := r.domains[name]
-	if !ok {
-		return nil, fmt.Errorf("%w: %s", ErrUnknownDomain, name)
+// UseDomainSource makes r serve the directory's domains besides the
+// configured ones, which take precedence. Call it before r serves.
+func (r *Resolver) UseDomainSource(ds *DomainSource) { r.dsrc = ds }
+
+// DomainSource is the directory's domain source, nil when none is used.
+func (r *Resolver) DomainSource() *DomainSource { return r.dsrc }
+
+// Domain returns the served domain of the normalised name: a configured
+// one, else the directory's. The error wraps ErrUnknownDomain for a domain
+// not served, ErrDirectoryUnavailable when that cannot be known now.
+func (r *Resolver) Domain(ctx context.Context, name string) (*Domain, error) {
+	if d, ok := r.domains[name]; ok {
+		return d, nil
 	}
-	return d, nil
+	if r.dsrc != nil {
+		return r.dsrc.Domain(ctx, name)
+	}
+	return nil, fmt.Errorf("%w: %s", ErrUnknownDomain, name)
 }
 
 // Resolve returns the account for addr as unauthenticated answers may show
@@ -155,15 +164,17 @@ func (r *Resolver) Resolve(ctx context.Context, addr Address) (*Account, error) 
 
 // resolve is Resolve; full asks for the whole account (Authenticate).
 func (r *Resolver) resolve(ctx context.Context, addr Address, full bool) (*Account, error) {
-	d, ok := r.domains[addr.Domain]
-	if !ok {
-		return nil, fmt.Errorf("%w: %s", ErrUnknownDomain, addr.Domain)
+	d, err := r.Domain(ctx, addr.Domain)
+	if err != nil {
+		return nil, err
 	}
 	key := addr.String()
 	now := r.now()
 	var stale *boundcache.Entry[*cachedAccount]
 	if e, ok := r.cache.Get(key, now); ok {
-		if e.Fresh(now) {
+		// An account decided with another version of a directory domain
+		// is decided anew.
+		if e.Fresh(now) && (e.Negative || e.Value.full.Domain == d) {
 			if !e.Negative {
 				r.metrics.cacheHit.Inc()
 			} else {
@@ -238,7 +249,7 @@ func (r *Resolver) load(ctx context.Context, d *Domain, addr Address) (*cachedAc
 	case err != nil:
 		return nil, err
 	}
-	acct, _ := r.pol.decide(d, addr, e, groups, r.now())
+	acct, _ := r.pol.decide(d, addr, e, groups, r.now(), false)
 	var c *cachedAccount
 	if acct.Known {
 		c = r.newCachedAccount(acct)
@@ -264,6 +275,13 @@ func (r *Resolver) answer(d *Domain, addr Address, c *cachedAccount, full bool) 
 // how each service was decided.
 func (r *Resolver) Explain(ctx context.Context, addr Address) (*Account, *Explanation, error) {
 	d, ok := r.domains[addr.Domain]
+	if !ok && r.dsrc != nil {
+		var err error
+		if d, err = r.dsrc.Explain(ctx, addr.Domain); err != nil {
+			return nil, nil, err
+		}
+		ok = true
+	}
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: %s", ErrUnknownDomain, addr.Domain)
 	}
@@ -278,7 +296,7 @@ func (r *Resolver) Explain(ctx context.Context, addr Address) (*Account, *Explan
 	case err != nil:
 		return nil, nil, err
 	}
-	acct, ex := r.pol.decide(d, addr, e, groups, r.now())
+	acct, ex := r.pol.decide(d, addr, e, groups, r.now(), true)
 	return acct, ex, nil
 }
 

@@ -192,38 +192,58 @@ type clockEntry interface {
 }
 
 // Eval decides the rule for e and says why in one line.
-func (r *Rule) Eval(e Entry) (bool, string) {
+func (r *Rule) Eval(e Entry) (bool, string) { return r.eval(e, true) }
+
+// eval decides the rule; the reason is built only when explain is set.
+func (r *Rule) eval(e Entry, explain bool) (bool, string) {
 	switch {
 	case r.All != nil:
 		for i := range r.All {
-			if ok, why := r.All[i].Eval(e); !ok {
+			if ok, why := r.All[i].eval(e, explain); !ok {
 				return false, why
 			}
+		}
+		if !explain {
+			return true, ""
 		}
 		return true, "all of " + r.String()
 	case r.Any != nil:
 		var whys []string
 		for i := range r.Any {
-			ok, why := r.Any[i].Eval(e)
+			ok, why := r.Any[i].eval(e, explain)
 			if ok {
 				return true, why
 			}
-			whys = append(whys, why)
+			if explain {
+				whys = append(whys, why)
+			}
+		}
+		if !explain {
+			return false, ""
 		}
 		return false, "none of: " + strings.Join(whys, "; ")
 	case r.Not != nil:
-		ok, why := r.Not.Eval(e)
+		ok, why := r.Not.eval(e, explain)
+		if !explain {
+			return !ok, ""
+		}
 		return !ok, "not (" + why + ")"
 	}
 	if r.MemberOf != "" {
 		if g, ok := e.(groupEntry); ok {
 			if member, resolved := g.InGroup(r.MemberOf); resolved {
+				if !explain {
+					return member, ""
+				}
 				return member, fmt.Sprintf("%s is %t (nested groups included)", r, member)
 			}
 		}
 	}
 	vals := e.Values(r.attr())
 	if len(vals) == 0 && r.IfMissing != nil {
+		if !explain {
+			return *r.IfMissing, ""
+		}
 		return *r.IfMissing, fmt.Sprintf("%s: %s is missing, if_missing=%t", r, r.attr(), *r.IfMissing)
 	}
 	var ok bool
@@ -239,6 +259,9 @@ func (r *Rule) Eval(e Entry) (bool, string) {
 		}
 		t, expires := firstFiletime(vals)
 		ok = expires && t.Before(now)
+		if !explain {
+			return ok, ""
+		}
 		if expires {
 			return ok, fmt.Sprintf("%s is %t (%s)", r, ok, t.Format(time.RFC3339))
 		}
@@ -255,6 +278,9 @@ func (r *Rule) Eval(e Entry) (bool, string) {
 		ok = anyInt(vals, func(n uint64) bool { return n&r.mask == 0 }, true)
 	case r.MemberOf != "":
 		ok = containsDN(vals, r.MemberOf)
+	}
+	if !explain {
+		return ok, ""
 	}
 	return ok, fmt.Sprintf("%s is %t", r, ok)
 }

@@ -351,8 +351,10 @@ func (c *call) domain(name string) (*policy.Domain, error) {
 	return d, err
 }
 
-// hostDomain returns the served domain the Host header names, either
-// directly or as <prefix><domain>.
+// hostDomain returns the served domain the Host header names, as
+// <prefix><domain> or directly. The prefixed reading goes first: each name
+// asked of the directory's domain source costs a search, and
+// autoconfig.<d> is rarely a domain of its own.
 func (c *call) hostDomain(prefixes ...string) (*policy.Domain, error) {
 	host := hostName(c.r.Host)
 	if _, err := netip.ParseAddr(host); err == nil {
@@ -363,16 +365,18 @@ func (c *call) hostDomain(prefixes ...string) (*policy.Domain, error) {
 	if err != nil {
 		return nil, policy.ErrUnknownDomain
 	}
-	d, err := c.domain(name)
 	for _, p := range prefixes {
+		rest, ok := strings.CutPrefix(name, p)
+		if !ok || rest == "" {
+			continue
+		}
+		d, err := c.domain(rest)
 		if err == nil || !errors.Is(err, policy.ErrUnknownDomain) {
-			break
+			return d, err
 		}
-		if rest, ok := strings.CutPrefix(name, p); ok {
-			d, err = c.domain(rest)
-		}
+		break // one prefix at most can match
 	}
-	return d, err
+	return c.domain(name)
 }
 
 // reserve takes a token of the client's unknown-address budget before the

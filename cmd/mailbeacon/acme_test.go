@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/mailbeacon/mailbeacon/cmd/mailbeacon/check/checktest"
+	"github.com/mailbeacon/mailbeacon/ldapsource/ldaptest"
+	"github.com/mailbeacon/mailbeacon/policy"
 )
 
 // pebbleModule is Let's Encrypt's ACME test server, built from the Go
@@ -84,27 +86,33 @@ func (w *lockedWriter) String() string {
 	return w.b.String()
 }
 
-// ACME end to end against pebble on loopback: mailbeacon obtains a
-// certificate for autoconfig.example.com, pebble really validating the
-// challenge against mailbeacon's listeners (its DNS is a test server
-// that says 127.0.0.1), and refuses to ask for a name of a domain that is
-// not configured.
-func TestACMEWithPebble(t *testing.T) {
+// acmeRig is mailbeacon serving HTTPS with certificates from pebble, on
+// loopback; pebble's DNS is a test server answering zone.
+type acmeRig struct {
+	s        *serving
+	pout     *lockedWriter
+	cacheDir string
+	tlsAddr  string
+	roots    *x509.CertPool // pebble's root
+}
+
+// startACME runs serve with configText (plus the server section pointing
+// at pebble) and args, then pebble validating challenges against it.
+func startACME(t *testing.T, configText, zone string, args ...string) *acmeRig {
+	t.Helper()
 	pebble := buildPebble(t)
 	dir := t.TempDir()
 	ca := checktest.NewCA(t)
 	caFile := ca.WriteCA(t, dir)
 	pebbleCert, pebbleKey := ca.WriteFiles(t, dir, time.Now().Add(24*time.Hour), "127.0.0.1", "localhost")
-	zone := "autoconfig.example.com. 60 IN A 127.0.0.1\nautodiscover.example.com. 60 IN A 127.0.0.1\n" +
-		"autoconfig.unconfigured.org. 60 IN A 127.0.0.1\n"
 	dnsSrv := checktest.StartDNS(t, zone)
 
 	// mailbeacon first, on free ports, pointed at where pebble will listen:
 	// autocert reads the ACME directory only when a certificate is needed.
 	acmePort, mgmtPort := freePort(t), freePort(t)
-	cacheDir := filepath.Join(dir, "acme-cache")
+	rig := &acmeRig{pout: &lockedWriter{}, cacheDir: filepath.Join(dir, "acme-cache")}
 	cfgFile := filepath.Join(dir, "config.yaml")
-	writeFile(t, cfgFile, demoConfig+fmt.Sprintf(`
+	writeFile(t, cfgFile, configText+fmt.Sprintf(`
 operations:
   listen: 127.0.0.1:0
 server:
@@ -116,10 +124,10 @@ server:
     directory_url: https://127.0.0.1:%d/dir
     cache_dir: %q
     ca_file: %q
-`, acmePort, cacheDir, caFile))
-	s := startServe(t, []string{"--demo", "--config", cfgFile}, "server.http_listen")
-	tlsAddr := strings.TrimPrefix(s.addrs["server.listen"], "https://")
-	httpAddr := strings.TrimPrefix(s.addrs["server.http_listen"], "http://")
+`, acmePort, rig.cacheDir, caFile))
+	rig.s = startServe(t, append(args, "--config", cfgFile), "server.http_listen")
+	rig.tlsAddr = strings.TrimPrefix(rig.s.addrs["server.listen"], "https://")
+	httpAddr := strings.TrimPrefix(rig.s.addrs["server.http_listen"], "http://")
 	port := func(hostport string) int {
 		_, p, _ := net.SplitHostPort(hostport)
 		n, _ := strconv.Atoi(p)
@@ -134,16 +142,15 @@ server:
 		"certificate":                    pebbleCert,
 		"privateKey":                     pebbleKey,
 		"httpPort":                       port(httpAddr),
-		"tlsPort":                        port(tlsAddr),
+		"tlsPort":                        port(rig.tlsAddr),
 		"ocspResponderURL":               "",
 		"externalAccountBindingRequired": false,
 	}})
 	pcfgFile := filepath.Join(dir, "pebble.json")
 	writeFile(t, pcfgFile, string(pcfg))
-	var pout lockedWriter
 	cmd := exec.Command(pebble, "-config", pcfgFile, "-dnsserver", dnsSrv.Addr)
 	cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
-	cmd.Stdout, cmd.Stderr = &pout, &pout
+	cmd.Stdout, cmd.Stderr = rig.pout, rig.pout
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -151,14 +158,14 @@ server:
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		if t.Failed() {
-			t.Logf("pebble:\n%s", pout.String())
+			t.Logf("pebble:\n%s", rig.pout.String())
 		}
 	})
 	trustCA := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}}}
 	var root []byte
 	for deadline := time.Now().Add(20 * time.Second); root == nil; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("pebble did not start:\n%s", pout.String())
+			t.Fatalf("pebble did not start:\n%s", rig.pout.String())
 		}
 		resp, err := trustCA.Get(fmt.Sprintf("https://127.0.0.1:%d/roots/0", mgmtPort))
 		if err != nil {
@@ -170,56 +177,94 @@ server:
 			root = b
 		}
 	}
-	pebbleRoots := x509.NewCertPool()
-	if !pebbleRoots.AppendCertsFromPEM(root) {
+	rig.roots = x509.NewCertPool()
+	if !rig.roots.AppendCertsFromPEM(root) {
 		t.Fatalf("pebble root: %q", root)
 	}
+	return rig
+}
 
-	handshake := func(name string) (*x509.Certificate, error) {
-		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: &tls.Config{ServerName: name, RootCAs: pebbleRoots}}
-		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-		defer cancel()
-		conn, err := d.DialContext(ctx, "tcp", tlsAddr)
-		if err != nil {
-			return nil, err
-		}
-		defer conn.Close()
-		return conn.(*tls.Conn).ConnectionState().PeerCertificates[0], nil
+func (r *acmeRig) handshake(name string) (*x509.Certificate, error) {
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: &tls.Config{ServerName: name, RootCAs: r.roots}}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	conn, err := d.DialContext(ctx, "tcp", r.tlsAddr)
+	if err != nil {
+		return nil, err
 	}
+	defer conn.Close()
+	return conn.(*tls.Conn).ConnectionState().PeerCertificates[0], nil
+}
 
+// issued checks that name got a certificate, cached, after pebble
+// validated a challenge against mailbeacon.
+func (r *acmeRig) issued(t *testing.T, name string) {
+	t.Helper()
+	leaf, err := r.handshake(name)
+	if err != nil {
+		t.Fatalf("handshake: %v\nmailbeacon:\n%s", err, r.s.stderr.String())
+	}
+	if !slices.Contains(leaf.DNSNames, name) {
+		t.Errorf("certificate names %v", leaf.DNSNames)
+	}
+	if _, err := os.Stat(filepath.Join(r.cacheDir, name)); err != nil {
+		t.Errorf("certificate not cached in server.acme.cache_dir: %v", err)
+	}
+	if !strings.Contains(r.pout.String(), "set VALID by completed challenge") {
+		t.Errorf("pebble did not validate a challenge against mailbeacon:\n%s", r.pout.String())
+	}
+}
+
+// refused checks that no certificate is requested for name: the
+// handshake fails and pebble never hears of it.
+func (r *acmeRig) refused(t *testing.T, name string) {
+	t.Helper()
+	before := r.pout.String()
+	if _, err := r.handshake(name); err == nil {
+		t.Fatalf("a TLS handshake for %s succeeded", name)
+	}
+	if _, err := os.Stat(filepath.Join(r.cacheDir, name)); err == nil {
+		t.Errorf("a certificate for %s is in the cache", name)
+	}
+	_, domain, _ := strings.Cut(name, ".")
+	if after := r.pout.String(); strings.Contains(after[len(before):], domain) || strings.Contains(after[len(before):], "/order-plz") {
+		t.Errorf("pebble was asked for %s:\n%s", name, after[len(before):])
+	}
+}
+
+// ACME end to end against pebble on loopback: mailbeacon obtains a
+// certificate for autoconfig.example.com, pebble really validating the
+// challenge against mailbeacon's listeners (its DNS is a test server
+// that says 127.0.0.1), and refuses to ask for a name of a domain that is
+// not configured.
+func TestACMEWithPebble(t *testing.T) {
+	zone := "autoconfig.example.com. 60 IN A 127.0.0.1\nautodiscover.example.com. 60 IN A 127.0.0.1\n" +
+		"autoconfig.unconfigured.org. 60 IN A 127.0.0.1\n"
+	rig := startACME(t, demoConfig, zone, "--demo")
 	t.Run("configured name gets a certificate", func(t *testing.T) {
-		leaf, err := handshake("autoconfig.example.com")
-		if err != nil {
-			t.Fatalf("handshake: %v\nmailbeacon:\n%s", err, s.stderr.String())
-		}
-		if !slices.Contains(leaf.DNSNames, "autoconfig.example.com") {
-			t.Errorf("certificate names %v", leaf.DNSNames)
-		}
-		if _, err := os.Stat(filepath.Join(cacheDir, "autoconfig.example.com")); err != nil {
-			t.Errorf("certificate not cached in server.acme.cache_dir: %v", err)
-		}
-		if !strings.Contains(pout.String(), "set VALID by completed challenge") {
-			t.Errorf("pebble did not validate a challenge against mailbeacon:\n%s", pout.String())
-		}
+		rig.issued(t, "autoconfig.example.com")
 		// And it serves: autoconfig over the certificate pebble issued.
-		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pebbleRoots, ServerName: "autoconfig.example.com"}}}
-		code, body := get(t, c, "https://"+tlsAddr+"/mail/config-v1.1.xml?emailaddress=bob@example.com", "autoconfig.example.com")
+		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: rig.roots, ServerName: "autoconfig.example.com"}}}
+		code, body := get(t, c, "https://"+rig.tlsAddr+"/mail/config-v1.1.xml?emailaddress=bob@example.com", "autoconfig.example.com")
 		if code != 200 || !strings.Contains(body, "bob.login") {
 			t.Errorf("autoconfig over ACME TLS: %d %s", code, body)
 		}
 	})
 	t.Run("unconfigured name is refused", func(t *testing.T) {
-		before := pout.String()
-		if _, err := handshake("autoconfig.unconfigured.org"); err == nil {
-			t.Fatal("a TLS handshake for an unconfigured domain succeeded")
-		}
-		if _, err := os.Stat(filepath.Join(cacheDir, "autoconfig.unconfigured.org")); err == nil {
-			t.Error("a certificate for an unconfigured domain is in the cache")
-		}
-		if after := pout.String(); strings.Contains(after[len(before):], "unconfigured.org") || strings.Contains(after[len(before):], "/order-plz") {
-			t.Errorf("pebble was asked for the unconfigured name:\n%s", after[len(before):])
-		}
+		rig.refused(t, "autoconfig.unconfigured.org")
 	})
+}
+
+// ACME for the directory's domains: a certificate for a domain the
+// directory serves, none requested for one it does not (or disabled).
+func TestACMEDirectoryDomainWithPebble(t *testing.T) {
+	srv := ldaptest.Slapd(t, ldaptest.WithExtraLDIF(ldaptest.HostedLDIF))
+	zone := "autodiscover.hosted.example. 60 IN A 127.0.0.1\nautoconfig.nowhere.example. 60 IN A 127.0.0.1\n" +
+		"autoconfig.off.example. 60 IN A 127.0.0.1\n"
+	rig := startACME(t, hostedConfigText(t, srv, time.Minute, time.Minute), zone)
+	t.Run("directory domain gets a certificate", func(t *testing.T) { rig.issued(t, "autodiscover.hosted.example") })
+	t.Run("unknown domain is refused", func(t *testing.T) { rig.refused(t, "autoconfig.nowhere.example") })
+	t.Run("disabled domain is refused", func(t *testing.T) { rig.refused(t, "autoconfig.off.example") })
 }
 
 // The ACME host policy allows the autoconfig./autodiscover./ua-auto-config. names of
@@ -258,5 +303,52 @@ func TestACMEHostPolicy(t *testing.T) {
 				t.Errorf("hostPolicy(%q) = %v, want allowed %v", tc.host, err, tc.ok)
 			}
 		})
+	}
+}
+
+// The ACME host policy asks the directory's domain source for the
+// autoconfig./autodiscover. names of domains the configuration lacks, and
+// only for those: other names are refused without a search.
+func TestACMEHostPolicyDirectoryDomain(t *testing.T) {
+	cfg, err := loadConfig(strings.NewReader(demoConfig), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Server.ACME = acmeConfig{Enabled: true, CacheDir: t.TempDir()}
+	ts, err := newTLSServing(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var asked []string
+	ts.domain = func(_ context.Context, name string) (*policy.Domain, error) {
+		asked = append(asked, name)
+		switch name {
+		case "hosted.example":
+			return &policy.Domain{Name: name}, nil
+		case "down.example":
+			return nil, policy.ErrDirectoryUnavailable
+		}
+		return nil, policy.ErrUnknownDomain
+	}
+	for _, tc := range []struct {
+		host string
+		ok   bool
+		asks string
+	}{
+		{"autoconfig.hosted.example", true, "hosted.example"},
+		{"AUTODISCOVER.hosted.example.", true, "hosted.example"},
+		{"autoconfig.example.com", true, ""}, // configured: no search
+		{"autoconfig.nowhere.example", false, "nowhere.example"},
+		{"autoconfig.down.example", false, "down.example"},
+		{"www.hosted.example", false, ""},
+		{"hosted.example", false, ""},
+		{"autoconfig.*.example", false, ""},
+		{"autoconfig." + strings.Repeat("a", 64) + ".example", false, ""},
+	} {
+		asked = nil
+		err := ts.hostPolicy(context.Background(), tc.host)
+		if (err == nil) != tc.ok || strings.Join(asked, ",") != tc.asks {
+			t.Errorf("hostPolicy(%q) = %v, asked %v; want allowed %v, asked %q", tc.host, err, asked, tc.ok, tc.asks)
+		}
 	}
 }

@@ -60,7 +60,7 @@ func checkWith(ctx context.Context, args []string, stdout, stderr io.Writer, adj
 	if err != nil {
 		return err
 	}
-	d, err := findDomain(domains, addr.Domain)
+	d, err := servedDomain(ctx, c, cfg, domains, addr.Domain, stderr)
 	if err != nil {
 		return err
 	}

@@ -26,6 +26,7 @@ type config struct {
 	Cache        policy.CacheConfig            `mapstructure:"cache"`
 	Policy       policy.Config                 `mapstructure:"policy"`
 	Domains      []policy.DomainConfig         `mapstructure:"domains"`
+	DomainSource policy.DomainSourceConfig     `mapstructure:"domain_source"`
 	Autodiscover protocols.AutodiscoverOptions `mapstructure:"autodiscover"`
 	Apple        protocols.AppleOptions        `mapstructure:"apple"`
 	Operations   protocols.OperationsOptions   `mapstructure:"operations"`
@@ -104,6 +105,7 @@ type app struct {
 	resolver *policy.Resolver
 	// metrics are served by /metrics; a reload hands them to the next app.
 	metrics *metrics
+	domains *ldapsource.DomainSearch // domain_source; nil without one
 	// reread loads the configuration again the way setup did (serve's
 	// reload on SIGHUP); nil for an app not made by setup.
 	reread func() (config, error)
@@ -129,9 +131,15 @@ func buildWith(cfg config, log *slog.Logger, m *metrics) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	domains, err := policy.NewDomains(cfg.Domains)
+	domains, err := cfg.staticDomains()
 	if err != nil {
 		return nil, err
+	}
+	var tmpl *policy.DomainTemplate
+	if cfg.DomainSource.Active() {
+		if tmpl, err = policy.NewDomainTemplate(cfg.DomainSource); err != nil {
+			return nil, err
+		}
 	}
 	if err := cfg.Autodiscover.Prepare(); err != nil {
 		return nil, err
@@ -158,7 +166,37 @@ func buildWith(cfg config, log *slog.Logger, m *metrics) (*app, error) {
 		return nil, err
 	}
 	res.SetAuthCacheTTL(cfg.Autodiscover.BindMemory())
-	return &app{cfg: cfg, source: src, resolver: res, metrics: m}, nil
+	a := &app{cfg: cfg, source: src, resolver: res, metrics: m}
+	if tmpl != nil {
+		if a.domains, err = useDomainSource(res, src, tmpl, cfg.Cache, log); err != nil {
+			src.Close()
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// staticDomains validates the domains list, which may be empty when the
+// directory's domain_source serves the domains.
+func (c config) staticDomains() (map[string]*policy.Domain, error) {
+	if len(c.Domains) == 0 && c.DomainSource.Active() {
+		return map[string]*policy.Domain{}, nil
+	}
+	return policy.NewDomains(c.Domains)
+}
+
+// useDomainSource makes res serve the domains the directory holds.
+func useDomainSource(res *policy.Resolver, src *ldapsource.Source, tmpl *policy.DomainTemplate, cache policy.CacheConfig, log *slog.Logger) (*ldapsource.DomainSearch, error) {
+	search, err := src.DomainSearch(tmpl.Search(), tmpl.Attributes())
+	if err != nil {
+		return nil, err
+	}
+	ds, err := policy.NewDomainSource(search, tmpl, cache, log)
+	if err != nil {
+		return nil, err
+	}
+	res.UseDomainSource(ds)
+	return search, nil
 }
 
 func (c config) validate() error {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mailbeacon/mailbeacon/policy"
 )
 
 // Every configuration key must be documented in config.example.yaml, set
@@ -27,7 +29,11 @@ func TestConfigExampleDocumentsEveryKey(t *testing.T) {
 		}
 		for i := range typ.NumField() {
 			f := typ.Field(i)
-			key, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+			key, opts, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+			if opts == "squash" {
+				walk(prefix, f.Type) // its keys sit beside the others'
+				continue
+			}
 			if key == "" || key == "-" || !f.IsExported() {
 				continue
 			}
@@ -37,10 +43,18 @@ func TestConfigExampleDocumentsEveryKey(t *testing.T) {
 				t.Errorf("config key %s is not documented in config.example.yaml", path)
 			}
 			// The rule language is documented as a list of operators.
-			if key != "account_enabled" && key != "services" || prefix != ".policy" {
+			if !isRule(f.Type) {
 				walk(prefix+"."+key, f.Type)
 			}
 		}
 	}
 	walk("", reflect.TypeOf(config{}))
+}
+
+// isRule reports whether typ is a rule, or a pointer, list or map of them.
+func isRule(typ reflect.Type) bool {
+	for typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice || typ.Kind() == reflect.Map {
+		typ = typ.Elem()
+	}
+	return typ == reflect.TypeOf(policy.Rule{})
 }

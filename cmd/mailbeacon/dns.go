@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -40,7 +41,7 @@ func dnsCmd(args []string, stdout, stderr io.Writer) error {
 			"Print the DNS records DOMAIN needs, from the configuration, in zone-file syntax:\n"+
 			"autoconfig and autodiscover names, _autodiscover._tcp SRV, RFC 6186/8314 mail SRV\n"+
 			"records (\".\" for services not offered), RFC 6764 CalDAV/CardDAV SRV and TXT.\n"+
-			"No directory is contacted.\n\n")
+			"No directory is contacted, unless DOMAIN comes from the directory (domain_source).\n\n")
 		fs.PrintDefaults()
 	}
 	arg, err := oneArgument(fs, args, stderr)
@@ -54,7 +55,7 @@ func dnsCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	d, err := findDomain(domains, arg)
+	d, err := servedDomain(context.Background(), c, cfg, domains, arg, stderr)
 	if err != nil {
 		return err
 	}
@@ -112,11 +113,34 @@ func loadDomains(c commonFlags) (config, map[string]*policy.Domain, error) {
 	if err := cfg.Server.validateTLS(); err != nil {
 		return config{}, nil, err
 	}
-	domains, err := policy.NewDomains(cfg.Domains)
+	domains, err := cfg.staticDomains()
 	if err != nil {
 		return config{}, nil, err
 	}
 	return cfg, domains, nil
+}
+
+// servedDomain is findDomain, then, for a name the configuration does
+// not list, the directory's domain_source when one is configured.
+func servedDomain(ctx context.Context, c commonFlags, cfg config, domains map[string]*policy.Domain, name string, stderr io.Writer) (*policy.Domain, error) {
+	d, err := findDomain(domains, name)
+	if err == nil || !cfg.DomainSource.Active() {
+		return d, err
+	}
+	n, nerr := policy.NormalizeDomain(name)
+	if nerr != nil {
+		return nil, err
+	}
+	a, _, cleanup, err := setup(c, stderr)
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
+	d, err = a.resolver.Domain(ctx, n)
+	if err != nil {
+		return nil, fmt.Errorf("%s: neither in the domains list nor served by the directory's domain_source: %w", n, err)
+	}
+	return d, nil
 }
 
 func findDomain(domains map[string]*policy.Domain, name string) (*policy.Domain, error) {

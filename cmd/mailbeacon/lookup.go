@@ -12,8 +12,11 @@ import (
 
 // lookupOutput is what `mailbeacon lookup` prints.
 type lookupOutput struct {
-	Account     accountJSON         `json:"account"`
-	Explanation *policy.Explanation `json:"explanation"`
+	Account accountJSON `json:"account"`
+	// Domain says which configuration or directory entry made the
+	// domain, and which template produced each of its services.
+	Domain      *policy.DomainOrigin `json:"domain"`
+	Explanation *policy.Explanation  `json:"explanation"`
 }
 
 type accountJSON struct {
@@ -65,7 +68,7 @@ func lookupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return fmt.Errorf("lookup %s: %w", addr, err)
 	}
-	out := lookupOutput{Account: toAccountJSON(acct), Explanation: ex}
+	out := lookupOutput{Account: toAccountJSON(acct), Domain: acct.Domain.Origin, Explanation: ex}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)

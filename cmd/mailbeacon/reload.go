@@ -225,6 +225,13 @@ func carryCache(old, a *app) (kept int, changed []string) {
 			changed = append(changed, name)
 		}
 	}
+	// The directory's domains are kept only under the same template: a
+	// changed one drops them, to be built anew.
+	if od, nd := old.resolver.DomainSource(), a.resolver.DomainSource(); od != nil && nd != nil {
+		if nd.CarryFrom(od) == 0 && od.Len() > 0 {
+			changed = append(changed, "domain_source")
+		}
+	}
 	slices.Sort(changed)
 	kept = a.resolver.CarryCache(old.resolver, func(d string) bool { return !slices.Contains(changed, d) })
 	return kept, changed

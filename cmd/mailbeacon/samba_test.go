@@ -98,15 +98,7 @@ func buildAD(t *testing.T, text string) adApp {
 	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := loadConfig(strings.NewReader(text), file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := build(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(a.source.Close)
+	a := buildText(t, text)
 	if err := a.source.Ping(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mailbeacon/mailbeacon/ldapsource"
+	"github.com/mailbeacon/mailbeacon/policy"
 	"github.com/mailbeacon/mailbeacon/protocols"
 )
 
@@ -84,21 +85,34 @@ const errDegradedHint = "to start anyway and answer with the domain defaults unt
 // as long as it runs. A directory that is down (transient) is logged, and
 // the server answers from defaults until it comes back.
 func checkDirectory(ctx context.Context, a *app, degraded bool, log *slog.Logger) error {
-	err := a.source.Ping(ctx)
-	switch {
-	case err == nil:
-		log.Info("directory reachable", "urls", a.cfg.LDAP.URLs)
-		return nil
-	case ldapsource.ConfigurationError(err) == nil:
-		log.Error("directory check failed; answering with domain defaults until it recovers", "kind", "transient", "err", err)
-		return nil
-	case degraded:
-		ce := ldapsource.ConfigurationError(err)
-		log.Error("starting degraded: the directory refuses the configuration; answering with the domain defaults until it is fixed",
-			"key", ce.Key, "fix", ce.Fix)
-		return nil
+	checks := []struct {
+		what string
+		ping func(context.Context) error
+	}{{"directory", a.source.Ping}}
+	if a.domains != nil {
+		checks = append(checks, struct {
+			what string
+			ping func(context.Context) error
+		}{"domain_source", a.domains.Ping})
 	}
-	return fmt.Errorf("directory check at start: %w (%s)", err, errDegradedHint)
+	for _, c := range checks {
+		err := c.ping(ctx)
+		switch {
+		case err == nil:
+			log.Info(c.what+" reachable", "urls", a.cfg.LDAP.URLs)
+			continue
+		case ldapsource.ConfigurationError(err) == nil:
+			log.Error(c.what+" check failed; answering with domain defaults until it recovers", "kind", "transient", "err", err)
+			return nil // the next check would fail the same way
+		case degraded:
+			ce := ldapsource.ConfigurationError(err)
+			log.Error("starting degraded: the directory refuses the configuration; answering with the domain defaults until it is fixed",
+				"key", ce.Key, "fix", ce.Fix)
+			continue
+		}
+		return fmt.Errorf("%s check at start: %w (%s)", c.what, err, errDegradedHint)
+	}
+	return nil
 }
 
 // server runs the listeners of one serve command across reloads.
@@ -117,6 +131,11 @@ func newServer(a *app, log *slog.Logger) (*server, error) {
 	}
 	s := &server{log: log, tls: t, metrics: a.metrics}
 	s.cur.store(newGeneration(a, log, nil))
+	if t != nil {
+		t.domain = func(ctx context.Context, name string) (*policy.Domain, error) {
+			return s.cur.load().app.resolver.Domain(ctx, name)
+		}
+	}
 	return s, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -118,8 +119,7 @@ func tlsNames(cfg config, bare bool) []string {
 		if err != nil {
 			continue // build rejected it already
 		}
-		names = append(names, "autoconfig."+name, "autodiscover."+name)
-		names = append(names, "ua-auto-config."+name) // PACC (protocols/pacc.go)
+		names = append(names, httpsHosts(&policy.Domain{Name: name})...)
 		if bare {
 			names = append(names, name)
 		}
@@ -140,6 +140,9 @@ type tlsServing struct {
 	mode  string // "", "files" or "acme"
 
 	notAfter prometheus.Gauge // of the certificate files; nil: not recorded
+	// domain asks the current configuration whether a domain is served,
+	// for names of the directory's domains (domain_source); nil: none.
+	domain func(ctx context.Context, name string) (*policy.Domain, error)
 }
 
 // newTLSServing prepares HTTPS for cfg; nil when cfg serves plain HTTP.
@@ -200,11 +203,34 @@ func (t *tlsServing) newACME(a acmeConfig) (*autocert.Manager, error) {
 
 // hostPolicy lets ACME ask for certificates of configured names only: a
 // client cannot make mailbeacon request one for any name it sends as SNI.
-func (t *tlsServing) hostPolicy(_ context.Context, host string) error {
-	if (*t.names.Load())[strings.ToLower(strings.TrimSuffix(host, "."))] {
+func (t *tlsServing) hostPolicy(ctx context.Context, host string) error {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if (*t.names.Load())[host] {
 		return nil
 	}
+	if t.domain != nil {
+		// autoconfig.<d>, autodiscover.<d> or ua-auto-config.<d> of a
+		// domain the directory confirms; the name is checked before the
+		// directory is asked.
+		if _, rest, ok := strings.Cut(host, "."); ok && slices.Contains(httpsHosts(&policy.Domain{Name: rest}), host) {
+			if _, err := policy.NormalizeDomain(rest); err == nil {
+				d, err := t.domain(ctx, rest)
+				if err == nil && slices.Contains(httpsHosts(d), host) {
+					return nil
+				}
+				if err != nil && !errors.Is(err, policy.ErrUnknownDomain) {
+					return fmt.Errorf("acme: %q: cannot tell now whether %s is served: %w", host, rest, err)
+				}
+			}
+		}
+	}
 	return fmt.Errorf("acme: %q is not an autoconfig., autodiscover. or ua-auto-config. name of a configured domain: no certificate requested", host)
+}
+
+// httpsHosts are the names of d that clients reach over HTTPS: the
+// discovery hosts and PACC's (protocols/pacc.go).
+func httpsHosts(d *policy.Domain) []string {
+	return append(d.ClientHosts(), d.PACCHost())
 }
 
 func (t *tlsServing) setNames(cfg config) {

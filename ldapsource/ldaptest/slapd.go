@@ -319,7 +319,7 @@ suffix %q
 rootdn %q
 rootpw %s
 directory %s
-index objectClass,uid,mail,shadowAddress,accountStatus,enabledService eq
+index objectClass,uid,mail,shadowAddress,accountStatus,enabledService,domainName,domainAliasName eq
 access to attrs=userPassword
     by anonymous auth
     by self write

@@ -1,8 +1,12 @@
 package sambatest
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"os"
 	"testing"
+
+	"github.com/go-ldap/ldap/v3"
 )
 
 // The domain the DC holds.
@@ -56,4 +60,26 @@ func unavailable(t testing.TB, why string) {
 		t.Fatal(msg)
 	}
 	t.Skip(msg)
+}
+
+// Bind returns a connection to the DC over ldaps://, its certificate
+// verified, bound as name (a UPN or DN) with password, closed when the
+// test ends.
+func (s *Server) Bind(t testing.TB, name, password string) *ldap.Conn {
+	t.Helper()
+	pem, err := os.ReadFile(s.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	c, err := ldap.DialURL(s.LDAPSURL, ldap.DialWithTLSConfig(&tls.Config{RootCAs: roots}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.Bind(name, password); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

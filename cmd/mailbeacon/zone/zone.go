@@ -51,6 +51,15 @@ func (r Record) NotOffered() bool { return r.Type == "SRV" && r.Target == "." }
 // FQDN is name with one trailing dot.
 func FQDN(name string) string { return strings.TrimSuffix(name, ".") + "." }
 
+// FQDNs is FQDN of each name.
+func FQDNs(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = FQDN(n)
+	}
+	return out
+}
+
 // Records are the records domain d needs, pointing its autoconfig. and
 // autodiscover. names at t (left out when t is empty), with the given TTL:
 //
@@ -75,7 +84,7 @@ func Records(d *policy.Domain, t Target, ttl uint32) []Record {
 		out = append(out, r)
 	}
 	hostNote := "Thunderbird autoconfig and Outlook Autodiscover"
-	for _, r := range hostRecords(t, hostNote, "autoconfig."+dom, "autodiscover."+dom) {
+	for _, r := range hostRecords(t, hostNote, FQDNs(d.ClientHosts())...) {
 		add(r)
 	}
 	add(srv("_autodiscover._tcp."+dom, 0, 0, adPort(d), autodiscoverTarget(d, t), hostNote))
@@ -164,7 +173,7 @@ func Records(d *policy.Domain, t Target, ttl uint32) []Record {
 	if body, ok, err := protocols.RenderPACC(d); err == nil && ok {
 		paccNote := "PACC (draft-ietf-mailmaint-pacc): the document on ua-auto-config, pinned by its SHA-256;\n" +
 			"; change the domain's services, oauth or provider and this TXT record changes too"
-		for _, r := range hostRecords(t, paccNote, "ua-auto-config."+dom) {
+		for _, r := range hostRecords(t, paccNote, FQDN(d.PACCHost())) {
 			add(r)
 		}
 		add(Record{Name: "_ua-auto-config." + dom, Type: "TXT", Value: strconv.Quote(protocols.PACCRecord(body)), Note: paccNote})

@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# Scale benchmark of hosted domains from the directory (domain_source):
+#
+#  1. generates an iRedMail-style directory, BENCH_DOMAINS mailDomain
+#     entries (100,000) with BENCH_USERS users each (10: 1,000,000 users),
+#     and loads it into a throwaway slapd with slapadd, indexed as a
+#     deployment would be (objectClass, mail, shadowAddress, uid,
+#     domainName, domainAliasName: eq);
+#  2. starts `mailbeacon serve` against it with no domains list;
+#  3. measures, in the same run, on the same slapd: the raw go-ldap search
+#     rate (bench/domainscale raw: the user search alone, and the domain
+#     search plus the user search, as a request for a new domain costs),
+#     and mailbeacon's autoconfig rate under wrk for requests of new
+#     domains, of new users of cached domains, and a mix of cached and new
+#     domains;
+#  4. asks mailbeacon once for every domain and prints its resident memory.
+#
+# Environment: BENCH_DOMAINS, BENCH_USERS, BENCH_DURATION (10s per run),
+# BENCH_THREADS (2), BENCH_CONNECTIONS (64), BENCH_LDAP_CONNS (16: the
+# raw client's connections and mailbeacon's ldap.pool_size).
+# Needs slapd and slapadd (apt-get install slapd), wrk and curl.
+# Everything listens on 127.0.0.1 and is stopped when the script ends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DOMAINS=${BENCH_DOMAINS:-100000}
+USERS=${BENCH_USERS:-10}
+DURATION=${BENCH_DURATION:-10s}
+THREADS=${BENCH_THREADS:-2}
+CONNS=${BENCH_CONNECTIONS:-64}
+LDAP_CONNS=${BENCH_LDAP_CONNS:-16}
+GO=${GO:-go}
+SLAPD=$(command -v slapd || echo /usr/sbin/slapd)
+SLAPADD=$(command -v slapadd || echo /usr/sbin/slapadd)
+SCHEMA=/etc/ldap/schema
+for f in "$SLAPD" "$SLAPADD" "$SCHEMA/core.schema"; do
+  [ -e "$f" ] || { echo "bench: $f missing: apt-get install slapd" >&2; exit 1; }
+done
+command -v wrk >/dev/null || { echo "bench: wrk missing: apt-get install wrk" >&2; exit 1; }
+if [ "$THREADS" != 2 ]; then echo "bench: the wrk script assumes 2 threads" >&2; exit 1; fi
+STRIDE=$((DOMAINS / 5)) # per wrk thread: newdomain uses [0, 2*STRIDE), mixed [2*STRIDE, 4*STRIDE)
+
+tmp=$(mktemp -d /tmp/mailbeacon-domains.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
+  echo "bench: no free port" >&2
+  exit 1
+}
+secs() { date +%s.%N; }
+since() { echo "$(secs) - $1" | bc; }
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
+
+echo "bench: building"
+"$GO" build -o "$tmp/mailbeacon" ./cmd/mailbeacon
+"$GO" build -o "$tmp/domainscale" ./bench/domainscale
+
+t=$(secs)
+"$tmp/domainscale" ldif -domains "$DOMAINS" -users "$USERS" >"$tmp/data.ldif"
+echo "bench: LDIF of $DOMAINS domains and $((DOMAINS * USERS)) users: $(du -h "$tmp/data.ldif" | cut -f1), $(since "$t") s"
+
+mkdir "$tmp/db"
+cp ldapsource/ldaptest/mailbeacon.schema "$tmp/"
+MODULES=""
+for d in /usr/lib/ldap /usr/lib64/openldap /usr/lib/openldap /usr/libexec/openldap; do
+  if [ -e "$d/back_mdb.la" ] || [ -e "$d/back_mdb.so" ]; then MODULES="modulepath $d
+moduleload back_mdb"; break; fi
+done
+cat >"$tmp/slapd.conf" <<EOF
+$MODULES
+include $SCHEMA/core.schema
+include $SCHEMA/cosine.schema
+include $SCHEMA/inetorgperson.schema
+include $tmp/mailbeacon.schema
+pidfile $tmp/slapd.pid
+loglevel none
+sizelimit 10
+database mdb
+maxsize 17179869184
+suffix "dc=example,dc=com"
+directory $tmp/db
+index objectClass,uid,mail,shadowAddress,domainName,domainAliasName eq
+access to attrs=userPassword
+    by anonymous auth
+    by * none
+access to *
+    by dn.exact="cn=mailbeacon,ou=services,dc=example,dc=com" read
+    by * none
+EOF
+t=$(secs)
+"$SLAPADD" -q -f "$tmp/slapd.conf" -l "$tmp/data.ldif"
+echo "bench: slapadd: $(since "$t") s, database $(du -sh "$tmp/db" | cut -f1)"
+rm "$tmp/data.ldif"
+
+LDAP_PORT=$(free_port)
+LDAP_URL="ldap://127.0.0.1:$LDAP_PORT"
+"$SLAPD" -d 0 -h "$LDAP_URL/" -f "$tmp/slapd.conf" 2>"$tmp/slapd.log" &
+pids+=($!)
+SLAPD_PID=$!
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$LDAP_PORT") 2>/dev/null && break; sleep 0.1; done
+
+MB_PORT=$(free_port)
+MB="http://127.0.0.1:$MB_PORT"
+cat >"$tmp/mailbeacon.yaml" <<EOF
+ldap:
+  urls: ["$LDAP_URL"]
+  bind_dn: cn=mailbeacon,ou=services,dc=example,dc=com
+  bind_password: bench-service-password
+  base_dn: dc=example,dc=com
+  pool_size: $LDAP_CONNS
+policy:
+  preset: openldap
+  login: "{uid}"
+domain_source:
+  preset: openldap
+  base_dn: o=domains,dc=example,dc=com
+  template:
+    provider: "{cn}"
+    services:
+      - {type: imap, host: "mail.{domain}", port: 993, socket: tls}
+      - {type: smtp, host: "mail.{domain}", host_attribute: mtaTransport, port: 465, socket: tls}
+      - {type: smtp, host: "mail.{domain}", port: 587, socket: starttls}
+limits:
+  requests_per_second: 10000000
+  burst: 10000000
+  unknown_per_minute: 600000000
+  unknown_burst: 10000000
+EOF
+"$tmp/mailbeacon" serve --config "$tmp/mailbeacon.yaml" --listen "127.0.0.1:$MB_PORT" 2>"$tmp/mailbeacon.log" &
+pids+=($!)
+MB_PID=$!
+for _ in $(seq 1 100); do curl -fsS -o /dev/null "$MB/healthz" 2>/dev/null && break; sleep 0.1; done
+curl -fsS "$MB/mail/config-v1.1.xml?emailaddress=u1@d$((DOMAINS - 1)).example" | grep -q "<hostname>mail.d$((DOMAINS - 1)).example</hostname>" ||
+  { echo "bench: mailbeacon does not answer for a directory domain" >&2; tail -5 "$tmp/mailbeacon.log" >&2; exit 1; }
+curl -sS -o /dev/null -w "%{http_code}" "$MB/mail/config-v1.1.xml?emailaddress=u1@nowhere.example" | grep -q 404 ||
+  { echo "bench: an unknown domain was not refused" >&2; exit 1; }
+rss() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
+RSS0=$(rss "$MB_PID")
+
+raw() { # mode offset
+  "$tmp/domainscale" raw -url "$LDAP_URL" -mode "$1" -offset "$2" -domains "$DOMAINS" -c "$LDAP_CONNS" -d "$DURATION"
+}
+cat bench/wrk/domains.lua bench/wrk/report.lua >"$tmp/domains.lua"
+mbrun() { # mode [extra env]
+  env BENCH_MODE="$1" BENCH_STRIDE="$STRIDE" BENCH_OFFSET=0 BENCH_OFFSET2=$((2 * STRIDE)) BENCH_SEEN="${SEEN:-1000}" \
+    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -s "$tmp/domains.lua" "$MB/" | grep '^RESULT'
+}
+rate() { awk -v r="$(field requests "$1")" -v d="$(field duration_us "$1")" 'BEGIN {printf "%.0f", r / (d / 1e6)}'; }
+
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "bench: raw go-ldap, user search ($LDAP_CONNS connections, $DURATION)"
+RAW_USER=$(raw user $((9 * DOMAINS)))
+echo "bench: raw go-ldap, domain + user search"
+RAW_BOTH=$(raw both $((8 * DOMAINS + 4 * STRIDE)))
+echo "bench: mailbeacon, new domains (wrk -t$THREADS -c$CONNS, $DURATION)"
+NEWDOM=$(mbrun newdomain)
+# newuser asks u1.. of the domains each thread asked in newdomain.
+SEEN=$(($(field requests "$NEWDOM") / THREADS / 2))
+[ "$SEEN" -gt 0 ] || SEEN=1
+[ "$SEEN" -le "$STRIDE" ] || SEEN=$STRIDE
+export SEEN
+echo "bench: mailbeacon, new users of cached domains"
+NEWUSER=$(mbrun newuser)
+echo "bench: mailbeacon, mixed: half cached, half new domains"
+MIXED=$(mbrun mixed)
+echo "bench: asking mailbeacon for every domain once"
+FILL=$("$tmp/domainscale" fill -url "$MB" -domains "$DOMAINS" -c "$LDAP_CONNS")
+RSS1=$(rss "$MB_PID")
+SLAPD_RSS=$(rss "$SLAPD_PID")
+
+r_user=$(field rate "$RAW_USER")
+r_both=$(field rate "$RAW_BOTH")
+m_dom=$(rate "$NEWDOM")
+m_user=$(rate "$NEWUSER")
+m_mix=$(rate "$MIXED")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+errs=$(($(field errors "$NEWDOM") + $(field errors "$NEWUSER") + $(field errors "$MIXED") + $(field errors "$RAW_USER") + $(field errors "$RAW_BOTH")))
+
+echo
+echo "Machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); load before: $LOAD"
+echo "Directory: $DOMAINS domains, $((DOMAINS * USERS)) users; slapd $("$SLAPD" -VV 2>&1 | sed -n 's/.*slapd \([0-9.]*\).*/\1/p' | head -1), mdb"
+echo
+echo "| scenario | mailbeacon req/s | raw go-ldap /s (same searches) | ratio |"
+echo "|---|---:|---:|---:|"
+echo "| new domain (domain + user search) | $m_dom | $r_both | $(ratio "$m_dom" "$r_both") |"
+echo "| new user, cached domain (user search) | $m_user | $r_user | $(ratio "$m_user" "$r_user") |"
+echo "| mixed: half cached, half new domains | $m_mix | | |"
+echo
+echo "errors: $errs; wrk non-2xx: newdomain $(field non2xx "$NEWDOM"), newuser $(field non2xx "$NEWUSER"), mixed $(field non2xx "$MIXED")"
+if [ "$(field non2xx "$NEWDOM")$(field non2xx "$NEWUSER")$(field non2xx "$MIXED")" != 000 ]; then
+  echo "WARNING: requests went past the directory's domains (404s, answered from the negative cache): raise BENCH_DOMAINS or shorten BENCH_DURATION"
+fi
+echo "fill: $FILL"
+echo "mailbeacon resident memory: ${RSS0} MB at start, ${RSS1} MB after answering all $DOMAINS domains (slapd: ${SLAPD_RSS} MB)"
