@@ -146,18 +146,29 @@ func (d *Domain) offersByDefault(k Kind) bool {
 	return d.DefaultServices == nil || slices.Contains(d.DefaultServices, k)
 }
 
+// The prefixes clients put before a domain to find its settings:
+// Thunderbird asks autoconfig.<d>, Outlook and Apple autodiscover.<d>,
+// PACC clients ua-auto-config.<d>. Every name of that convention is
+// spelled with them.
+const (
+	AutoconfigPrefix   = "autoconfig."
+	AutodiscoverPrefix = "autodiscover."
+	PACCPrefix         = "ua-auto-config."
+)
+
 // ClientHosts are the host names clients ask for the domain's settings:
-// Thunderbird autoconfig.<d>, Outlook and Apple autodiscover.<d>. They
-// need DNS records and certificates.
+// autoconfig.<d> and autodiscover.<d>. They need DNS records and
+// certificates.
 func (d *Domain) ClientHosts() []string {
-	return []string{"autoconfig." + d.Name, "autodiscover." + d.Name}
+	return []string{AutoconfigPrefix + d.Name, AutodiscoverPrefix + d.Name}
 }
+
+// AutodiscoverHost is autodiscover.<d>, Autodiscover's host of the domain.
+func (d *Domain) AutodiscoverHost() string { return AutodiscoverPrefix + d.Name }
 
 // PACCHost is the host name PACC clients ask for the domain's document
 // (draft-ietf-mailmaint-pacc): published when the domain has one.
-func (d *Domain) PACCHost() string {
-	return "ua-auto-config." + d.Name
-}
+func (d *Domain) PACCHost() string { return PACCPrefix + d.Name }
 
 // kinds lists the kinds of the domain's services once each, in order.
 func (d *Domain) kinds() []Kind {

@@ -124,7 +124,7 @@ func profileFilename(a *policy.Account, p platform) string {
 // domain named by the Host header configures, or 404.
 func (h *Handler) wellKnownDAV(k policy.Kind) func(*call) error {
 	return func(c *call) error {
-		d, err := c.hostDomain("autoconfig.", "autodiscover.")
+		d, err := c.hostDomain(policy.AutoconfigPrefix, policy.AutodiscoverPrefix)
 		if err != nil {
 			return err
 		}

@@ -186,7 +186,7 @@ func (h *Handler) autoconfig(c *call) error {
 			return err
 		}
 	} else {
-		d, err := c.hostDomain("autoconfig.")
+		d, err := c.hostDomain(policy.AutoconfigPrefix)
 		if err != nil {
 			return err
 		}

@@ -145,7 +145,7 @@ func autodiscoverURL(d *policy.Domain) string {
 	if d.AutodiscoverURL != "" {
 		return d.AutodiscoverURL
 	}
-	return "https://autodiscover." + d.Name + poxPath
+	return "https://" + d.AutodiscoverHost() + poxPath
 }
 
 // pox serves /autodiscover/autodiscover.xml in any letter case. The
@@ -156,7 +156,7 @@ func (a *autodiscover) pox(c *call) error {
 	// a 302 to the HTTPS endpoint; Thunderbird POSTs there (quirks 12, 17).
 	// Credentials never travel over that hop: the redirect comes first.
 	if a.plainHTTP(c) {
-		d, err := c.hostDomain("autodiscover.")
+		d, err := c.hostDomain(policy.AutodiscoverPrefix)
 		if err == nil {
 			c.redirect(http.StatusFound, autodiscoverURL(d), noStore)
 			return nil

@@ -154,7 +154,7 @@ var errNoPACC = &httpError{status: http.StatusNotFound, msg: "no PACC configurat
 // user from the directory: the document is the same for every user of the
 // domain.
 func (h *Handler) pacc(c *call) error {
-	d, err := c.hostDomain("ua-auto-config.")
+	d, err := c.hostDomain(policy.PACCPrefix)
 	if err != nil {
 		return err
 	}

@@ -97,7 +97,7 @@ func (h *Handler) setupPage(c *call) error {
 	c.page = v
 	// The heading only: a Host that names no served domain (or a lookup
 	// the limits refuse) keeps the generic one.
-	if d, err := c.hostDomain("autoconfig.", "autodiscover."); err == nil {
+	if d, err := c.hostDomain(policy.AutoconfigPrefix, policy.AutodiscoverPrefix); err == nil {
 		v.Provider = d.Provider
 	}
 	v.Address = strings.TrimSpace(queryValue(c.r, "emailaddress"))

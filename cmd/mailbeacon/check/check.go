@@ -216,9 +216,9 @@ func (c *checker) checkDNS(ctx context.Context) {
 // hostNames are the names clients reach mailbeacon by: autoconfig. and
 // autodiscover., and ua-auto-config. when the domain publishes PACC.
 func (c *checker) hostNames(recs []zone.Record) []string {
-	names := []string{"autoconfig." + c.d.Name, "autodiscover." + c.d.Name}
+	names := c.d.ClientHosts()
 	if slices.ContainsFunc(recs, func(r zone.Record) bool { return r.Name == paccTXTName(c.d) }) {
-		names = append(names, "ua-auto-config."+c.d.Name)
+		names = append(names, c.d.PACCHost())
 	}
 	return names
 }

@@ -19,7 +19,7 @@ import (
 
 const secPACC = "PACC: the document and the DNS record that pins it"
 
-func paccTXTName(d *policy.Domain) string { return "_ua-auto-config." + d.Name + "." }
+func paccTXTName(d *policy.Domain) string { return "_" + d.PACCHost() + "." }
 
 func (c *checker) checkPACC(ctx context.Context) {
 	want, ok, err := protocols.RenderPACC(c.d)
@@ -27,15 +27,15 @@ func (c *checker) checkPACC(ctx context.Context) {
 		c.add(secPACC, "document", Skip, "the configuration offers nothing PACC can express (implicit TLS on 993/995/465, DAV on https)", "")
 		return
 	}
-	u := "https://ua-auto-config." + c.d.Name + protocols.PACCPath
+	u := "https://" + c.d.PACCHost() + protocols.PACCPath
 	check := u
 	a, err := c.fetch(ctx, http.MethodGet, u, nil, nil, false)
 	switch {
 	case err != nil:
-		c.add(secPACC, check, Fail, err.Error(), "serve it on ua-auto-config."+c.d.Name+": its name must lead to mailbeacon (the record `mailbeacon dns` prints) with a certificate for it")
+		c.add(secPACC, check, Fail, err.Error(), "serve it on "+c.d.PACCHost()+": its name must lead to mailbeacon (the record `mailbeacon dns` prints) with a certificate for it")
 		return
 	case a.status != http.StatusOK:
-		c.add(secPACC, check, Fail, "HTTP "+strconv.Itoa(a.status), "mailbeacon answers this path on ua-auto-config."+c.d.Name+": is a proxy or another server answering it?")
+		c.add(secPACC, check, Fail, "HTTP "+strconv.Itoa(a.status), "mailbeacon answers this path on "+c.d.PACCHost()+": is a proxy or another server answering it?")
 		return
 	case mediaType(a.ctype) != "application/json":
 		c.add(secPACC, check, Fail, "Content-Type "+strconv.Quote(a.ctype)+", not application/json", "serve it as application/json (a proxy that rewrites types?)")

@@ -126,11 +126,11 @@ type probe struct {
 
 func (c *checker) checkThunderbird(ctx context.Context) {
 	q := "?" + url.Values{"emailaddress": {c.addr.String()}}.Encode()
-	d := c.d.Name
+	d, ac := c.d.Name, policy.AutoconfigPrefix+c.d.Name
 	probes := []probe{
-		{1, "GET", "https://autoconfig." + d + "/mail/config-v1.1.xml" + q, true, ""},
+		{1, "GET", "https://" + ac + "/mail/config-v1.1.xml" + q, true, ""},
 		{2, "GET", "https://" + d + "/.well-known/autoconfig/mail/config-v1.1.xml" + q, false, ""},
-		{3, "GET", "http://autoconfig." + d + "/mail/config-v1.1.xml" + q, false, ""},
+		{3, "GET", "http://" + ac + "/mail/config-v1.1.xml" + q, false, ""},
 		{4, "GET", "http://" + d + "/.well-known/autoconfig/mail/config-v1.1.xml" + q, false, ""},
 	}
 	used := 0
@@ -182,11 +182,11 @@ func (c *checker) checkOutlook(ctx context.Context) {
 		note(p, st, detail, fix)
 	}
 	post(probe{1, "POST", "https://" + d + poxPath, false, ""})
-	post(probe{2, "POST", "https://autodiscover." + d + poxPath, true, ""})
+	post(probe{2, "POST", "https://" + c.d.AutodiscoverHost() + poxPath, true, ""})
 
 	// 3: the redirect probe: a GET without credentials that must answer
 	// 302 to an https:// URL, which then gets the POST.
-	p3 := probe{3, "GET", "http://autodiscover." + d + poxPath, false, ""}
+	p3 := probe{3, "GET", "http://" + c.d.AutodiscoverHost() + poxPath, false, ""}
 	a, err := c.fetch(ctx, "GET", p3.url, nil, nil, false)
 	switch {
 	case err != nil && unreachable(err):
@@ -197,7 +197,7 @@ func (c *checker) checkOutlook(ctx context.Context) {
 		loc, perr := url.Parse(a.header.Get("Location"))
 		if perr != nil || loc.Scheme != "https" {
 			note(p3, Fail, fmt.Sprintf("%d to %q, not to an https:// URL", a.status, a.header.Get("Location")),
-				"redirect to https://autodiscover."+d+poxPath+" (Outlook sends no credentials over plain HTTP)")
+				"redirect to https://"+c.d.AutodiscoverHost()+poxPath+" (Outlook sends no credentials over plain HTTP)")
 			break
 		}
 		ra, rerr := c.fetch(ctx, "POST", loc.String(), body, hdr, false)
@@ -207,7 +207,7 @@ func (c *checker) checkOutlook(ctx context.Context) {
 		note(p3, Skip, "404: Outlook moves on", "")
 	default:
 		note(p3, Fail, fmt.Sprintf("HTTP %d instead of a redirect to HTTPS", a.status),
-			"answer with 302 to https://autodiscover."+d+poxPath+" (behind a proxy that terminates TLS, make sure its plain-HTTP side sends X-Forwarded-Proto: http; a proxy not on loopback must be listed in autodiscover.proto_proxies or limits.trusted_proxies)")
+			"answer with 302 to https://"+c.d.AutodiscoverHost()+poxPath+" (behind a proxy that terminates TLS, make sure its plain-HTTP side sends X-Forwarded-Proto: http; a proxy not on loopback must be listed in autodiscover.proto_proxies or limits.trusted_proxies)")
 	}
 
 	// 4: the SRV target (port ignored, CLIENTS.md §2.5 and quirk 13).

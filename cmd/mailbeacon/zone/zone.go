@@ -176,7 +176,7 @@ func Records(d *policy.Domain, t Target, ttl uint32) []Record {
 		for _, r := range hostRecords(t, paccNote, FQDN(d.PACCHost())) {
 			add(r)
 		}
-		add(Record{Name: "_ua-auto-config." + dom, Type: "TXT", Value: strconv.Quote(protocols.PACCRecord(body)), Note: paccNote})
+		add(Record{Name: "_" + FQDN(d.PACCHost()), Type: "TXT", Value: strconv.Quote(protocols.PACCRecord(body)), Note: paccNote})
 	}
 	return out
 }
@@ -214,13 +214,13 @@ func srv(name string, prio, weight, port uint16, target, note string) Record {
 // t.Host when autodiscover.<d> is a CNAME to it (an SRV target must not
 // be an alias, RFC 2782), else autodiscover.<d>.
 func autodiscoverTarget(d *policy.Domain, t Target) string {
-	if u, err := url.Parse(d.AutodiscoverURL); err == nil && d.AutodiscoverURL != "" && !strings.EqualFold(u.Hostname(), "autodiscover."+d.Name) {
+	if u, err := url.Parse(d.AutodiscoverURL); err == nil && d.AutodiscoverURL != "" && !strings.EqualFold(u.Hostname(), d.AutodiscoverHost()) {
 		return FQDN(strings.ToLower(u.Hostname()))
 	}
 	if len(t.Addresses) == 0 && t.Host != "" {
 		return FQDN(t.Host)
 	}
-	return FQDN("autodiscover." + d.Name)
+	return FQDN(d.AutodiscoverHost())
 }
 
 func adPort(d *policy.Domain) uint16 {
