@@ -1,0 +1,65 @@
+package protocols
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Holes found by attacking the pipeline from outside, one test each.
+
+// A body the limits refuse (408 after the body deadline, 413 over the
+// bound, declared or chunked) ends the connection with the answer. Before,
+// net/http went on to drain the rest of the body, after readBody had
+// cleared the read deadline: a sender that stalled kept its connection
+// and goroutine for good, however many it opened, with no slot counted.
+func TestRefusedBodyEndsConnection(t *testing.T) {
+	res, _ := newDemoResolver(t, demoDomains())
+	o := DefaultLimitOptions()
+	o.BodyTimeout = 200 * time.Millisecond
+	srv := httptest.NewUnstartedServer(NewHandler(res, Options{Limits: limitsFor(t, o), ReadTimeout: time.Minute}))
+	// Far beyond the client's own 10 s: a connection that waits for the
+	// server's read timeout is never closed in time.
+	srv.Config.ReadTimeout = time.Minute
+	srv.Start()
+	t.Cleanup(srv.Close)
+	const head = "POST /autodiscover/autodiscover.xml HTTP/1.1\r\nHost: autodiscover.example.com\r\n"
+	for _, tc := range []struct {
+		name, request, status string
+	}{
+		{"stalled_body", head + "Content-Length: 92\r\n\r\n<?xml vers", "408"},
+		{"chunked_over_bound", head + "Transfer-Encoding: chunked\r\n\r\n4000\r\n" + strings.Repeat("a", 16<<10) + "\r\n10\r\n" + strings.Repeat("b", 16), "413"},
+		{"declared_over_bound", head + "Content-Length: 20000\r\n\r\n", "413"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(c, tc.request); err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if !strings.HasPrefix(resp.Status, tc.status) {
+				t.Errorf("answer %s; want %s", resp.Status, tc.status)
+			}
+			// The sender never sends the rest: the server must hang up.
+			if n, err := io.Copy(io.Discard, br); err != nil {
+				t.Errorf("connection still open after the %s answer (%d more bytes): %v", resp.Status, n, err)
+			}
+		})
+	}
+}
