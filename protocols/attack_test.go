@@ -2,6 +2,7 @@ package protocols
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -59,6 +60,49 @@ func TestRefusedBodyEndsConnection(t *testing.T) {
 			// The sender never sends the rest: the server must hang up.
 			if n, err := io.Copy(io.Discard, br); err != nil {
 				t.Errorf("connection still open after the %s answer (%d more bytes): %v", resp.Status, n, err)
+			}
+		})
+	}
+}
+
+// A reload with changed limits carries what each client has spent. Before,
+// any change (even max_body_bytes alone) gave every client a fresh
+// budget: on the demo a scanner that had spent its 60 unknown lookups got
+// 60 more, and an operator who lowered unknown_burst to 10 under attack
+// handed each scanner 10 new ones.
+func TestReloadWithChangedLimitsCarriesSpending(t *testing.T) {
+	res, _ := newDemoResolver(t, demoDomains())
+	base := LimitOptions{UnknownPerMinute: 0.001, UnknownBurst: 3}
+	for _, tc := range []struct {
+		name  string
+		spend int // unknown lookups before the reload
+		after func(*LimitOptions)
+		want  []int // the answers to unknown lookups after it
+	}{
+		{"body_bound_changed", 3, func(o *LimitOptions) { o.MaxBodyBytes = 1 << 20 }, []int{429}},
+		{"burst_lowered", 2, func(o *LimitOptions) { o.UnknownBurst = 2 }, []int{429}},
+		{"burst_raised", 3, func(o *LimitOptions) { o.UnknownBurst = 5 }, []int{200, 200, 429}},
+		{"unspent", 0, func(o *LimitOptions) { o.UnknownBurst = 2 }, []int{200, 200, 429}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := 0
+			ask := func(h *Handler) int {
+				n++
+				return limRequest(h, "GET", fmt.Sprintf("/mail/config-v1.1.xml?emailaddress=guess%d@example.com", n), "192.0.2.9:1", nil).Code
+			}
+			old := NewHandler(res, Options{Limits: limitsFor(t, base)})
+			for range tc.spend {
+				if code := ask(old); code != 200 {
+					t.Fatalf("within the budget: %d", code)
+				}
+			}
+			o := base
+			tc.after(&o)
+			h := NewHandler(res, Options{Limits: limitsFor(t, o), Previous: old})
+			for i, want := range tc.want {
+				if code := ask(h); code != want {
+					t.Errorf("lookup %d after the reload: %d, want %d", i+1, code, want)
+				}
 			}
 		})
 	}

@@ -253,6 +253,7 @@ func (b *bucket) give(now int64, rate, burst float64) {
 
 // newLimiter builds the limiter of a handler, or keeps prev's when the
 // limits did not change: a reload leaves every client's state as it was.
+// Changed limits carry what each client has spent (carry).
 func newLimiter(o LimitOptions, log *slog.Logger, prev *Handler) *limiter {
 	if !o.prepared {
 		if err := o.Prepare(); err != nil {
@@ -286,7 +287,50 @@ func newLimiter(o LimitOptions, log *slog.Logger, prev *Handler) *limiter {
 	for i := range l.shards {
 		l.shards[i].clients = make(map[netip.Addr]clientState)
 	}
+	if prev != nil && prev.lim != nil {
+		l.carry(prev.lim)
+	}
 	return l
+}
+
+// carry takes over what each client has spent of the buckets of the
+// limiter a reload replaces: changed limits must not hand every client,
+// a scanner too, a fresh budget (nor does tightening them under attack).
+// A client that spent n tokens has spent n of the new burst. Requests in
+// progress stay counted by the old limiter, which they leave.
+func (l *limiter) carry(old *limiter) {
+	l.epoch = old.epoch
+	now := l.now()
+	for i := range old.shards {
+		sh := &old.shards[i]
+		sh.mu.Lock()
+		for k, c := range sh.clients {
+			n := clientState{
+				req: carryBucket(c.req, now, old.reqRate, old.reqBurst, l.reqBurst),
+				unk: carryBucket(c.unk, now, old.unkRate, old.unkBurst, l.unkBurst),
+			}
+			if n.req.last == 0 && n.unk.last == 0 {
+				continue // as good as new
+			}
+			if dst := l.shard(k); len(dst.clients) < l.perShard {
+				dst.clients[k] = n
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// carryBucket is b, spent under rate and burst, with as much spent of
+// newBurst. A bucket that was unused or unlimited starts full.
+func carryBucket(b bucket, now int64, rate, burst, newBurst float64) bucket {
+	if b.last == 0 || rate == 0 {
+		return bucket{}
+	}
+	spent := burst - b.level(now, rate, burst)
+	if spent <= 0 {
+		return bucket{}
+	}
+	return bucket{tokens: max(0, newBurst-spent), last: now}
 }
 
 // sameLimits compares the configured fields of two prepared options.
