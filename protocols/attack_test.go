@@ -2,6 +2,7 @@ package protocols
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mailbeacon/mailbeacon/policy"
 )
 
 // Holes found by attacking the pipeline from outside, one test each.
@@ -105,5 +108,41 @@ func TestReloadWithChangedLimitsCarriesSpending(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// versionedDomains hands out a new version of a domain on every call, as
+// a directory domain source does each time its cache entry is refreshed.
+type versionedDomains struct{ *fakeResolver }
+
+func (r versionedDomains) Domain(ctx context.Context, name string) (*policy.Domain, error) {
+	d, err := r.fakeResolver.Domain(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	v := *d
+	return &v, nil
+}
+
+// The placeholder accounts of autoconfig by Host (one per *Domain) are
+// bounded like the rendered answers. Before, the table kept one per
+// domain version for good: 3×4096 requests for one domain whose versions
+// change left 12288 entries, each pinning an old Domain.
+func TestPlaceholdersBounded(t *testing.T) {
+	res, _ := newDemoResolver(t, demoDomains())
+	h := NewHandler(versionedDomains{res}, Options{})
+	for i := range 3 * maxRendered {
+		req := httptest.NewRequest("GET", "/mail/config-v1.1.xml", nil)
+		req.Host = "autoconfig.example.com"
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != 200 {
+			t.Fatalf("request %d: %d %s", i, rec.Code, rec.Body)
+		}
+	}
+	n := 0
+	h.cache.placeholders.Range(func(any, any) bool { n++; return true })
+	if n > maxRendered {
+		t.Errorf("%d placeholder accounts kept after %d domain versions; want at most %d", n, 3*maxRendered, maxRendered)
 	}
 }
