@@ -146,3 +146,66 @@ func TestPlaceholdersBounded(t *testing.T) {
 		t.Errorf("%d placeholder accounts kept after %d domain versions; want at most %d", n, 3*maxRendered, maxRendered)
 	}
 }
+
+// One client address cannot hold every connection the process may open.
+// Before, nothing bounded connections: on the demo with 256 file
+// descriptors, one address held 242 idle keep-alive connections (each
+// after one request) and every other client's connection timed out.
+func TestConnectionsPerClientBounded(t *testing.T) {
+	res, _ := newDemoResolver(t, demoDomains())
+	o := limitsFor(t, LimitOptions{MaxConnsPerClient: 4})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: NewHandler(res, Options{Limits: o}), ReadHeaderTimeout: time.Minute, IdleTimeout: time.Minute}
+	go srv.Serve(LimitConnections(ln, o)) //nolint:errcheck // ends with Close
+	t.Cleanup(func() { srv.Close() })
+	// ask sends a keep-alive request from src on a new connection and
+	// returns the connection and the answer's status, or the error.
+	ask := func(src string) (net.Conn, string, error) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "GET /setup.css HTTP/1.1\r\nHost: example.com\r\n\r\n"); err != nil {
+			return c, "", err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return c, "", err
+		}
+		resp.Body.Close()
+		return c, resp.Status, nil
+	}
+	var held []net.Conn
+	for i := range 4 {
+		c, status, err := ask("127.0.0.1")
+		if err != nil || status != "200 OK" {
+			t.Fatalf("connection %d within the bound: %q %v", i+1, status, err)
+		}
+		held = append(held, c)
+	}
+	if _, status, err := ask("127.0.0.1"); err == nil {
+		t.Errorf("a fifth connection of a client holding four idle ones: %s; want it closed", status)
+	}
+	if _, status, err := ask("127.0.0.2"); err != nil || status != "200 OK" {
+		t.Errorf("another client meanwhile: %q %v", status, err)
+	}
+	// A connection closed gives its place back.
+	held[0].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, status, err := ask("127.0.0.1")
+		if err == nil && status == "200 OK" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after one of the four closed: %q %v", status, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
