@@ -181,8 +181,11 @@ func (c *call) refuse(e *limitError) {
 	r := refusals[e.reason]
 	if e.reason >= limitBody {
 		// The body is unread or broken: the connection is closed after
-		// the answer rather than drained.
+		// the answer rather than drained. net/http drains a body before
+		// it closes, and readBody has cleared the read deadline: an
+		// expired one makes it give up on a stalled sender at once.
 		c.w.Header().Set("Connection", "close")
+		_ = http.NewResponseController(c.w).SetReadDeadline(time.Now())
 	} else {
 		secs := int64(math.Ceil(e.wait.Seconds()))
 		c.w.Header().Set("Retry-After", strconv.FormatInt(max(1, secs), 10))

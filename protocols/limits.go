@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,6 +30,8 @@ import (
 //     client with many slow requests holds only its own slots;
 //   - a bound on all requests in progress (503 with Retry-After), taken
 //     only once a request's body is in;
+//   - a bound on each client's open connections, idle ones too
+//     (LimitConnections, on the listener);
 //   - a bound on every request body (413 at once when the declared length
 //     is over it) and a deadline for reading it (408).
 //
@@ -67,6 +71,11 @@ type LimitOptions struct {
 	// not; beyond it that client's requests are refused at once with 429.
 	// 0 turns the bound off.
 	MaxPerClient int `mapstructure:"max_per_client"`
+	// MaxConnsPerClient bounds the connections one client holds open on a
+	// listener wrapped by LimitConnections, idle keep-alive ones too;
+	// beyond it a new connection is closed at once. Trusted proxies are
+	// not bounded. 0 turns the bound off.
+	MaxConnsPerClient int `mapstructure:"max_connections_per_client"`
 	// MaxBodyBytes bounds every request body. 0 means 64 KiB.
 	MaxBodyBytes int64 `mapstructure:"max_body_bytes"`
 	// BodyTimeout bounds the time a request body may take to arrive once
@@ -92,12 +101,13 @@ func DefaultLimitOptions() LimitOptions {
 	return LimitOptions{
 		RequestsPerSecond: 50, Burst: 500,
 		UnknownPerMinute: 60, UnknownBurst: 60,
-		ClientIPHeader: "X-Forwarded-For",
-		MaxClients:     defaultMaxClients,
-		MaxConcurrent:  512,
-		MaxPerClient:   32,
-		MaxBodyBytes:   defaultMaxBodyBytes,
-		BodyTimeout:    defaultBodyTimeout,
+		ClientIPHeader:    "X-Forwarded-For",
+		MaxClients:        defaultMaxClients,
+		MaxConcurrent:     512,
+		MaxPerClient:      32,
+		MaxConnsPerClient: 1024,
+		MaxBodyBytes:      defaultMaxBodyBytes,
+		BodyTimeout:       defaultBodyTimeout,
 	}
 }
 
@@ -124,6 +134,8 @@ func (o *LimitOptions) Prepare() error {
 		return fmt.Errorf("limits.max_concurrent: %d: must not be negative (0 turns the bound off)", o.MaxConcurrent)
 	case o.MaxPerClient < 0:
 		return fmt.Errorf("limits.max_per_client: %d: must not be negative (0 turns the bound off)", o.MaxPerClient)
+	case o.MaxConnsPerClient < 0:
+		return fmt.Errorf("limits.max_connections_per_client: %d: must not be negative (0 turns the bound off)", o.MaxConnsPerClient)
 	case o.MaxBodyBytes < 0:
 		return fmt.Errorf("limits.max_body_bytes: %d: must not be negative (0 means %d)", o.MaxBodyBytes, defaultMaxBodyBytes)
 	case o.BodyTimeout < 0 || o.BodyTimeout > time.Minute:
@@ -253,6 +265,7 @@ func (b *bucket) give(now int64, rate, burst float64) {
 
 // newLimiter builds the limiter of a handler, or keeps prev's when the
 // limits did not change: a reload leaves every client's state as it was.
+// Changed limits carry what each client has spent (carry).
 func newLimiter(o LimitOptions, log *slog.Logger, prev *Handler) *limiter {
 	if !o.prepared {
 		if err := o.Prepare(); err != nil {
@@ -286,7 +299,50 @@ func newLimiter(o LimitOptions, log *slog.Logger, prev *Handler) *limiter {
 	for i := range l.shards {
 		l.shards[i].clients = make(map[netip.Addr]clientState)
 	}
+	if prev != nil && prev.lim != nil {
+		l.carry(prev.lim)
+	}
 	return l
+}
+
+// carry takes over what each client has spent of the buckets of the
+// limiter a reload replaces: changed limits must not hand every client,
+// a scanner too, a fresh budget (nor does tightening them under attack).
+// A client that spent n tokens has spent n of the new burst. Requests in
+// progress stay counted by the old limiter, which they leave.
+func (l *limiter) carry(old *limiter) {
+	l.epoch = old.epoch
+	now := l.now()
+	for i := range old.shards {
+		sh := &old.shards[i]
+		sh.mu.Lock()
+		for k, c := range sh.clients {
+			n := clientState{
+				req: carryBucket(c.req, now, old.reqRate, old.reqBurst, l.reqBurst),
+				unk: carryBucket(c.unk, now, old.unkRate, old.unkBurst, l.unkBurst),
+			}
+			if n.req.last == 0 && n.unk.last == 0 {
+				continue // as good as new
+			}
+			if dst := l.shard(k); len(dst.clients) < l.perShard {
+				dst.clients[k] = n
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// carryBucket is b, spent under rate and burst, with as much spent of
+// newBurst. A bucket that was unused or unlimited starts full.
+func carryBucket(b bucket, now int64, rate, burst, newBurst float64) bucket {
+	if b.last == 0 || rate == 0 {
+		return bucket{}
+	}
+	spent := burst - b.level(now, rate, burst)
+	if spent <= 0 {
+		return bucket{}
+	}
+	return bucket{tokens: max(0, newBurst-spent), last: now}
 }
 
 // sameLimits compares the configured fields of two prepared options.
@@ -554,4 +610,88 @@ func parseHop(s string) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	return a.Unmap().WithZone(""), true
+}
+
+// LimitConnections bounds the connections each client holds open on ln
+// (limits.max_connections_per_client). Request limits end requests, not
+// connections: without this bound, one address could hold every file
+// descriptor of the process with idle keep-alive connections, each kept
+// alive by a request now and then (a 429 keeps it alive too), and every
+// other client would wait for an accept that never comes. The client is
+// the peer (its /64 for IPv6); connections from trusted proxies are not
+// bounded, since they carry many clients. o must be prepared.
+func LimitConnections(ln net.Listener, o LimitOptions) net.Listener {
+	if o.MaxConnsPerClient <= 0 {
+		return ln
+	}
+	return &connLimiter{Listener: ln, max: o.MaxConnsPerClient, trusted: o.trusted, open: map[netip.Addr]int{}}
+}
+
+type connLimiter struct {
+	net.Listener
+	max     int
+	trusted []netip.Prefix
+
+	mu   sync.Mutex
+	open map[netip.Addr]int // connections open per client key
+}
+
+// Accept returns the next connection of a client under its bound,
+// closing those over it.
+func (l *connLimiter) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		peer, ok := parseHop(c.RemoteAddr().String())
+		if !ok || slices.ContainsFunc(l.trusted, func(p netip.Prefix) bool { return p.Contains(peer) }) {
+			return c, nil
+		}
+		key := clientKey(peer)
+		l.mu.Lock()
+		n := l.open[key]
+		if n < l.max {
+			l.open[key] = n + 1
+		}
+		l.mu.Unlock()
+		if n >= l.max {
+			c.Close()
+			continue
+		}
+		return &limitedConn{Conn: c, l: l, key: key}, nil
+	}
+}
+
+func (l *connLimiter) release(key netip.Addr) {
+	l.mu.Lock()
+	if l.open[key] <= 1 {
+		delete(l.open, key)
+	} else {
+		l.open[key]--
+	}
+	l.mu.Unlock()
+}
+
+// limitedConn gives its client's place back when closed.
+type limitedConn struct {
+	net.Conn
+	l    *connLimiter
+	key  netip.Addr
+	once sync.Once
+}
+
+func (c *limitedConn) Close() error {
+	c.once.Do(func() { c.l.release(c.key) })
+	return c.Conn.Close()
+}
+
+// CloseWrite lets net/http half-close the connection after an answer to
+// a request whose body it did not read, as it does with a bare TCP
+// connection, so that the client gets the answer rather than a reset.
+func (c *limitedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }

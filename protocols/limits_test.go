@@ -542,7 +542,7 @@ func TestPreviousHandlerKeepsBudgets(t *testing.T) {
 	}
 	changed := NewHandler(res, Options{Limits: limitsFor(t, LimitOptions{UnknownPerMinute: 0.001, UnknownBurst: 2}), Previous: same})
 	if rec := limRequest(changed, "GET", "/mail/config-v1.1.xml?emailaddress=x3@example.com", "192.0.2.3:1", nil); rec.Code != 200 {
-		t.Errorf("changed limits after a reload: %d, want a fresh budget", rec.Code)
+		t.Errorf("changed limits after a reload: %d, want the token the raised burst adds", rec.Code)
 	}
 	if same.cache == old.cache {
 		t.Error("the render cache carried over a reload")

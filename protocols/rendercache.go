@@ -34,6 +34,7 @@ type renderCache struct {
 	slab []byte // rendered bytes are copied here, not kept one by one
 
 	placeholders sync.Map // *policy.Domain -> *policy.Account
+	nPlace       atomic.Int64
 
 	poxMu  sync.RWMutex
 	parsed map[string]poxRequest
@@ -171,10 +172,16 @@ func (rc *renderCache) keep(b []byte) []byte {
 
 // placeholder is the domain's answer when the request names no address:
 // the defaults with Thunderbird's %EMAILADDRESS% as login (quirk 2). One
-// per domain, so that its rendering is kept like any other.
+// per domain, so that its rendering is kept like any other. The table is
+// bounded as the answers' is: a directory's domains come in new versions
+// as their cache entries are refreshed, each a new key.
 func (rc *renderCache) placeholder(d *policy.Domain) *policy.Account {
 	if v, ok := rc.placeholders.Load(d); ok {
 		return v.(*policy.Account)
+	}
+	if rc.nPlace.Add(1) > maxRendered {
+		rc.placeholders.Clear()
+		rc.nPlace.Store(1)
 	}
 	a := d.DefaultAccount(policy.Address{Domain: d.Name}, placeholderAddress)
 	v, _ := rc.placeholders.LoadOrStore(d, a)

@@ -62,8 +62,8 @@ type Options struct {
 	Metrics *Metrics
 	// Previous is the handler this one replaces on a reload: its
 	// per-client state (request and unknown-address budgets) carries over
-	// when the limits did not change, so a reload is no fresh start for a
-	// scanner.
+	// when the limits did not change, and what each client spent when they
+	// did, so a reload is no fresh start for a scanner.
 	Previous *Handler
 	// ReadTimeout is the http.Server's: a body deadline no shorter than it
 	// is left to the server (setting one costs a timer per request).

@@ -68,7 +68,7 @@ func TestDemoBehindTLSProxy(t *testing.T) {
 }
 
 // Finding 4: a SIGHUP with unchanged limits leaves every client's budget
-// as it was; changed limits start afresh.
+// as it was; changed limits keep what each client spent.
 func TestReloadKeepsClientBudgets(t *testing.T) {
 	limits := "limits:\n  unknown_per_minute: 0.001\n  unknown_burst: %d\n"
 	cfgFile := demoServeConfig(t, fmt.Sprintf(limits, 3))
@@ -97,7 +97,7 @@ func TestReloadKeepsClientBudgets(t *testing.T) {
 	s.hup()
 	s.waitLog("configuration reloaded", 2)
 	if code := ask(); code != 200 {
-		t.Errorf("after a reload with new limits: %d, want a fresh budget", code)
+		t.Errorf("after a reload with new limits: %d, want the token the raised burst adds", code)
 	}
 }
 

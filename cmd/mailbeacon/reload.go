@@ -266,6 +266,7 @@ func needRestart(o, n config) []string {
 	ao.BareDomains, an.BareDomains = false, false
 	check("server.acme", ao != an)
 	check("operations.listen", o.Operations.Listen != n.Operations.Listen)
+	check("limits.max_connections_per_client", o.Limits.MaxConnsPerClient != n.Limits.MaxConnsPerClient)
 	check("log", o.Log != n.Log)
 	return keys
 }

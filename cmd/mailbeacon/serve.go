@@ -168,6 +168,9 @@ func (s *server) run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", key, err)
 		}
+		if key != "operations.listen" {
+			ln = protocols.LimitConnections(ln, cfg.Limits)
+		}
 		srv := &http.Server{
 			Handler:           h,
 			ReadHeaderTimeout: sc.ReadHeaderTimeout,
