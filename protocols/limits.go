@@ -81,6 +81,11 @@ type LimitOptions struct {
 	// BodyTimeout bounds the time a request body may take to arrive once
 	// the headers are in (408 after it). 0 means 5s.
 	BodyTimeout time.Duration `mapstructure:"body_timeout"`
+	// KeepKnownTokens: a lookup that finds a known address keeps the
+	// token of the unknown-address budget it took. Set under
+	// policy.privacy strict: the giving back shows a client with a spent
+	// budget which addresses exist, by whether its next lookup is refused.
+	KeepKnownTokens bool `mapstructure:"-"`
 
 	trusted  []netip.Prefix
 	header   string // canonical form of ClientIPHeader
@@ -490,7 +495,7 @@ func (l *limiter) reserveUnknown(key netip.Addr) error {
 // refundUnknown gives back a token the request did not need: its address
 // was known.
 func (l *limiter) refundUnknown(key netip.Addr) {
-	if l.unkRate == 0 {
+	if l.unkRate == 0 || l.opts.KeepKnownTokens {
 		return
 	}
 	now := l.now()

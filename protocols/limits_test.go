@@ -548,3 +548,41 @@ func TestPreviousHandlerKeepsBudgets(t *testing.T) {
 		t.Error("the render cache carried over a reload")
 	}
 }
+
+// The budget's give-back as an oracle: a client that has spent its
+// unknown-address budget but one token asks a candidate, then an address
+// nobody has. By default a known candidate gives its token back, so the
+// second lookup is answered exactly when the candidate exists. With
+// KeepKnownTokens (policy.privacy strict) it is refused either way.
+func TestKeepKnownTokensClosesTheBudgetOracle(t *testing.T) {
+	probe := func(t *testing.T, keep bool, candidate string) int {
+		res, _ := newDemoResolver(t, demoDomains())
+		h := NewHandler(res, Options{Limits: limitsFor(t, LimitOptions{UnknownPerMinute: 0.001, UnknownBurst: 3, KeepKnownTokens: keep})})
+		const scanner = "192.0.2.77:4000"
+		ask := func(addr string) int {
+			return limRequest(h, "GET", "/mail/config-v1.1.xml?emailaddress="+addr, scanner, nil).Code
+		}
+		for n := range 2 {
+			if code := ask(fmt.Sprintf("spent%d@example.com", n)); code != 200 {
+				t.Fatalf("spending the budget: %d", code)
+			}
+		}
+		if code := ask(candidate); code != 200 {
+			t.Fatalf("candidate %s: %d", candidate, code)
+		}
+		return ask("nobody-at-all@example.com")
+	}
+	for _, tc := range []struct {
+		keep                bool
+		wantKnown, wantNone int
+	}{
+		{false, 200, 429}, // the oracle, as documented for standard privacy
+		{true, 429, 429},
+	} {
+		known, unknown := probe(t, tc.keep, "alice@example.com"), probe(t, tc.keep, "guess@example.com")
+		if known != tc.wantKnown || unknown != tc.wantNone {
+			t.Errorf("KeepKnownTokens %v: after a known candidate %d, after an unknown one %d; want %d and %d",
+				tc.keep, known, unknown, tc.wantKnown, tc.wantNone)
+		}
+	}
+}

@@ -242,6 +242,9 @@ func (a *app) handlerOptions(log *slog.Logger) protocols.Options {
 	if rt := a.cfg.Server.ReadTimeout; rt > 0 && (lim.BodyTimeout == 0 || lim.BodyTimeout > rt) {
 		lim.BodyTimeout = rt
 	}
+	// Under strict privacy a known address spends the budget too: its
+	// token given back would tell that it exists.
+	lim.KeepKnownTokens = a.cfg.Policy.Privacy == policy.PrivacyStrict
 	return protocols.Options{
 		Log: log, Autodiscover: a.cfg.Autodiscover, Apple: a.cfg.Apple,
 		Operations: a.cfg.Operations, Limits: lim, Ready: a.source.Ping,

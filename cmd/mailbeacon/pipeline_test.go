@@ -118,3 +118,20 @@ func TestMetricsNotPublicByDefault(t *testing.T) {
 		}
 	}
 }
+
+// Under policy.privacy strict, known addresses keep the unknown-address
+// token they took: the give-back would tell a client with a spent budget
+// which addresses exist (protocols.TestKeepKnownTokensClosesTheBudgetOracle).
+func TestStrictPrivacyKeepsKnownTokens(t *testing.T) {
+	for _, privacy := range []string{"standard", "strict"} {
+		cfg, _ := demoTestConfig(t, strings.Replace(demoConfig, "policy:\n", "policy:\n  privacy: "+privacy+"\n", 1))
+		a, err := build(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(a.source.Close)
+		if got, want := a.handlerOptions(nil).Limits.KeepKnownTokens, privacy == "strict"; got != want {
+			t.Errorf("privacy %s: KeepKnownTokens %v, want %v", privacy, got, want)
+		}
+	}
+}
