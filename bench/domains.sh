@@ -40,25 +40,9 @@ command -v wrk >/dev/null || { echo "bench: wrk missing: apt-get install wrk" >&
 if [ "$THREADS" != 2 ]; then echo "bench: the wrk script assumes 2 threads" >&2; exit 1; fi
 STRIDE=$((DOMAINS / 5)) # per wrk thread: newdomain uses [0, 2*STRIDE), mixed [2*STRIDE, 4*STRIDE)
 
-tmp=$(mktemp -d /tmp/mailbeacon-domains.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-  local p
-  for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-  done
-  echo "bench: no free port" >&2
-  exit 1
-}
+BENCH_TMP_PREFIX=mailbeacon-domains
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 secs() { date +%s.%N; }
 since() { echo "$(secs) - $1" | bc; }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
