@@ -42,7 +42,7 @@ STRIDE=$((DOMAINS / 5)) # per wrk thread: newdomain uses [0, 2*STRIDE), mixed [2
 
 BENCH_TMP_PREFIX=mailbeacon-domains
 # shellcheck source=bench/lib.sh
-source "$(dirname "$0")/lib.sh"
+source bench/lib.sh # the script runs from the repository root
 secs() { date +%s.%N; }
 since() { echo "$(secs) - $1" | bc; }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }

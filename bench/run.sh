@@ -48,7 +48,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 BENCH_TMP_PREFIX=mailbeacon-bench
 # shellcheck source=bench/lib.sh
-source "$(dirname "$0")/lib.sh"
+source bench/lib.sh # the script runs from the repository root
 
 wait_http() { # url [log file to show if it does not answer]
   for _ in $(seq 1 100); do
