@@ -293,8 +293,11 @@ func (h *Handler) record(c *call) {
 	if len(p) > maxLoggedPath {
 		p = p[:maxLoggedPath] + "…"
 	}
-	attrs := make([]slog.Attr, 0, 8)
-	attrs = append(attrs,
+	// A record without a caller's PC: Logger.LogAttrs would walk the
+	// stack for one on every request, and the source of an access-log
+	// line says nothing.
+	rec := slog.NewRecord(time.Now(), level, "request", 0)
+	rec.AddAttrs(
 		slog.String("method", c.r.Method),
 		slog.String("path", p),
 		slog.Int("status", status),
@@ -303,12 +306,12 @@ func (h *Handler) record(c *call) {
 		slog.String("client", client),
 	)
 	if c.hasAddr {
-		attrs = append(attrs, slog.String("domain", c.addr.Domain))
+		rec.AddAttrs(slog.String("domain", c.addr.Domain))
 		if o.LogAddresses {
-			attrs = append(attrs, slog.String("address", c.addr.String()))
+			rec.AddAttrs(slog.String("address", c.addr.String()))
 		}
 	}
-	h.log.LogAttrs(c.r.Context(), level, "request", attrs...)
+	_ = h.log.Handler().Handle(c.r.Context(), rec)
 }
 
 // maxLoggedPath bounds what a request can make the log hold.
