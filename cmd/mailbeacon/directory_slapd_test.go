@@ -32,7 +32,7 @@ func runServe(t *testing.T, args ...string) (int, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	var stderr syncBuffer
-	code := run(ctx, append([]string{"serve", "--listen", "127.0.0.1:0"}, args...), io.Discard, &stderr)
+	code := run(ctx, append([]string{"serve", "--listen", "127.0.0.1:0", "--operations-listen", "127.0.0.1:0"}, args...), io.Discard, &stderr)
 	if ctx.Err() != nil {
 		t.Fatalf("serve did not exit: %s", stderr.String())
 	}

@@ -26,9 +26,10 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	c.register(fs)
 	fs.BoolVar(&c.demoSign, "demo-sign", false, "with --demo: sign Apple profiles with a throwaway CA made at start (its files are logged)")
 	listen := fs.String("listen", "", "listen `address` host:port, overriding server.listen (default 127.0.0.1:8080)")
+	opsListen := fs.String("operations-listen", "", "operations listener `address` host:port (metrics, health, pprof), overriding operations.listen (default 127.0.0.1:9734)")
 	degraded := fs.Bool("start-degraded", false, "start even if the directory refuses the configuration (as ldap.start_degraded: true)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: mailbeacon serve [--config FILE] [--listen ADDR] [--start-degraded] [--demo [--demo-sign]]\n\n"+
+		fmt.Fprintf(fs.Output(), "Usage: mailbeacon serve [--config FILE] [--listen ADDR] [--operations-listen ADDR] [--start-degraded] [--demo [--demo-sign]]\n\n"+
 			"Serve client discovery requests over HTTP (HTTPS with server.tls or server.acme)\n"+
 			"until SIGINT or SIGTERM, which drain requests in flight. SIGHUP reloads the\n"+
 			"configuration; an invalid one is logged and the running one keeps serving.\n\n"+
@@ -49,14 +50,21 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer cleanup()
-	if *listen != "" {
-		a.cfg.Server.Listen = *listen
-		if reread := a.reread; reread != nil {
-			a.reread = func() (config, error) {
-				cfg, err := reread()
-				cfg.Server.Listen = *listen
-				return cfg, err
-			}
+	// The flags win over the file, at start and at every reload.
+	override := func(cfg *config) {
+		if *listen != "" {
+			cfg.Server.Listen = *listen
+		}
+		if *opsListen != "" {
+			cfg.Operations.Listen = *opsListen
+		}
+	}
+	override(&a.cfg)
+	if reread := a.reread; reread != nil {
+		a.reread = func() (config, error) {
+			cfg, err := reread()
+			override(&cfg)
+			return cfg, err
 		}
 	}
 	if err := checkDirectory(ctx, a, *degraded || a.cfg.LDAP.StartDegraded, log); err != nil {

@@ -45,7 +45,11 @@ func startServe(t *testing.T, args []string, keys ...string) *serving {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &serving{t: t, addrs: map[string]string{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan int, 1)}
-	go func() { s.done <- run(ctx, append([]string{"serve"}, args...), io.Discard, s.stderr) }()
+	// Never the default operations port: another server on this
+	// machine, or another test, may hold it.
+	go func() {
+		s.done <- run(ctx, append([]string{"serve", "--operations-listen", "127.0.0.1:0"}, args...), io.Discard, s.stderr)
+	}()
 	t.Cleanup(func() { s.stop() })
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		log := s.stderr.String()
@@ -546,4 +550,22 @@ func TestCertFilesReload(t *testing.T) {
 		t.Error("a broken pair replaced the working certificate")
 	}
 	checkNotAfter("broken pair")
+}
+
+// --operations-listen wins over operations.listen (here its default,
+// 127.0.0.1:9734), as --listen does over server.listen: the tests' serve
+// never takes the default port another server may hold.
+func TestServeOperationsListenFlag(t *testing.T) {
+	s := startServe(t, []string{"--demo", "--listen", "127.0.0.1:0"}, "operations.listen")
+	if ops := s.addrs["operations.listen"]; ops == "" || strings.HasSuffix(ops, ":9734") {
+		t.Errorf("operations listener on %q; want the flag's free port", ops)
+	}
+	resp, err := http.Get(s.addrs["operations.listen"] + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/healthz on the flag's listener: %d", resp.StatusCode)
+	}
 }
