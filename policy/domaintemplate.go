@@ -48,6 +48,11 @@ type DomainTemplateConfig struct {
 	Provider string `mapstructure:"provider"`
 	// Services as in domains[].services, host and url being templates.
 	Services []ServiceTemplateConfig `mapstructure:"services"`
+	// DefaultServices as in domains[].default_services: the service types
+	// that unknown and disabled addresses get, and addresses not cached
+	// while the directory fails; empty: all of a domain's services. A type
+	// a domain's service_rules removed is left out for that domain.
+	DefaultServices []string `mapstructure:"default_services"`
 }
 
 // ServiceTemplateConfig is one service of the domain template.
@@ -126,6 +131,7 @@ type DomainTemplate struct {
 	provider template
 	services []serviceTemplate
 	attrs    []string
+	defaults []Kind // template.default_services; nil: all
 	// Fingerprint identifies the settings: a reload keeps the cached
 	// domains only when it is unchanged.
 	fingerprint string
@@ -180,6 +186,18 @@ func NewDomainTemplate(cfg DomainSourceConfig) (*DomainTemplate, error) {
 			return nil, fmt.Errorf("domain_source.template.services[%d]: %w", i, err)
 		}
 		t.services = append(t.services, st)
+	}
+	for _, name := range merged.Template.DefaultServices {
+		k, err := ParseKind(name)
+		if err != nil {
+			return nil, fmt.Errorf("domain_source.template.default_services: %w", err)
+		}
+		if !slices.ContainsFunc(t.services, func(st serviceTemplate) bool { return st.kind == k }) {
+			return nil, fmt.Errorf("domain_source.template.default_services: %s is not among the template's services: list it under services, or drop it here", k)
+		}
+		if !slices.Contains(t.defaults, k) {
+			t.defaults = append(t.defaults, k)
+		}
 	}
 	t.attrs = t.collectAttributes()
 	// JSON: the rules are pointers, whose addresses %v would print.
@@ -404,6 +422,16 @@ func (t *DomainTemplate) build(asked string, e *ldapsource.Entry, explain bool) 
 	}
 	if len(d.Services) == 0 {
 		return nil, fmt.Errorf("%w: %s: entry %s leaves no service", ErrUnknownDomain, asked, e.DN)
+	}
+	if t.defaults != nil {
+		// Non-nil even when empty: a domain that switched off every
+		// default service offers unknown addresses none, not all.
+		d.DefaultServices = make([]Kind, 0, len(t.defaults))
+		for _, k := range t.defaults {
+			if slices.ContainsFunc(d.Services, func(s Service) bool { return s.Kind == k }) {
+				d.DefaultServices = append(d.DefaultServices, k)
+			}
+		}
 	}
 	return d, nil
 }

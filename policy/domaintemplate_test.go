@@ -143,6 +143,10 @@ func TestDomainTemplateConfigErrors(t *testing.T) {
 			Template: DomainTemplateConfig{Services: []ServiceTemplateConfig{imap}}}, "domain_source.service_rules.fax"},
 		{DomainSourceConfig{Preset: "openldap", Enabled: &Rule{},
 			Template: DomainTemplateConfig{Services: []ServiceTemplateConfig{imap}}}, "domain_source.enabled"},
+		{DomainSourceConfig{Preset: "openldap", Template: DomainTemplateConfig{Services: []ServiceTemplateConfig{imap},
+			DefaultServices: []string{"pop3"}}}, "domain_source.template.default_services: pop3 is not among"},
+		{DomainSourceConfig{Preset: "openldap", Template: DomainTemplateConfig{Services: []ServiceTemplateConfig{imap},
+			DefaultServices: []string{"fax"}}}, "domain_source.template.default_services"},
 	} {
 		if _, err := NewDomainTemplate(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.errHas) {
 			t.Errorf("NewDomainTemplate(%+v) = %v; want …%s…", tc.cfg, err, tc.errHas)
@@ -172,5 +176,61 @@ func TestDomainClientHosts(t *testing.T) {
 	d := &Domain{Name: "hosted.example"}
 	if got := d.ClientHosts(); !slices.Equal(got, []string{"autoconfig.hosted.example", "autodiscover.hosted.example"}) {
 		t.Errorf("ClientHosts = %v", got)
+	}
+}
+
+// template.default_services: what unknown and disabled addresses of a
+// directory domain get, as domains[].default_services does for a listed
+// one; a kind the domain switched off stays off.
+func TestDomainTemplateDefaultServices(t *testing.T) {
+	cfg := DomainSourceConfig{
+		Preset:             "openldap",
+		DomainSearchConfig: ldapsource.DomainSearchConfig{BaseDN: "o=domains,dc=example,dc=com"},
+		Template: DomainTemplateConfig{
+			Services: []ServiceTemplateConfig{
+				{ServiceConfig: ServiceConfig{Type: "imap", Host: "mail.{domain}"}},
+				{ServiceConfig: ServiceConfig{Type: "pop3", Host: "mail.{domain}"}},
+				{ServiceConfig: ServiceConfig{Type: "smtp", Host: "mail.{domain}"}},
+			},
+			DefaultServices: []string{"imap", "smtp"},
+		},
+	}
+	dt, err := NewDomainTemplate(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := func(a *Account) (ks []string) {
+		for _, s := range a.Services {
+			ks = append(ks, string(s.Kind))
+		}
+		return ks
+	}
+	const dn = "domainName=hosted.example,o=domains,dc=example,dc=com"
+	for _, tc := range []struct {
+		name  string
+		attrs map[string][]string
+		want  []string
+	}{
+		{"POP3 the exception", map[string][]string{"domainName": {"hosted.example"}, "accountStatus": {"active"}}, []string{"imap", "smtp"}},
+		{"SMTP switched off for the domain", map[string][]string{"domainName": {"hosted.example"}, "accountStatus": {"active"}, "disabledService": {"smtp"}}, []string{"imap"}},
+	} {
+		d, err := dt.Build("hosted.example", domainEntry(dn, tc.attrs))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := kinds(d.DefaultAccount(Address{Local: "nobody", Domain: "hosted.example"}, "nobody@hosted.example")); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: unknown address gets %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	cfg.Template.DefaultServices = nil
+	if dt, err = NewDomainTemplate(cfg); err != nil {
+		t.Fatal(err)
+	}
+	d, err := dt.Build("hosted.example", domainEntry(dn, map[string][]string{"domainName": {"hosted.example"}, "accountStatus": {"active"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := kinds(d.DefaultAccount(Address{Local: "nobody", Domain: "hosted.example"}, "nobody@hosted.example")); !slices.Equal(got, []string{"imap", "pop3", "smtp"}) {
+		t.Errorf("without default_services: %v, want every service", got)
 	}
 }
