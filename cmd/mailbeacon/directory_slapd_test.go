@@ -194,15 +194,7 @@ func TestDefaultServicesThroughOutageSlapd(t *testing.T) {
 	srv := ldaptest.Slapd(t)
 	text := strings.Replace(slapdConfigText(t, srv, slapdOptions{}), "    short_name: Example\n",
 		"    short_name: Example\n    default_services: [imap, smtp, activesync]\n", 1)
-	cfg, err := loadConfig(strings.NewReader(text), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := build(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.source.Close()
+	a := buildText(t, text)
 	h := protocols.NewHandler(a.resolver, a.handlerOptions(nil))
 	defaults := func(addr string) string {
 		return fmt.Sprintf("imap:%[1]s smtp465:%[1]s smtp587:%[1]s", addr)

@@ -69,7 +69,7 @@ func hostedHandler(t *testing.T, srv *ldaptest.Server, ttl, negativeTTL time.Dur
 }
 
 // buildText builds the configuration text, closed when the test ends.
-func buildText(t *testing.T, text string) *app {
+func buildText(t testing.TB, text string) *app {
 	t.Helper()
 	cfg, err := loadConfig(strings.NewReader(text), "test")
 	if err != nil {

@@ -8,11 +8,9 @@ package main
 
 import (
 	"bytes"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -207,32 +205,10 @@ func TestPrivacyRequireAuthSlapd(t *testing.T) {
 // with per-client limits off and extra YAML (sections other than policy,
 // domains, ldap and limits), under policy.privacy: strict.
 func benchSlapdApp(b *testing.B, extra string) http.Handler {
-	srv := ldaptest.Slapd(b)
-	pw := b.TempDir() + "/pw"
-	if err := os.WriteFile(pw, []byte(ldaptest.ServicePassword), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	cfg, err := loadConfig(strings.NewReader(demoConfig+fmt.Sprintf(`
-ldap:
-  urls: [%q]
-  start_tls: true
-  ca_file: %q
-  bind_dn: %q
-  bind_password_file: %q
-  base_dn: %q
-limits:
-  requests_per_second: 0
-  unknown_per_minute: 0
-%s`, srv.URL, srv.CAFile, ldaptest.ServiceDN, pw, ldaptest.BaseDN, extra)), "bench")
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.Policy.Privacy = "strict"
-	a, err := build(cfg, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(a.source.Close)
+	text := slapdConfigText(b, ldaptest.Slapd(b), slapdOptions{
+		extra: "limits:\n  requests_per_second: 0\n  unknown_per_minute: 0\n" + extra,
+	})
+	a := buildText(b, strings.Replace(text, "policy:\n", "policy:\n  privacy: strict\n", 1))
 	return protocols.NewHandler(a.resolver, a.handlerOptions(nil))
 }
 

@@ -34,7 +34,7 @@ type slapdOptions struct {
 }
 
 // slapdConfigText is slapdConfig's YAML.
-func slapdConfigText(t *testing.T, srv *ldaptest.Server, o slapdOptions) string {
+func slapdConfigText(t testing.TB, srv *ldaptest.Server, o slapdOptions) string {
 	t.Helper()
 	if o.password == "" {
 		o.password = ldaptest.ServicePassword
