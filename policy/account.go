@@ -141,8 +141,9 @@ type Domain struct {
 	Origin *DomainOrigin
 }
 
-// offersByDefault reports whether unknown addresses get services of kind k.
-func (d *Domain) offersByDefault(k Kind) bool {
+// OffersByDefault reports whether unknown and disabled addresses get the
+// domain's services of kind k (default_services).
+func (d *Domain) OffersByDefault(k Kind) bool {
 	return d.DefaultServices == nil || slices.Contains(d.DefaultServices, k)
 }
 
@@ -210,7 +211,7 @@ func (d *Domain) DefaultAccount(addr Address, login string) *Account {
 		Address:  addr,
 		Primary:  addr.String(),
 		Domain:   d,
-		Services: d.accountFor(addr, login, d.offersByDefault, nil),
+		Services: d.accountFor(addr, login, d.OffersByDefault, nil),
 	}
 }
 

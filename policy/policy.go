@@ -380,7 +380,7 @@ func (p *Policy) defaults(d *Domain, addr Address, ex *Explanation, why string) 
 	ex.Login = addr.String()
 	for _, k := range d.kinds() {
 		dec := Decision{Service: string(k), Allowed: true, Rule: "domain default"}
-		if !d.offersByDefault(k) {
+		if !d.OffersByDefault(k) {
 			dec.Allowed, dec.Rule = false, "not in the domain's default_services"
 		}
 		ex.Services = append(ex.Services, dec)

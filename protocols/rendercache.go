@@ -133,15 +133,22 @@ func cacheKey(a *policy.Account, f renderFormat) (renderKey, bool) {
 
 // defaultsLogin reports whether a is its domain's DefaultAccount for its
 // address, and with which login: then domain, address and login make the
-// whole of it.
+// whole of it. The defaults are the domain's services that unknown
+// addresses are offered (default_services), in the domain's order.
 func defaultsLogin(a *policy.Account) (string, bool) {
 	d := a.Domain
-	if a.DisplayName != "" || a.DN != "" || len(a.Services) != len(d.Services) || a.Primary != a.Address.String() {
+	if a.DisplayName != "" || a.DN != "" || a.Primary != a.Address.String() {
 		return "", false
 	}
-	login := ""
-	for i, s := range a.Services {
-		ds := d.Services[i]
+	login, i := "", 0
+	for _, ds := range d.Services {
+		if !d.OffersByDefault(ds.Kind) {
+			continue
+		}
+		if i == len(a.Services) {
+			return "", false
+		}
+		s := a.Services[i]
 		if i == 0 {
 			login = s.Login
 		}
@@ -149,8 +156,9 @@ func defaultsLogin(a *policy.Account) (string, bool) {
 			s.Socket != ds.Socket || s.URL != ds.URL || !slices.Equal(s.Auth, ds.Auth) {
 			return "", false
 		}
+		i++
 	}
-	return login, true
+	return login, i == len(a.Services)
 }
 
 // keep copies b into the current slab. Thousands of small long-lived

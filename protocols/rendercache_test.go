@@ -115,3 +115,42 @@ func TestParsePOXRequestCached(t *testing.T) {
 		t.Errorf("%d parsed bodies kept; want at most %d", n, maxParsedPOX)
 	}
 }
+
+// An unknown address's answer is kept rendered also when the domain
+// offers unknown addresses fewer services than it has (default_services):
+// else a warm unknown address would cost a rendering that a warm known one
+// does not, and timing would tell them apart.
+func TestRenderCacheKeepsDefaultServicesAnswers(t *testing.T) {
+	cfgs := demoDomains()
+	cfgs[0].DefaultServices = []string{"imap", "smtp"}
+	ds, err := policy.NewDomains(cfgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := ds["example.com"]
+	addr := policy.Address{Local: "nobody", Domain: "example.com"}
+	a := d.DefaultAccount(addr, addr.String())
+	if len(a.Services) == len(d.Services) {
+		t.Fatalf("default_services did not narrow the defaults: %d services", len(a.Services))
+	}
+	k, ok := cacheKey(a, formatAutoconfig)
+	if !ok || k.login != addr.String() {
+		t.Fatalf("cacheKey(defaults) = %+v, %v; want a key by domain, address and login", k, ok)
+	}
+	// A known account with the same services is not taken for the defaults.
+	other := *a
+	other.Services = append([]policy.Service(nil), a.Services...)
+	other.Services[0].Host = "elsewhere.example.com"
+	if _, ok := cacheKey(&other, formatAutoconfig); ok {
+		t.Errorf("an account that differs from the defaults got a defaults key")
+	}
+	rc := newRenderCache()
+	first, err := rc.render(a, formatAutoconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := rc.render(d.DefaultAccount(addr, addr.String()), formatAutoconfig)
+	if first != again {
+		t.Errorf("the second unknown answer was rendered again, not kept")
+	}
+}
