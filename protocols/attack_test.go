@@ -141,7 +141,7 @@ func TestPlaceholdersBounded(t *testing.T) {
 		}
 	}
 	n := 0
-	h.cache.placeholders.Range(func(any, any) bool { n++; return true })
+	h.cache.placeholders.m.Range(func(any, any) bool { n++; return true })
 	if n > maxRendered {
 		t.Errorf("%d placeholder accounts kept after %d domain versions; want at most %d", n, 3*maxRendered, maxRendered)
 	}

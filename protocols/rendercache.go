@@ -27,14 +27,12 @@ import (
 // The table is bounded: when it holds maxRendered entries it is emptied
 // and fills again with what is asked for.
 type renderCache struct {
-	m sync.Map // renderKey -> *answer
-	n atomic.Int64
+	answers clearingMap[renderKey, *answer]
 
 	mu   sync.Mutex
 	slab []byte // rendered bytes are copied here, not kept one by one
 
-	placeholders sync.Map // *policy.Domain -> *policy.Account
-	nPlace       atomic.Int64
+	placeholders clearingMap[*policy.Domain, *policy.Account]
 
 	poxMu  sync.RWMutex
 	parsed map[string]poxRequest
@@ -99,20 +97,42 @@ func (rc *renderCache) render(a *policy.Account, f renderFormat) (*answer, error
 		}
 		return newAnswer(b), nil
 	}
-	if v, ok := rc.m.Load(k); ok {
-		return v.(*answer), nil
+	if ans, ok := rc.answers.load(k); ok {
+		return ans, nil
 	}
 	b, err := renderers[f](a)
 	if err != nil {
 		return nil, err
 	}
-	if rc.n.Add(1) > maxRendered {
-		rc.m.Clear()
-		rc.n.Store(1)
+	return rc.answers.store(k, newAnswer(rc.keep(b))), nil
+}
+
+// clearingMap is a table of at most maxRendered entries, bounded by
+// emptying it when full: nothing to do per hit, and what is asked for
+// fills it again.
+type clearingMap[K comparable, V any] struct {
+	m sync.Map
+	n atomic.Int64
+}
+
+func (c *clearingMap[K, V]) load(k K) (V, bool) {
+	v, ok := c.m.Load(k)
+	if !ok {
+		var zero V
+		return zero, false
 	}
-	ans := newAnswer(rc.keep(b))
-	rc.m.Store(k, ans)
-	return ans, nil
+	return v.(V), true
+}
+
+// store keeps v under k, unless a concurrent caller kept one first, and
+// returns the one kept.
+func (c *clearingMap[K, V]) store(k K, v V) V {
+	if c.n.Add(1) > maxRendered {
+		c.m.Clear()
+		c.n.Store(1)
+	}
+	kept, _ := c.m.LoadOrStore(k, v)
+	return kept.(V)
 }
 
 // cacheKey returns the key of a's answer, or false when a is neither a
@@ -184,16 +204,10 @@ func (rc *renderCache) keep(b []byte) []byte {
 // bounded as the answers' is: a directory's domains come in new versions
 // as their cache entries are refreshed, each a new key.
 func (rc *renderCache) placeholder(d *policy.Domain) *policy.Account {
-	if v, ok := rc.placeholders.Load(d); ok {
-		return v.(*policy.Account)
+	if a, ok := rc.placeholders.load(d); ok {
+		return a
 	}
-	if rc.nPlace.Add(1) > maxRendered {
-		rc.placeholders.Clear()
-		rc.nPlace.Store(1)
-	}
-	a := d.DefaultAccount(policy.Address{Domain: d.Name}, placeholderAddress)
-	v, _ := rc.placeholders.LoadOrStore(d, a)
-	return v.(*policy.Account)
+	return rc.placeholders.store(d, d.DefaultAccount(policy.Address{Domain: d.Name}, placeholderAddress))
 }
 
 // Outlook sends the same Autodiscover request body for a user every time

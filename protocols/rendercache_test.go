@@ -78,7 +78,7 @@ func TestRenderCached(t *testing.T) {
 		if _, err := rc.render(a, formatAutoconfig); err != nil {
 			t.Fatal(err)
 		}
-		if n := rc.n.Load(); n > maxRendered {
+		if n := rc.answers.n.Load(); n > maxRendered {
 			t.Fatalf("%d entries; want at most %d", n, maxRendered)
 		}
 	}
