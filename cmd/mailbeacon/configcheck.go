@@ -52,8 +52,8 @@ func configCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprint(fs.Output(), "Usage: mailbeacon config check [--online] FILE\n\n"+
 			"Check a configuration without serving: every key (as serve reads them, with the\n"+
 			"MAILBEACON_* environment overrides), the password, CA, TLS and signing files\n"+
-			"they name. With --online, also bind as ldap.bind_dn and search for\n"+
-			"postmaster@DOMAIN in each domain. Each problem is printed with the key at\n"+
+			"they name. With --online, also bind as ldap.bind_dn, read domain_source.base_dn\n"+
+			"if set, and search for postmaster@DOMAIN in each listed domain. Each problem is printed with the key at\n"+
 			"fault and the fix.\n\n"+
 			"Exit status: 0 valid, 1 invalid configuration, 2 usage error,\n"+
 			"3 (--online) the directory cannot be reached or a search failed (a bind the\n"+
@@ -101,7 +101,13 @@ func configCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	if !*online {
 		return nil
 	}
-	if err := probeDirectory(ctx, a.source, domains, stdout); err != nil {
+	err = probeDirectory(ctx, a.source, domains, stdout)
+	if err == nil && a.domains != nil {
+		if err = a.domains.Ping(ctx); err == nil {
+			fmt.Fprintln(stdout, "domain_source: read domain_source.base_dn")
+		}
+	}
+	if err != nil {
 		if ldapsource.ConfigurationError(err) != nil {
 			// The directory refuses the configuration (password, CA,
 			// TLS, base DN): the file is wrong, as serve would say.

@@ -437,3 +437,24 @@ func TestCheckDirectoryDomainSlapd(t *testing.T) {
 		t.Errorf("check of an unknown domain: %v", err)
 	}
 }
+
+// config check --online reads domain_source.base_dn too: a missing one is
+// a configuration error, exit 1 naming the key, as serve refuses it.
+func TestConfigCheckOnlineDomainSourceSlapd(t *testing.T) {
+	srv := ldaptest.Slapd(t, ldaptest.WithExtraLDIF(ldaptest.HostedLDIF))
+	good := hostedConfigText(t, srv, time.Minute, time.Minute)
+	for _, tc := range []struct {
+		name, text string
+		code       int
+		want       string
+	}{
+		{"present", good, 0, "domain_source: read domain_source.base_dn"},
+		{"missing", strings.Replace(good, "base_dn: o=domains,", "base_dn: o=nodomains,", 1), exitConfigInvalid, "domain_source.base_dn: no such entry"},
+	} {
+		file := filepath.Join(t.TempDir(), "config.yaml")
+		writeFile(t, file, tc.text)
+		if code, out, errOut := runConfigCheck(t, "--online", file); code != tc.code || !strings.Contains(out+errOut, tc.want) {
+			t.Errorf("%s: exit %d (want %d), want %q in\nstdout %s\nstderr %s", tc.name, code, tc.code, tc.want, out, errOut)
+		}
+	}
+}

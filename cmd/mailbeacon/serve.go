@@ -93,15 +93,13 @@ const errDegradedHint = "to start anyway and answer with the domain defaults unt
 // as long as it runs. A directory that is down (transient) is logged, and
 // the server answers from defaults until it comes back.
 func checkDirectory(ctx context.Context, a *app, degraded bool, log *slog.Logger) error {
-	checks := []struct {
+	type check struct {
 		what string
 		ping func(context.Context) error
-	}{{"directory", a.source.Ping}}
+	}
+	checks := []check{{"directory", a.source.Ping}}
 	if a.domains != nil {
-		checks = append(checks, struct {
-			what string
-			ping func(context.Context) error
-		}{"domain_source", a.domains.Ping})
+		checks = append(checks, check{"domain_source", a.domains.Ping})
 	}
 	for _, c := range checks {
 		err := c.ping(ctx)
