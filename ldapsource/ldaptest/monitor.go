@@ -11,42 +11,73 @@ import (
 
 // BindCount returns how many bind operations the running server has
 // completed since it started, successful or not, as its cn=Monitor
-// backend counts them, less the binds BindCount itself made. It is how a
-// test sees what a directory's lockout policy would see.
+// backend counts them, less the binds the counters themselves made. It is
+// how a test sees what a directory's lockout policy would see.
 func (s *Server) BindCount() int {
 	s.t.Helper()
-	n, err := s.readBindCount()
+	binds, _, err := s.readOpCounts()
 	if err != nil {
 		s.t.Fatalf("ldaptest: reading the bind count from cn=Monitor: %v", err)
 	}
-	return n
+	return binds
 }
 
-func (s *Server) readBindCount() (int, error) {
+// SearchCount returns how many search operations the running server has
+// completed since it started, as cn=Monitor counts them, less the
+// searches the counters themselves made: what a test's traffic cost the
+// directory.
+func (s *Server) SearchCount() int {
+	s.t.Helper()
+	_, searches, err := s.readOpCounts()
+	if err != nil {
+		s.t.Fatalf("ldaptest: reading the search count from cn=Monitor: %v", err)
+	}
+	return searches
+}
+
+// readOpCounts reads the completed binds and searches, less those made by
+// this and earlier calls.
+func (s *Server) readOpCounts() (binds, searches int, err error) {
 	c, err := ldap.DialURL(s.URL, ldap.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer c.Close()
 	c.SetTimeout(2 * time.Second)
 	if err := c.Bind(RootDN, s.RootPassword); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	res, err := c.Search(ldap.NewSearchRequest("cn=Bind,cn=Operations,cn=Monitor", ldap.ScopeBaseObject, ldap.NeverDerefAliases,
-		1, 2, false, "(objectClass=*)", []string{"monitorOpCompleted"}, nil))
+	read := func(op string) (int, error) {
+		dn := "cn=" + op + ",cn=Operations,cn=Monitor"
+		res, err := c.Search(ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+			1, 2, false, "(objectClass=*)", []string{"monitorOpCompleted"}, nil))
+		if err != nil {
+			return 0, err
+		}
+		if len(res.Entries) != 1 {
+			return 0, fmt.Errorf("%s: %d entries", dn, len(res.Entries))
+		}
+		n, err := strconv.Atoi(res.Entries[0].GetAttributeValue("monitorOpCompleted"))
+		if err != nil {
+			return 0, fmt.Errorf("%s monitorOpCompleted: %w", dn, err)
+		}
+		return n, nil
+	}
+	// Searches first: the bind count read second is then not ahead of it.
+	searches, err = read("Search")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	if len(res.Entries) != 1 {
-		return 0, fmt.Errorf("cn=Bind,cn=Operations,cn=Monitor: %d entries", len(res.Entries))
-	}
-	n, err := strconv.Atoi(res.Entries[0].GetAttributeValue("monitorOpCompleted"))
+	binds, err = read("Bind")
 	if err != nil {
-		return 0, fmt.Errorf("monitorOpCompleted: %w", err)
+		return 0, 0, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// This call's bind is counted, and so are those of earlier calls.
-	s.monitorBinds++
-	return n - s.monitorBinds, nil
+	// This call's bind is counted; its searches are not yet (a search
+	// completes after its entry is sent). Earlier calls' binds and two
+	// searches each are.
+	earlier := s.monitorCalls
+	s.monitorCalls++
+	return binds - s.monitorCalls, searches - 2*earlier, nil
 }

@@ -68,7 +68,7 @@ type Server struct {
 
 	mu           sync.Mutex
 	pid          int // 0 when stopped
-	monitorBinds int // binds BindCount made (monitor.go)
+	monitorCalls int // reads of the operation counters (monitor.go)
 
 	watchdog *Watchdog
 }
@@ -369,7 +369,7 @@ func freePorts(n int) ([]int, error) {
 // until it answers. On failure nothing is left running. s.mu is held.
 func (s *Server) start() error {
 	_ = os.Remove(s.pidFile)
-	s.monitorBinds = 0 // a new process counts from zero
+	s.monitorCalls = 0 // a new process counts from zero
 	logf, err := os.OpenFile(s.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err

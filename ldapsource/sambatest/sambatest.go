@@ -4,7 +4,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"os"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
 )
@@ -82,4 +84,40 @@ func (s *Server) Bind(t testing.TB, name, password string) *ldap.Conn {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// SetLockoutPolicy sets the domain's account lockout policy: threshold
+// wrong passwords within window lock an account for window (as Active
+// Directory's lockoutThreshold, lockOutObservationWindow and
+// lockoutDuration). The seeded domain has threshold 3 and Samba's default
+// window of 30 minutes.
+func (s *Server) SetLockoutPolicy(t testing.TB, threshold int, window time.Duration) {
+	t.Helper()
+	c := s.Bind(t, AdminUPN, AdminPassword)
+	// Intervals are negative counts of 100 ns.
+	interval := strconv.FormatInt(-int64(window/100), 10)
+	m := ldap.NewModifyRequest(BaseDN, nil)
+	m.Replace("lockoutThreshold", []string{strconv.Itoa(threshold)})
+	m.Replace("lockOutObservationWindow", []string{interval})
+	m.Replace("lockoutDuration", []string{interval})
+	if err := c.Modify(m); err != nil {
+		t.Fatalf("sambatest: setting the lockout policy: %v", err)
+	}
+}
+
+// Lockout returns what the DC counts against the account dn: failed
+// logons since its last good one (badPwdCount), and whether it is locked
+// out (lockoutTime set).
+func (s *Server) Lockout(t testing.TB, dn string) (badPwdCount int, locked bool) {
+	t.Helper()
+	c := s.Bind(t, AdminUPN, AdminPassword)
+	res, err := c.Search(ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 1, 5, false,
+		"(objectClass=*)", []string{"badPwdCount", "lockoutTime"}, nil))
+	if err != nil || len(res.Entries) != 1 {
+		t.Fatalf("sambatest: reading %s: %v", dn, err)
+	}
+	e := res.Entries[0]
+	badPwdCount, _ = strconv.Atoi(e.GetAttributeValue("badPwdCount"))
+	lt := e.GetAttributeValue("lockoutTime")
+	return badPwdCount, lt != "" && lt != "0"
 }
