@@ -56,6 +56,12 @@ type LimitOptions struct {
 	// TrustedProxies are the addresses or CIDR blocks of reverse proxies
 	// whose ClientIPHeader is believed.
 	TrustedProxies []string `mapstructure:"trusted_proxies"`
+	// Exempt are the addresses or CIDR blocks of clients that spend no
+	// unknown-address budget (monitoring probes that ask for an unknown
+	// address every few seconds): their lookups are never refused for
+	// it, so each may cost a directory search. The request rate and the
+	// other bounds still apply to them.
+	Exempt []string `mapstructure:"exempt"`
 	// ClientIPHeader is the header those proxies set: "X-Forwarded-For"
 	// (the default) or "Forwarded" (RFC 7239). Only one is read: a proxy
 	// vouches for the header it writes, not for one a client sent along.
@@ -88,6 +94,7 @@ type LimitOptions struct {
 	KeepKnownTokens bool `mapstructure:"-"`
 
 	trusted  []netip.Prefix
+	exempt   []netip.Prefix
 	header   string // canonical form of ClientIPHeader
 	prepared bool
 }
@@ -161,6 +168,14 @@ func (o *LimitOptions) Prepare() error {
 			return fmt.Errorf("limits.trusted_proxies[%d]: %q is not an IP address or CIDR block such as 10.0.0.0/8 or 2001:db8::/32", i, s)
 		}
 		o.trusted = append(o.trusted, p)
+	}
+	o.exempt = nil
+	for i, s := range o.Exempt {
+		p, err := parsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("limits.exempt[%d]: %q is not an IP address or CIDR block such as 192.0.2.10 or 2001:db8::/64", i, s)
+		}
+		o.exempt = append(o.exempt, p)
 	}
 	o.prepared = true
 	return nil
@@ -352,12 +367,16 @@ func carryBucket(b bucket, now int64, rate, burst, newBurst float64) bucket {
 
 // sameLimits compares the configured fields of two prepared options.
 func sameLimits(a, b LimitOptions) bool {
-	a.trusted, a.header, a.prepared = nil, "", false
-	b.trusted, b.header, b.prepared = nil, "", false
+	a.trusted, a.exempt, a.header, a.prepared = nil, nil, "", false
+	b.trusted, b.exempt, b.header, b.prepared = nil, nil, "", false
 	return reflect.DeepEqual(a, b)
 }
 
 func (l *limiter) now() int64 { return int64(time.Since(l.epoch)) }
+
+// ClientKey is the client a limit counts for an address: the address
+// itself, or its /64 for IPv6.
+func ClientKey(a netip.Addr) netip.Addr { return clientKey(a) }
 
 // clientKey is the table key of a client address: the address itself, or
 // its /64 for IPv6.
@@ -474,22 +493,56 @@ func (l *limiter) exit() {
 	}
 }
 
-// reserveUnknown takes a token from the client's unknown-address bucket,
-// under the shard's lock: of any number of concurrent requests, no more
-// get one than the bucket holds.
-func (l *limiter) reserveUnknown(key netip.Addr) error {
-	if l.unkRate == 0 {
-		return nil
+// exempt reports whether the client at a spends no unknown-address
+// budget (limits.exempt).
+func (l *limiter) exempt(a netip.Addr) bool {
+	for _, p := range l.opts.exempt {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// reserveUnknown takes a token from the unknown-address bucket of the
+// client at ip (key is its clientKey), under the shard's lock: of any
+// number of concurrent requests, no more get one than the bucket holds.
+// ok is false when the client is exempt or nothing is limited: there is
+// no token to give back.
+func (l *limiter) reserveUnknown(ip, key netip.Addr) (ok bool, err error) {
+	if l.unkRate == 0 || l.exempt(ip) {
+		return false, nil
 	}
 	now := l.now()
 	sh, c := l.lock(key, now)
-	ok, wait := c.unk.take(now, l.unkRate, l.unkBurst)
+	took, wait := c.unk.take(now, l.unkRate, l.unkBurst)
 	sh.clients[key] = c
 	sh.mu.Unlock()
-	if !ok {
-		return &limitError{reason: limitUnknown, wait: wait}
+	if !took {
+		return false, &limitError{reason: limitUnknown, wait: wait}
 	}
-	return nil
+	return true, nil
+}
+
+// ReserveLookup takes a token of the unknown-address budget of the client
+// at peer for a directory question that comes in no HTTP request: the
+// server name (SNI) of a TLS handshake, whose client is the connection's
+// peer. ok is false when that client's budget is spent: the question must
+// not be asked. Otherwise settle must be called once it is answered, with
+// served set when the name turned out served, which gives the token back
+// as a known address does. Exempt clients (limits.exempt) spend nothing.
+func (h *Handler) ReserveLookup(peer netip.Addr) (settle func(served bool), ok bool) {
+	peer = peer.Unmap().WithZone("")
+	l, key := h.lim, clientKey(peer)
+	took, err := l.reserveUnknown(peer, key)
+	if err != nil {
+		return nil, false
+	}
+	return func(served bool) {
+		if took && served {
+			l.refundUnknown(key)
+		}
+	}, true
 }
 
 // refundUnknown gives back a token the request did not need: its address

@@ -352,9 +352,11 @@ func (c *call) domain(name string) (*policy.Domain, error) {
 }
 
 // hostDomain returns the served domain the Host header names, as
-// <prefix><domain> or directly. The prefixed reading goes first: each name
-// asked of the directory's domain source costs a search, and
-// autoconfig.<d> is rarely a domain of its own.
+// <prefix><domain> or directly. A Host with one of the prefixes is read
+// as <prefix><domain> only: each name asked of the directory's domain
+// source costs a search, and asking for autoconfig.<d> as a domain of its
+// own too would make every autoconfig.<random> cost two for the one
+// token of the client's budget.
 func (c *call) hostDomain(prefixes ...string) (*policy.Domain, error) {
 	host := hostName(c.r.Host)
 	if _, err := netip.ParseAddr(host); err == nil {
@@ -370,11 +372,7 @@ func (c *call) hostDomain(prefixes ...string) (*policy.Domain, error) {
 		if !ok || rest == "" {
 			continue
 		}
-		d, err := c.domain(rest)
-		if err == nil || !errors.Is(err, policy.ErrUnknownDomain) {
-			return d, err
-		}
-		break // one prefix at most can match
+		return c.domain(rest) // one prefix at most can match
 	}
 	return c.domain(name)
 }
@@ -387,11 +385,12 @@ func (c *call) reserve() error {
 	if c.reserved {
 		return nil
 	}
-	if err := c.h.lim.reserveUnknown(c.client); err != nil {
+	took, err := c.h.lim.reserveUnknown(c.ip, c.client)
+	if err != nil {
 		c.h.log.Debug("lookup refused: unknown-address budget spent", "client", c.ip.String())
 		return err
 	}
-	c.reserved = true
+	c.reserved = took
 	return nil
 }
 

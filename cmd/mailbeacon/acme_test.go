@@ -6,10 +6,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -339,16 +341,33 @@ func TestACMEHostPolicyDirectoryDomain(t *testing.T) {
 		{"AUTODISCOVER.hosted.example.", true, "hosted.example"},
 		{"autoconfig.example.com", true, ""}, // configured: no search
 		{"autoconfig.nowhere.example", false, "nowhere.example"},
+		{"autoconfig.nowhere.example", false, ""}, // found not served: not asked again
 		{"autoconfig.down.example", false, "down.example"},
+		{"autoconfig.down.example", false, "down.example"}, // no answer is no "not served"
 		{"www.hosted.example", false, ""},
 		{"hosted.example", false, ""},
 		{"autoconfig.*.example", false, ""},
 		{"autoconfig." + strings.Repeat("a", 64) + ".example", false, ""},
 	} {
 		asked = nil
-		err := ts.hostPolicy(context.Background(), tc.host)
+		err := askingPolicy(ts, tc.host)
 		if (err == nil) != tc.ok || strings.Join(asked, ",") != tc.asks {
 			t.Errorf("hostPolicy(%q) = %v, asked %v; want allowed %v, asked %q", tc.host, err, asked, tc.ok, tc.asks)
 		}
 	}
+}
+
+// askingPolicy is the host policy as getCertificate applies it: a name
+// only the directory can confirm is asked about (for a client at
+// 192.0.2.1), then the policy asked again.
+func askingPolicy(ts *tlsServing, host string) error {
+	err := ts.hostPolicy(context.Background(), host)
+	var ask *errAskDirectory
+	if !errors.As(err, &ask) {
+		return err
+	}
+	if err := ts.askDirectory(context.Background(), netip.MustParseAddr("192.0.2.1"), ask.host, ask.domain); err != nil {
+		return err
+	}
+	return ts.hostPolicy(context.Background(), host)
 }

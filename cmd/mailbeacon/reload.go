@@ -33,6 +33,7 @@ type metrics struct {
 	source        *ldapsource.Metrics
 	resolver      *policy.Metrics
 	certNotAfter  prometheus.Gauge // tls.go
+	sniRefused    *prometheus.CounterVec
 	reloadsOK     prometheus.Counter
 	reloadsFailed prometheus.Counter
 }
@@ -49,17 +50,21 @@ func newMetrics() (*metrics, error) {
 		Name: "mailbeacon_tls_certificate_not_after_timestamp_seconds",
 		Help: "Expiry (Unix time) of the certificate loaded from server.tls.cert_file; alert well before it.",
 	})
+	sniRefused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mailbeacon_tls_sni_refused_total",
+		Help: "TLS handshakes refused for a server name of a domain the configuration lacks, by reason: budget (the client's unknown-address budget was spent, the directory was not asked), not_served (the directory does not serve it).",
+	}, []string{"reason"})
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mailbeacon_config_reloads_total",
 		Help: "Configuration reloads (SIGHUP) by result: ok, or failed (the previous configuration kept serving).",
 	}, []string{"result"})
-	for _, c := range []prometheus.Collector{reloads, certNotAfter} {
+	for _, c := range []prometheus.Collector{reloads, certNotAfter, sniRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering server metrics: %w", err)
 		}
 	}
 	return &metrics{
-		requests: req, source: ldapsource.NewMetrics(reg), resolver: policy.NewMetrics(reg), certNotAfter: certNotAfter,
+		requests: req, source: ldapsource.NewMetrics(reg), resolver: policy.NewMetrics(reg), certNotAfter: certNotAfter, sniRefused: sniRefused,
 		reloadsOK: reloads.WithLabelValues("ok"), reloadsFailed: reloads.WithLabelValues("failed"),
 	}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sync"
@@ -141,6 +142,15 @@ func newServer(a *app, log *slog.Logger) (*server, error) {
 		t.domain = func(ctx context.Context, name string) (*policy.Domain, error) {
 			return s.cur.load().app.resolver.Domain(ctx, name)
 		}
+		// The current generation's budget: its limiter is the one a
+		// reload carries over (protocols.Options.Previous).
+		t.budget = func(peer netip.Addr) (func(bool), bool) {
+			if h, ok := s.cur.load().handler.(*protocols.Handler); ok {
+				return h.ReserveLookup(peer)
+			}
+			return func(bool) {}, true
+		}
+		t.refused = a.metrics.sniRefused
 	}
 	return s, nil
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"slices"
@@ -17,11 +18,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
 
 	"github.com/mailbeacon/mailbeacon/policy"
+	"github.com/mailbeacon/mailbeacon/protocols"
 )
 
 // HTTPS served directly: from certificate files that are reloaded when
@@ -143,12 +146,39 @@ type tlsServing struct {
 	// domain asks the current configuration whether a domain is served,
 	// for names of the directory's domains (domain_source); nil: none.
 	domain func(ctx context.Context, name string) (*policy.Domain, error)
+	// budget takes a token of the unknown-address budget of the client at
+	// peer before domain is asked (protocols.Handler.ReserveLookup of the
+	// current generation); nil: no budget.
+	budget func(peer netip.Addr) (settle func(served bool), ok bool)
+	// refusedNames holds the directory names found not served, for the
+	// domain source's negative TTL: asked again, they cost neither a
+	// search nor a token. servedNames holds those found served, which the
+	// host policy lets through without asking again.
+	refusedNames, servedNames *nameSet
+	negativeTTL               atomic.Int64 // cache.negative_ttl
+	refusals                  *refusalLog
+	refused                   *prometheus.CounterVec // by reason; nil: not counted
 }
+
+// Bounds of the name sets and of the refusal log.
+const (
+	maxRefusedNames = 10_000 // ~300 bytes each at most
+	maxServedNames  = 4096
+	servedNameTTL   = time.Minute // the retry after the directory said yes
+	refusalPeriod   = time.Minute
+	maxRefusalLines = 30 // per refusalPeriod, all clients together
+)
 
 // newTLSServing prepares HTTPS for cfg; nil when cfg serves plain HTTP.
 // notAfter (may be nil) records the expiry of certificate files.
 func newTLSServing(cfg config, log *slog.Logger, notAfter prometheus.Gauge) (*tlsServing, error) {
-	t := &tlsServing{log: log, notAfter: notAfter}
+	t := &tlsServing{log: log, notAfter: notAfter,
+		refusedNames: newNameSet(maxRefusedNames), servedNames: newNameSet(maxServedNames)}
+	if t.log == nil {
+		t.log = slog.New(slog.DiscardHandler)
+	}
+	t.refusals = newRefusalLog(t.log)
+	t.negativeTTL.Store(int64(cfg.Cache.NegativeTTL))
 	switch {
 	case cfg.Server.TLS.enabled():
 		t.mode = "files"
@@ -203,28 +233,198 @@ func (t *tlsServing) newACME(a acmeConfig) (*autocert.Manager, error) {
 
 // hostPolicy lets ACME ask for certificates of configured names only: a
 // client cannot make mailbeacon request one for any name it sends as SNI.
+// It never asks the directory itself, for it does not know which client
+// asked: a name of a directory domain not yet confirmed is handed back to
+// getCertificate (errAskDirectory), which asks within the client's budget.
 func (t *tlsServing) hostPolicy(ctx context.Context, host string) error {
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
 	if (*t.names.Load())[host] {
 		return nil
 	}
 	if t.domain != nil {
-		// autoconfig.<d>, autodiscover.<d> or ua-auto-config.<d> of a
-		// domain the directory confirms; the name is checked before the
-		// directory is asked.
-		if _, rest, ok := strings.Cut(host, "."); ok && slices.Contains(httpsHosts(&policy.Domain{Name: rest}), host) {
-			if _, err := policy.NormalizeDomain(rest); err == nil {
-				d, err := t.domain(ctx, rest)
-				if err == nil && slices.Contains(httpsHosts(d), host) {
-					return nil
-				}
-				if err != nil && !errors.Is(err, policy.ErrUnknownDomain) {
-					return fmt.Errorf("acme: %q: cannot tell now whether %s is served: %w", host, rest, err)
-				}
+		if rest, ok := directoryName(host); ok {
+			if t.servedNames.has(host, time.Now()) {
+				return nil
 			}
+			return &errAskDirectory{host: host, domain: rest}
 		}
 	}
 	return fmt.Errorf("acme: %q is not an autoconfig., autodiscover. or ua-auto-config. name of a configured domain: no certificate requested", host)
+}
+
+// directoryName returns the domain of host when host is the
+// autoconfig.<d>, autodiscover.<d> or ua-auto-config.<d> name of a valid
+// domain d: the only names the directory's domain source is asked about.
+func directoryName(host string) (string, bool) {
+	_, rest, ok := strings.Cut(host, ".")
+	if !ok || !slices.Contains(httpsHosts(&policy.Domain{Name: rest}), host) {
+		return "", false
+	}
+	if _, err := policy.NormalizeDomain(rest); err != nil {
+		return "", false
+	}
+	return rest, true
+}
+
+// errAskDirectory is hostPolicy's answer for a name only the directory
+// can confirm.
+type errAskDirectory struct{ host, domain string }
+
+func (e *errAskDirectory) Error() string {
+	return fmt.Sprintf("acme: %q: not yet known whether the directory serves %s", e.host, e.domain)
+}
+
+// getCertificate is autocert's, with the directory asked for names of
+// domains the configuration lacks only within the budget of the client
+// that sent the name: a certificate already obtained is served as
+// before, without asking anything.
+func (t *tlsServing) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if _, err := policy.NormalizeDomain(hello.ServerName); err != nil && hello.ServerName != "" {
+		// Not a name any certificate is for; refused before autocert,
+		// whose own reading of it might differ from directoryName's.
+		return nil, fmt.Errorf("acme: server name %q: %w", hello.ServerName, err)
+	}
+	cert, err := t.acme.GetCertificate(hello)
+	var ask *errAskDirectory
+	if !errors.As(err, &ask) {
+		return cert, err
+	}
+	ctx, cancel := context.WithTimeout(hello.Context(), time.Minute)
+	defer cancel()
+	if err := t.askDirectory(ctx, peerAddr(hello), ask.host, ask.domain); err != nil {
+		return nil, err
+	}
+	return t.acme.GetCertificate(hello)
+}
+
+// peerAddr is the client of a handshake: its connection's peer. A peer
+// that is no IP address is the zero address: all such share one budget.
+func peerAddr(hello *tls.ClientHelloInfo) netip.Addr {
+	if hello.Conn == nil {
+		return netip.Addr{}
+	}
+	ap, err := netip.ParseAddrPort(hello.Conn.RemoteAddr().String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr()
+}
+
+// askDirectory asks whether domain, named by host in a handshake from
+// peer, is served: a name found not served before is refused at once;
+// otherwise the question takes a token of peer's unknown-address budget
+// first (given back when the domain is served), and is refused without
+// asking when none is left.
+func (t *tlsServing) askDirectory(ctx context.Context, peer netip.Addr, host, domain string) error {
+	now := time.Now()
+	if t.refusedNames.has(host, now) {
+		t.count("not_served")
+		return fmt.Errorf("acme: %q: %s is not served (cached): no certificate requested", host, domain)
+	}
+	settle := func(bool) {}
+	if t.budget != nil {
+		var ok bool
+		if settle, ok = t.budget(peer); !ok {
+			t.count("budget")
+			t.refusals.note(peer, host, now)
+			return fmt.Errorf("acme: %q: the client's unknown-address budget is spent: the directory is not asked", host)
+		}
+	}
+	d, err := t.domain(ctx, domain)
+	served := err == nil && slices.Contains(httpsHosts(d), host)
+	settle(served)
+	switch {
+	case served:
+		t.servedNames.add(host, now.Add(servedNameTTL))
+		return nil
+	case err != nil && !errors.Is(err, policy.ErrUnknownDomain):
+		return fmt.Errorf("acme: %q: cannot tell now whether %s is served: %w", host, domain, err)
+	}
+	t.count("not_served")
+	t.refusedNames.add(host, now.Add(time.Duration(t.negativeTTL.Load())))
+	return fmt.Errorf("acme: %q is not an autoconfig., autodiscover. or ua-auto-config. name of a served domain: no certificate requested", host)
+}
+
+func (t *tlsServing) count(reason string) {
+	if t.refused != nil {
+		t.refused.WithLabelValues(reason).Inc()
+	}
+}
+
+// nameSet is a bounded set of names, each until its expiry; the least
+// recently added go first when it is full.
+type nameSet struct {
+	mu    sync.Mutex
+	names *simplelru.LRU[string, time.Time]
+}
+
+func newNameSet(size int) *nameSet {
+	l, _ := simplelru.NewLRU[string, time.Time](size, nil) // size > 0
+	return &nameSet{names: l}
+}
+
+func (s *nameSet) has(name string, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	until, ok := s.names.Peek(name)
+	if ok && !now.Before(until) {
+		s.names.Remove(name)
+		return false
+	}
+	return ok
+}
+
+func (s *nameSet) add(name string, until time.Time) {
+	s.mu.Lock()
+	s.names.Add(name, until)
+	s.mu.Unlock()
+}
+
+// refusalLog logs handshakes refused for a spent budget once per client
+// and refusalPeriod, with how many were refused since, and at most
+// maxRefusalLines a period in all: a flood from many addresses fills the
+// metric, not the log.
+type refusalLog struct {
+	log *slog.Logger
+
+	mu      sync.Mutex
+	clients *simplelru.LRU[netip.Addr, refusals]
+	period  time.Time // start of the current period
+	lines   int       // logged in it
+}
+
+type refusals struct {
+	logged time.Time
+	since  int // refused since logged
+}
+
+func newRefusalLog(log *slog.Logger) *refusalLog {
+	l, _ := simplelru.NewLRU[netip.Addr, refusals](4*maxRefusalLines, nil)
+	return &refusalLog{log: log, clients: l}
+}
+
+func (r *refusalLog) note(peer netip.Addr, host string, now time.Time) {
+	key := protocols.ClientKey(peer)
+	r.mu.Lock()
+	c, ok := r.clients.Get(key)
+	if ok && now.Sub(c.logged) < refusalPeriod {
+		c.since++
+		r.clients.Add(key, c)
+		r.mu.Unlock()
+		return
+	}
+	if now.Sub(r.period) >= refusalPeriod {
+		r.period, r.lines = now, 0
+	}
+	if r.lines >= maxRefusalLines {
+		r.mu.Unlock()
+		return
+	}
+	r.lines++
+	r.clients.Add(key, refusals{logged: now})
+	r.mu.Unlock()
+	r.log.Warn("TLS handshakes refused: the client's unknown-address budget is spent, so the directory is not asked about the names it sends; logged once a minute per client (limits.unknown_per_minute, limits.exempt)",
+		"client", peer.String(), "name", host, "refused_since_last_line", c.since)
 }
 
 // httpsHosts are the names of d that clients reach over HTTPS: the
@@ -246,6 +446,7 @@ func (t *tlsServing) config() *tls.Config {
 	if t.mode == "acme" {
 		c := t.acme.TLSConfig() // answers TLS-ALPN-01 challenges too
 		c.MinVersion = tls.VersionTLS12
+		c.GetCertificate = t.getCertificate
 		return c
 	}
 	return &tls.Config{
@@ -305,6 +506,7 @@ func (t *tlsServing) update(cfg config) error {
 		t.files.Store(f)
 	case "acme":
 		t.setNames(cfg)
+		t.negativeTTL.Store(int64(cfg.Cache.NegativeTTL))
 	}
 	return nil
 }
