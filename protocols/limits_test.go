@@ -98,6 +98,8 @@ func TestLimitOptionsPrepare(t *testing.T) {
 		{"bad header", func(o *LimitOptions) { o.ClientIPHeader = "X-Real-IP" }, "limits.client_ip_header"},
 		{"bad proxy", func(o *LimitOptions) { o.TrustedProxies = []string{"10.0.0.0/8", "proxy.example.com"} }, "limits.trusted_proxies[1]"},
 		{"bad cidr", func(o *LimitOptions) { o.TrustedProxies = []string{"10.0.0.0/33"} }, "limits.trusted_proxies[0]"},
+		{"bad exempt", func(o *LimitOptions) { o.Exempt = []string{"192.0.2.10", "probe.example.net"} }, "limits.exempt[1]"},
+		{"good exempt", func(o *LimitOptions) { o.Exempt = []string{"192.0.2.10", "2001:db8::/64", "::ffff:198.51.100.7"} }, ""},
 		{"rates off", func(o *LimitOptions) { o.RequestsPerSecond, o.Burst, o.UnknownPerMinute, o.UnknownBurst = 0, 0, 0, 0 }, ""},
 		{"good proxies", func(o *LimitOptions) {
 			o.TrustedProxies = []string{"10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "::ffff:198.51.100.0/120"}
@@ -584,5 +586,55 @@ func TestKeepKnownTokensClosesTheBudgetOracle(t *testing.T) {
 			t.Errorf("KeepKnownTokens %v: after a known candidate %d, after an unknown one %d; want %d and %d",
 				tc.keep, known, unknown, tc.wantKnown, tc.wantNone)
 		}
+	}
+}
+
+// ReserveLookup charges a TLS peer's unknown-address budget as requests
+// are charged: no token left, no question; a served name gives its token
+// back; an exempt peer spends nothing; an IPv6 peer is its /64.
+func TestSNIReserveLookup(t *testing.T) {
+	res, _ := newDemoResolver(t, demoDomains())
+	h := NewHandler(res, Options{Limits: limitsFor(t, LimitOptions{UnknownPerMinute: 0.001, UnknownBurst: 2, Exempt: []string{"192.0.2.99"}})})
+	take := func(peer string) func(bool) {
+		t.Helper()
+		settle, ok := h.ReserveLookup(netip.MustParseAddr(peer))
+		if !ok {
+			return nil
+		}
+		return settle
+	}
+	a := take("192.0.2.1")
+	if a == nil {
+		t.Fatal("first question refused")
+	}
+	a(true) // served: given back
+	for i := range 2 {
+		s := take("192.0.2.1")
+		if s == nil {
+			t.Fatalf("question %d refused with tokens left", i+2)
+		}
+		s(false)
+	}
+	if take("192.0.2.1") != nil {
+		t.Error("a question was let through with the budget spent")
+	}
+	if take("::ffff:192.0.2.1") != nil {
+		t.Error("the IPv4-mapped form of the same peer got a budget of its own")
+	}
+	if take("192.0.2.2") == nil {
+		t.Error("another peer was refused")
+	}
+	for range 2 {
+		take("2001:db8:1:2::1")(false)
+	}
+	if take("2001:db8:1:2::ffff") != nil {
+		t.Error("another address of the same IPv6 /64 got a budget of its own")
+	}
+	for range 10 {
+		s := take("192.0.2.99")
+		if s == nil {
+			t.Fatal("an exempt peer was refused")
+		}
+		s(false)
 	}
 }
