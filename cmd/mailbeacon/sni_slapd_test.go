@@ -125,6 +125,14 @@ server:
 	if n := strings.Count(s.stderr.String(), logLine); n != 1 {
 		t.Errorf("the refusals were logged %d times, want once for the client within a minute", n)
 	}
+	for line := range strings.Lines(s.stderr.String()) {
+		if strings.Contains(line, logLine) {
+			t.Logf("logged: %s", strings.TrimSpace(line))
+			if !strings.Contains(line, "level=WARN") || !strings.Contains(line, "client=127.0.0.1") {
+				t.Errorf("the refusal is not a warning naming the client: %s", line)
+			}
+		}
+	}
 
 	// A reload keeps what the client spent.
 	s.hup()
