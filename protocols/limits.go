@@ -25,7 +25,9 @@ import (
 //     request takes a token before its first directory work and gets it
 //     back when the address turns out known (Account.Known), so however
 //     many lookups a client starts at once, no more than the bucket holds
-//     reach the directory; an empty bucket is answered 429;
+//     reach the directory; an empty bucket is answered 429. The server
+//     names of TLS handshakes that only the directory can confirm pay
+//     from the same bucket (ReserveLookup); limits.exempt spends none;
 //   - a bound on each client's requests in progress (429), so that a
 //     client with many slow requests holds only its own slots;
 //   - a bound on all requests in progress (503 with Retry-After), taken
