@@ -24,7 +24,7 @@ func TestClassify(t *testing.T) {
 		key    string
 		reason string // substring of the reason
 	}{
-		{"AD wrong password", adError("52e"), Configuration, pwKey, "wrong password"},
+		{"AD wrong name or password", adError("52e"), Configuration, pwKey, "ldap.bind_dn with its password (AD 52e"},
 		{"AD locked out", adError("775"), Configuration, "ldap.bind_dn", "locked out"},
 		{"AD disabled", adError("533"), Configuration, "ldap.bind_dn", "disabled"},
 		{"AD password expired", adError("532"), Configuration, "ldap.bind_dn", "password has expired"},
@@ -42,7 +42,7 @@ func TestClassify(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := classify(fmt.Errorf("ldap://dc: bind: %w", tt.err), pwKey)
+			err := classify(fmt.Errorf("ldap://dc: bind: %w", tt.err), pwKey, "CN=svc,DC=example,DC=com")
 			if KindOf(err) != tt.kind {
 				t.Fatalf("kind %v, want %v (%v)", KindOf(err), tt.kind, err)
 			}
@@ -57,7 +57,7 @@ func TestClassify(t *testing.T) {
 				t.Errorf("got key %q reason %q fix %q (%v); want key %q, reason with %q", ce.Key, ce.Reason, ce.Fix, err, tt.key, tt.reason)
 			}
 			// Classifying again (a wrapped error) keeps the first verdict.
-			if again := classify(fmt.Errorf("again: %w", err), "other"); ConfigurationError(again) != ce {
+			if again := classify(fmt.Errorf("again: %w", err), "other", ""); ConfigurationError(again) != ce {
 				t.Errorf("classified twice: %v", again)
 			}
 		})
