@@ -141,7 +141,7 @@ func classify(err error, passwordKey, bindDN string) error {
 				", and " + passwordKey + " must hold that account's current password"
 		}
 		if bareName(bindDN) {
-			fix = fmt.Sprintf("ldap.bind_dn %q is a bare account name, which is not a bind name: ", bindDN) + fix
+			fix = fmt.Sprintf("ldap.bind_dn %q is a bare account name: give it as one of the forms below; ", bindDN) + fix
 		}
 		return cfg(passwordKey, reason, fix)
 	case ldap.IsErrorWithCode(err, ldap.LDAPResultInvalidDNSyntax):
