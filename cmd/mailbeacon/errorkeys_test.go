@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode"
@@ -123,6 +124,66 @@ func TestLockoutSafeErrorsNameKeySlapd(t *testing.T) {
 			"domain_source.base_dn", nil, []string{`refers to "ldap://dc.other.example/o=domains,dc=other,dc=com`}},
 		{"empty base_dn without a global catalog port", withLine(good, baseDNLine, `  base_dn: ""`),
 			"ldap.base_dn", nil, []string{"3268 or 3269", srv.URL}},
+	})
+
+	// A reload to either mistake is refused, naming the key, and the
+	// running configuration keeps answering.
+	t.Run("reload", func(t *testing.T) {
+		file := filepath.Join(t.TempDir(), "c.yaml")
+		writeFile(t, file, good)
+		s := startServe(t, []string{"--config", file, "--listen", "127.0.0.1:0"})
+		for i, tc := range []struct{ text, want string }{
+			{withLine(good, baseDNLine, `  base_dn: "dc=other,dc=com"`), `ldap.base_dn: the directory does not hold the base DN and refers to \"ldap://dc.other.example/dc=other,dc=com`},
+			{withLine(good, bindDNLine, `  bind_dn: "EXAMPLE\bind-mail"`), `ldap.bind_dn: \"EXAMPLE\\bind-mail\" holds the control character U+0008`},
+		} {
+			writeFile(t, file, tc.text)
+			s.hup()
+			s.waitLog("configuration reload failed", i+1)
+			log := s.stderr.String()
+			if !strings.Contains(log, tc.want) {
+				t.Errorf("reload %d: the log does not say %s:\n%s", i, tc.want, log)
+			}
+			if r := rawControl(log); r >= 0 {
+				t.Errorf("the log prints the raw control character %U", r)
+			}
+			if _, body := get(t, http.DefaultClient, s.addrs["server.listen"]+"/mail/config-v1.1.xml?emailaddress=bob@example.com", ""); !strings.Contains(body, "<username>bob.login</username>") {
+				t.Errorf("after the refused reload %d bob gets:\n%s", i, body)
+			}
+		}
+	})
+
+	// Started degraded on a referral, 200 requests at once get the domain
+	// defaults, and the log names the key; what they cost slapd is printed.
+	t.Run("degraded, 200 at once", func(t *testing.T) {
+		file := filepath.Join(t.TempDir(), "c.yaml")
+		writeFile(t, file, withLine(good, baseDNLine, `  base_dn: "dc=other,dc=com"`)+"limits:\n  requests_per_second: 0\n  unknown_per_minute: 0\n  max_per_client: 256\n")
+		s := startServe(t, []string{"--config", file, "--listen", "127.0.0.1:0", "--start-degraded"})
+		if log := s.stderr.String(); !strings.Contains(log, "starting degraded") || !strings.Contains(log, "key=ldap.base_dn") {
+			t.Errorf("log:\n%s", log)
+		}
+		before := srv.SearchCount()
+		var bad atomic.Int32
+		ldaptest.Together(200, func(i int) {
+			addr := fmt.Sprintf("u%d@example.com", i)
+			resp, err := http.Get(s.addrs["server.listen"] + "/mail/config-v1.1.xml?emailaddress=" + addr)
+			if err != nil {
+				if bad.Add(1) == 1 {
+					t.Log(err)
+				}
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !strings.Contains(string(body), "<username>"+addr+"</username>") {
+				if bad.Add(1) == 1 {
+					t.Logf("%s: %d %s", addr, resp.StatusCode, body)
+				}
+			}
+		})
+		t.Logf("200 requests at once with a referred base DN: %d searches in slapd", srv.SearchCount()-before)
+		if bad.Load() != 0 {
+			t.Errorf("%d of 200 requests did not get the domain defaults", bad.Load())
+		}
 	})
 }
 
