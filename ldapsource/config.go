@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Config is the ldap section of the configuration.
@@ -91,8 +92,20 @@ func (cfg *Config) validate() ([]target, *tls.Config, error) {
 		}
 		targets = append(targets, t)
 	}
+	for _, k := range []struct{ key, value string }{{"ldap.bind_dn", cfg.BindDN}, {"ldap.base_dn", cfg.BaseDN}} {
+		if err := noControlCharacter(k.key, k.value); err != nil {
+			return nil, nil, err
+		}
+	}
 	if cfg.BaseDN == "" {
-		return nil, nil, fmt.Errorf("ldap.base_dn: missing: the subtree to search, e.g. ou=people,dc=example,dc=com")
+		// The empty DN is the root of the whole forest, which only an
+		// Active Directory global catalog searches.
+		for i, t := range targets {
+			if _, port, _ := net.SplitHostPort(t.hostout); port != "3268" && port != "3269" {
+				return nil, nil, fmt.Errorf("ldap.base_dn: missing: the subtree to search, e.g. ou=people,dc=example,dc=com "+
+					"(empty means the whole forest, which only a global catalog searches: ldap.urls[%d] %s is not on its port 3268 or 3269)", i, t.url)
+			}
+		}
 	}
 	if cfg.BindPassword != "" && cfg.BindPasswordFile != "" {
 		return nil, nil, fmt.Errorf("ldap.bind_password_file: give the password either in a file or in ldap.bind_password (or MAILBEACON_LDAP_BIND_PASSWORD), not both")
@@ -130,6 +143,19 @@ func (cfg *Config) validate() ([]target, *tls.Config, error) {
 		tc.RootCAs = pool
 	}
 	return targets, tc, nil
+}
+
+// noControlCharacter refuses a value with a control character, the trace
+// of a YAML double-quoted string: there "EXAMPLE\bind" holds a backspace.
+// The value is shown quoted, so that the character is seen, not obeyed.
+func noControlCharacter(key, value string) error {
+	for i, r := range value {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("%s: %q holds the control character %U at byte %d: in YAML double quotes a backslash starts an escape "+
+				"(\\b is a backspace, \\t a tab, \\n a new line): write the value in single quotes, e.g. 'EXAMPLE\\svc-mailbeacon', or double the backslash", key, value, r, i)
+		}
+	}
+	return nil
 }
 
 func hostPort(u *url.URL, defPort string) string {

@@ -39,6 +39,9 @@ func (s *Source) DomainSearch(cfg DomainSearchConfig, attrs []string) (*DomainSe
 	if cfg.BaseDN == "" {
 		return nil, fmt.Errorf("domain_source.base_dn: missing: the entry or subtree holding the domains, e.g. o=domains,dc=example,dc=com")
 	}
+	if err := noControlCharacter("domain_source.base_dn", cfg.BaseDN); err != nil {
+		return nil, err
+	}
 	if _, err := ldap.ParseDN(cfg.BaseDN); err != nil {
 		return nil, fmt.Errorf("domain_source.base_dn: %q is not a DN: %w", cfg.BaseDN, err)
 	}
@@ -95,8 +98,15 @@ func (d *DomainSearch) Ping(ctx context.Context) error {
 }
 
 // describe names the key at fault when the directory has no base entry
-// (or does not let the service account see it).
+// (or does not let the service account see it), or refers elsewhere for it.
 func (d *DomainSearch) describe(err error) error {
+	if ldap.IsErrorWithCode(err, ldap.LDAPResultReferral) {
+		var lerr *ldap.Error
+		if errors.As(err, &lerr) {
+			err = lerr
+		}
+		return referralError("domain_source.base_dn", err)
+	}
 	if ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
 		// The pool names ldap.base_dn for a missing base: here it is
 		// the domain source's.

@@ -340,7 +340,7 @@ func (s *Source) dial(ctx context.Context) (*conn, error) {
 			}
 			return c, nil
 		}
-		err = classify(err, s.passwordKey)
+		err = classify(err, s.passwordKey, s.cfg.BindDN)
 		errs = append(errs, err)
 		s.dialErrors[idx].Inc()
 		if ctx.Err() != nil {

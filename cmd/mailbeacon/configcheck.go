@@ -56,9 +56,9 @@ func configCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 			"if set, and search for postmaster@DOMAIN in each listed domain. Each problem is printed with the key at\n"+
 			"fault and the fix.\n\n"+
 			"Exit status: 0 valid, 1 invalid configuration, 2 usage error,\n"+
-			"3 (--online) the directory cannot be reached or a search failed (a bind the\n"+
-			"directory refuses for a configuration reason, such as the password or the CA,\n"+
-			"is status 1).\n\n")
+			"3 (--online) the directory cannot be reached or a search failed (a bind or a\n"+
+			"base DN the directory refuses for a configuration reason, such as the password,\n"+
+			"the CA, or a referral to another server, is status 1).\n\n")
 		fs.PrintDefaults()
 	}
 	file, err := oneArgument(fs, args, stderr)

@@ -337,7 +337,7 @@ func TestSambaMisconfigurationAndLockout(t *testing.T) {
 	wrong := filepath.Join(dir, "wrong.yaml")
 	writeFile(t, wrong, regexp.MustCompile(`(?m)^  bind_password_file: .*$`).ReplaceAllString(text, fmt.Sprintf("  bind_password_file: %q", wrongPW)))
 	code, log = runServe(t, "--config", wrong)
-	if code == 0 || !strings.Contains(log, "ldap.bind_password_file: wrong password for the service account (AD 52e)") {
+	if code == 0 || !strings.Contains(log, "ldap.bind_password_file: the directory refused ldap.bind_dn with its password (AD 52e") {
 		t.Errorf("wrong password: exit %d:\n%s", code, log)
 	}
 
@@ -349,7 +349,7 @@ func TestSambaMisconfigurationAndLockout(t *testing.T) {
 	elapsed := time.Since(start)
 	t.Logf("1,000 requests in %v", elapsed.Round(time.Millisecond))
 	s.stop()
-	if n := strings.Count(s.stderr.String(), `reason="wrong password for the service account (AD 52e)"`); n != 1 {
+	if n := strings.Count(s.stderr.String(), `reason="the directory refused ldap.bind_dn with its password (AD 52e: no such account, or a wrong password; AD does not say which)"`); n != 1 {
 		t.Errorf("the log says why %d times, want once:\n%s", n, s.stderr.String())
 	}
 

@@ -77,8 +77,9 @@ type Server struct {
 type Option func(*options)
 
 type options struct {
-	ldif  string
-	extra []string
+	ldif     string
+	extra    []string
+	referral string
 }
 
 // WithExtraLDIF adds LDIF content records, loaded after the base data (the
@@ -93,6 +94,13 @@ func WithExtraLDIF(ldif string) Option {
 // dc=example,dc=com itself.
 func WithLDIF(ldif string) Option {
 	return func(o *options) { o.ldif = ldif }
+}
+
+// WithReferral makes url the server's default referral: a request for a
+// DN outside dc=example,dc=com is answered with LDAP result 10 (referral)
+// naming url, as Active Directory answers a DN of another domain.
+func WithReferral(url string) Option {
+	return func(o *options) { o.referral = url }
 }
 
 // Slapd starts a throwaway slapd loaded with the demo directory (see
@@ -155,7 +163,7 @@ func Slapd(t testing.TB, opts ...Option) *Server {
 	if err := os.WriteFile(filepath.Join(dir, "mailbeacon.schema"), []byte(mailbeaconSchema), 0o644); err != nil {
 		t.Fatalf("ldaptest: %v", err)
 	}
-	conf := s.config(ol, ca, cert, key)
+	conf := s.config(ol, ca, cert, key, o.referral)
 	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
 		t.Fatalf("ldaptest: %v", err)
 	}
@@ -287,7 +295,7 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-func (s *Server) config(ol openLDAP, ca, cert, key string) string {
+func (s *Server) config(ol openLDAP, ca, cert, key, referral string) string {
 	q := func(p string) string { return `"` + p + `"` }
 	var b strings.Builder
 	for _, f := range []string{"core", "cosine", "inetorgperson", "nis", "misc"} {
@@ -298,7 +306,11 @@ func (s *Server) config(ol openLDAP, ca, cert, key string) string {
 	if ol.moduleDir != "" {
 		fmt.Fprintf(&b, "modulepath %s\nmoduleload back_mdb\n", q(ol.moduleDir))
 	}
-	b.WriteString("loglevel none\n\n")
+	b.WriteString("loglevel none\n")
+	if referral != "" {
+		fmt.Fprintf(&b, "referral %s\n", q(referral))
+	}
+	b.WriteString("\n")
 	fmt.Fprintf(&b, "TLSCACertificateFile %s\nTLSCertificateFile %s\nTLSCertificateKeyFile %s\n\n", q(ca), q(cert), q(key))
 
 	// cn=config over ldapi:// with SASL EXTERNAL, for root and for the
