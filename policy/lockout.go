@@ -62,12 +62,24 @@ func (c LockoutConfig) Validate(key string) error {
 }
 
 // maxGuardedAccounts bounds the accounts the guard remembers: only
-// accounts with a refused bind in the last pause (or a bind in flight)
+// accounts with a refused bind in the last hour (or a bind in flight)
 // take a place, about 150 bytes plus 32 per refused password. When every
-// place is taken, accounts without one are not bound as at all until
-// places free up: a flood that names more accounts than this refuses
-// logins rather than locking anybody out.
+// place is taken, those whose pause is over are forgotten first (which
+// only lets a refused password be tried once more); when all are within
+// their pause, accounts without a place are not bound as at all until
+// places free up: a flood naming more accounts than this refuses logins
+// rather than locking anybody out.
 const maxGuardedAccounts = 50_000
+
+// minRefusedMemory is how long refused passwords are remembered at least
+// (bind_pause when longer): a client stuck on an old password is refused
+// from memory past the pause, at the cost of refusing, for that long, a
+// password refused before it was set in the directory.
+const minRefusedMemory = time.Hour
+
+// maxRefusedPerAccount bounds the refused passwords remembered per
+// account; the oldest is forgotten first.
+const maxRefusedPerAccount = 16
 
 // guardSweepEvery is how often the guard looks for ended pauses besides
 // the accounts it is asked about.
@@ -112,7 +124,7 @@ type accountGuard struct {
 
 type guarded struct {
 	dn       string // as the directory spells it, for the log
-	failures int    // refused binds since the record began
+	failures int    // refused binds within the pause
 	inflight int    // binds under way
 	last     time.Time
 	paused   bool                // failures reached the bound (logged once)
@@ -130,27 +142,42 @@ func (g *accountGuard) setConfig(c LockoutConfig) {
 	// A lowered bound pauses accounts at their next admission.
 }
 
-// over reports whether the record's pause, or its memory of failures,
-// has ended: nothing under way and Pause since the last refused bind.
-func (g *accountGuard) over(rec *guarded, now time.Time) bool {
-	return rec.inflight == 0 && !now.Before(rec.last.Add(g.cfg.Pause))
-}
-
-// dropLocked forgets an account, logging the end of its pause.
-func (g *accountGuard) dropLocked(key string, rec *guarded) {
-	delete(g.accounts, key)
-	if rec.paused {
-		g.paused--
-		g.metrics.authPausedAccounts.Dec()
-		g.log.Info("authenticated Autodiscover: binds as this account resume", "account", rec.dn)
+// refreshLocked ends the record's pause once bind_pause has passed since
+// its last refused bind, and forgets it once its refused passwords are
+// old too. It reports whether the record is kept.
+func (g *accountGuard) refreshLocked(key string, rec *guarded, now time.Time) bool {
+	if rec.inflight > 0 || rec.last.IsZero() {
+		return true
 	}
+	if rec.failures > 0 && !now.Before(rec.last.Add(g.cfg.Pause)) {
+		rec.failures = 0
+		g.resumeLocked(rec)
+	}
+	if rec.failures == 0 && !now.Before(rec.last.Add(max(g.cfg.Pause, minRefusedMemory))) {
+		delete(g.accounts, key)
+		return false
+	}
+	return true
 }
 
 func (g *accountGuard) sweepLocked(now time.Time) {
 	g.nextSweep = now.Add(guardSweepEvery)
 	for k, rec := range g.accounts {
-		if rec.failures > 0 && g.over(rec, now) {
-			g.dropLocked(k, rec)
+		g.refreshLocked(k, rec, now)
+	}
+}
+
+// makeRoomLocked frees places when the table is full: ended pauses go
+// first, then accounts whose pause is over (they only remember refused
+// passwords).
+func (g *accountGuard) makeRoomLocked(now time.Time) {
+	g.sweepLocked(now)
+	for k, rec := range g.accounts {
+		if len(g.accounts) < maxGuardedAccounts*7/8 {
+			return
+		}
+		if rec.failures == 0 && rec.inflight == 0 {
+			delete(g.accounts, k)
 		}
 	}
 }
@@ -166,11 +193,13 @@ func (g *accountGuard) admit(dn string, mac [sha256.Size]byte, good bool, now ti
 		g.sweepLocked(now)
 	}
 	rec := g.accounts[key]
-	if rec != nil && rec.failures > 0 && g.over(rec, now) {
-		g.dropLocked(key, rec)
+	if rec != nil && !g.refreshLocked(key, rec, now) {
 		rec = nil
 	}
 	if rec != nil {
+		if rec.failures < g.cfg.Failures {
+			g.resumeLocked(rec) // the bound was raised by a reload
+		}
 		for _, r := range rec.refused {
 			if hmac.Equal(r[:], mac[:]) {
 				return refuseRepeated
@@ -187,7 +216,7 @@ func (g *accountGuard) admit(dn string, mac [sha256.Size]byte, good bool, now ti
 		}
 	} else {
 		if len(g.accounts) >= maxGuardedAccounts {
-			g.sweepLocked(now)
+			g.makeRoomLocked(now)
 		}
 		if len(g.accounts) >= maxGuardedAccounts {
 			if !g.full {
@@ -206,6 +235,16 @@ func (g *accountGuard) admit(dn string, mac [sha256.Size]byte, good bool, now ti
 	}
 	rec.inflight++
 	return bindAllowed
+}
+
+func (g *accountGuard) resumeLocked(rec *guarded) {
+	if !rec.paused {
+		return
+	}
+	rec.paused = false
+	g.paused--
+	g.metrics.authPausedAccounts.Dec()
+	g.log.Info("authenticated Autodiscover: binds as this account resume", "account", rec.dn)
 }
 
 func (g *accountGuard) pauseLocked(rec *guarded) {
@@ -231,15 +270,16 @@ func (g *accountGuard) done(dn string, mac [sha256.Size]byte, refused bool, now 
 	if refused {
 		rec.failures++
 		rec.last = now
-		if len(rec.refused) < MaxBindFailures {
-			rec.refused = append(rec.refused, mac)
+		if len(rec.refused) == maxRefusedPerAccount {
+			rec.refused = append(rec.refused[:0], rec.refused[1:]...) // the oldest goes
 		}
+		rec.refused = append(rec.refused, mac)
 		if rec.failures >= g.cfg.Failures && !rec.paused {
 			g.pauseLocked(rec)
 		}
 		return
 	}
-	if rec.failures == 0 && rec.inflight == 0 {
+	if rec.failures == 0 && rec.inflight == 0 && len(rec.refused) == 0 {
 		delete(g.accounts, key) // nothing to remember
 	}
 }

@@ -276,17 +276,54 @@ func TestLockoutMemoryBound(t *testing.T) {
 	if c := logs.count("too many accounts"); c != 1 {
 		t.Errorf("full logged %d times, want 1", c)
 	}
-	// A successful bind leaves nothing behind.
+	// Once the pauses are over, the accounts that only remember refused
+	// passwords make room; a success leaves nothing behind.
 	now = now.Add(time.Minute)
 	if v := g.admit("uid=new,dc=example", mac, false, now); v != bindAllowed {
 		t.Fatalf("after the pauses: %v", v)
 	}
 	g.done("uid=new,dc=example", mac, false, now)
-	if n, paused := g.state(); n != 0 || paused != 0 {
-		t.Errorf("after the pauses and a success: %d accounts, %d paused; want none", n, paused)
+	if n, paused := g.state(); n > maxGuardedAccounts*7/8 || paused != 0 {
+		t.Errorf("after the pauses and a success: %d accounts, %d paused; want at most %d, none paused", n, paused, maxGuardedAccounts*7/8)
 	}
 	if v := testutil.ToFloat64(m.authPausedAccounts); v != 0 {
 		t.Errorf("paused gauge %v, want 0", v)
+	}
+	if c := logs.count("room again"); c != 1 {
+		t.Errorf("room again logged %d times, want 1", c)
+	}
+	// Those remembered past the hour are forgotten altogether.
+	now = now.Add(time.Hour)
+	g.admit("uid=other,dc=example", mac, false, now)
+	g.done("uid=other,dc=example", mac, false, now)
+	if n, _ := g.state(); n != 0 {
+		t.Errorf("an hour later %d accounts remembered, want 0", n)
+	}
+}
+
+// A refused password stays refused from memory after the pause ends, for
+// an hour: a client stuck on an old password costs no bind meanwhile.
+func TestLockoutRefusedPasswordOutlivesPause(t *testing.T) {
+	ctx := context.Background()
+	r, dir, clk, _, _ := lockoutResolver(t, LockoutConfig{Failures: 1, Pause: 5 * time.Minute})
+	bob := mustAddr(t, "bob@example.com")
+	_, _ = r.Authenticate(ctx, bob, "OldPassword1")
+	for range 11 {
+		clk.Advance(5 * time.Minute)
+		if _, err := r.Authenticate(ctx, bob, "OldPassword1"); !errors.Is(err, ErrBadCredentials) {
+			t.Fatal(err)
+		}
+	}
+	if n := dir.binds.Load(); n != 1 {
+		t.Errorf("%d binds for an old password over 55 minutes, want 1", n)
+	}
+	if _, err := r.Authenticate(ctx, bob, "Secret123!"); err != nil {
+		t.Errorf("right password after the pause: %v", err)
+	}
+	clk.Advance(time.Hour)
+	_, _ = r.Authenticate(ctx, bob, "OldPassword1")
+	if n := dir.binds.Load(); n != 3 {
+		t.Errorf("%d binds, want 3: an hour on, the old password is tried once more", n)
 	}
 }
 
