@@ -49,9 +49,9 @@ func newPOXClient(base, source string) *poxClient {
 // poxAnswer is what a client can tell of a response: status, the headers
 // that describe it, and the body. Two refusals must not differ in it.
 type poxAnswer struct {
-	status                                 int
+	status                                int
 	challenge, contentType, length, cache string
-	body                                   string
+	body                                  string
 }
 
 func (a poxAnswer) String() string {
