@@ -160,7 +160,9 @@ func (r *Resolver) Authenticate(ctx context.Context, addr Address, password stri
 		start := r.now()
 		err := b.Authenticate(context.WithoutCancel(ctx), dn, password)
 		refused := errors.Is(err, ldapsource.ErrInvalidCredentials)
-		m.guard.done(dn, mac, refused, r.now())
+		// A refusal for the account's state (locked, expired) counts, but
+		// the password may be right: it is not remembered as wrong.
+		m.guard.done(dn, mac, refused, !errors.Is(err, ldapsource.ErrAccountRestricted), r.now())
 		switch {
 		case err == nil:
 			m.remember(dn, mac, r.now())

@@ -257,8 +257,9 @@ func (g *accountGuard) pauseLocked(rec *guarded) {
 }
 
 // done records the answer to a bind admitted by admit: refused says the
-// directory refused the password.
-func (g *accountGuard) done(dn string, mac [sha256.Size]byte, refused bool, now time.Time) {
+// directory refused it, wrong that it blamed the password (which is then
+// refused from memory when it comes again).
+func (g *accountGuard) done(dn string, mac [sha256.Size]byte, refused, wrong bool, now time.Time) {
 	key := strings.ToLower(dn)
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -270,10 +271,12 @@ func (g *accountGuard) done(dn string, mac [sha256.Size]byte, refused bool, now 
 	if refused {
 		rec.failures++
 		rec.last = now
-		if len(rec.refused) == maxRefusedPerAccount {
-			rec.refused = append(rec.refused[:0], rec.refused[1:]...) // the oldest goes
+		if wrong {
+			if len(rec.refused) == maxRefusedPerAccount {
+				rec.refused = append(rec.refused[:0], rec.refused[1:]...) // the oldest goes
+			}
+			rec.refused = append(rec.refused, mac)
 		}
-		rec.refused = append(rec.refused, mac)
 		if rec.failures >= g.cfg.Failures && !rec.paused {
 			g.pauseLocked(rec)
 		}

@@ -13,6 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/mailbeacon/mailbeacon/ldapsource"
 )
 
 const bobDN = "uid=bob.login,ou=people,dc=example,dc=com"
@@ -256,7 +258,7 @@ func TestLockoutMemoryBound(t *testing.T) {
 			if v != bindAllowed {
 				t.Fatalf("account %d: %v", i, v)
 			}
-			g.done(dn, mac, true, now)
+			g.done(dn, mac, true, true, now)
 		} else if v != refuseFull {
 			t.Fatalf("account %d beyond the bound: verdict %v, want refuseFull", i, v)
 		}
@@ -269,7 +271,7 @@ func TestLockoutMemoryBound(t *testing.T) {
 	if v := g.admit("uid=u7,dc=example", mac, false, now); v != bindAllowed {
 		t.Errorf("a remembered account: %v", v)
 	}
-	g.done("uid=u7,dc=example", mac, true, now)
+	g.done("uid=u7,dc=example", mac, true, true, now)
 	if v := g.admit("UID=U7,DC=EXAMPLE", [32]byte{1, 2, 3, 4}, false, now); v != refusePaused {
 		t.Errorf("u7 after two refusals (DN in other case): %v, want refusePaused", v)
 	}
@@ -282,7 +284,7 @@ func TestLockoutMemoryBound(t *testing.T) {
 	if v := g.admit("uid=new,dc=example", mac, false, now); v != bindAllowed {
 		t.Fatalf("after the pauses: %v", v)
 	}
-	g.done("uid=new,dc=example", mac, false, now)
+	g.done("uid=new,dc=example", mac, false, false, now)
 	if n, paused := g.state(); n > maxGuardedAccounts*7/8 || paused != 0 {
 		t.Errorf("after the pauses and a success: %d accounts, %d paused; want at most %d, none paused", n, paused, maxGuardedAccounts*7/8)
 	}
@@ -295,7 +297,7 @@ func TestLockoutMemoryBound(t *testing.T) {
 	// Those remembered past the hour are forgotten altogether.
 	now = now.Add(time.Hour)
 	g.admit("uid=other,dc=example", mac, false, now)
-	g.done("uid=other,dc=example", mac, false, now)
+	g.done("uid=other,dc=example", mac, false, false, now)
 	if n, _ := g.state(); n != 0 {
 		t.Errorf("an hour later %d accounts remembered, want 0", n)
 	}
@@ -394,5 +396,32 @@ func TestLockoutConfigValidate(t *testing.T) {
 		if (tc.want == "") != (err == nil) || (err != nil && !strings.HasPrefix(err.Error(), tc.want)) {
 			t.Errorf("%+v: %v, want %q", tc.c, err, tc.want)
 		}
+	}
+}
+
+// A refusal that blames the account's state (locked, expired) rather than
+// the password counts against the bound, but the password is not
+// remembered as wrong: once the account is unlocked it binds.
+func TestLockoutAccountStateRefusalNotRemembered(t *testing.T) {
+	ctx := context.Background()
+	r, dir, _, _, _ := lockoutResolver(t, LockoutConfig{Failures: 3, Pause: time.Hour})
+	bob := mustAddr(t, "bob@example.com")
+	locked := error(fmt.Errorf("%w: %w", ldapsource.ErrInvalidCredentials, ldapsource.ErrAccountRestricted))
+	dir.bindErr.Store(&locked)
+	if _, err := r.Authenticate(ctx, bob, "Secret123!"); !errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("locked account: %v", err)
+	}
+	dir.bindErr.Store(nil) // unlocked
+	if _, err := r.Authenticate(ctx, bob, "Secret123!"); err != nil {
+		t.Errorf("right password after the unlock: %v", err)
+	}
+	if n := dir.binds.Load(); n != 2 {
+		t.Errorf("%d binds, want 2", n)
+	}
+	// The refusal counted: two more wrong passwords spend the bound.
+	_, _ = r.Authenticate(ctx, bob, "wrong-1")
+	_, _ = r.Authenticate(ctx, bob, "wrong-2")
+	if _, err := r.Authenticate(ctx, bob, "wrong-3"); !errors.Is(err, ErrBadCredentials) || dir.binds.Load() != 4 {
+		t.Errorf("third wrong password after a state refusal: %v, %d binds; want no bind (4)", err, dir.binds.Load())
 	}
 }
