@@ -314,3 +314,31 @@ autodiscover:
 		t.Errorf("the pause log does not name %s", dn)
 	}
 }
+
+// autodiscover.bind_failures and bind_pause: defaults when unset, errors
+// naming the key when out of range.
+func TestLockoutConfigKeys(t *testing.T) {
+	for _, tc := range []struct{ yaml, err string }{
+		{"", ""},
+		{"  bind_failures: 5\n  bind_pause: 45m\n", ""},
+		{"  bind_failures: 11\n", "autodiscover.bind_failures: 11 is out of range"},
+		{"  bind_failures: -1\n", "autodiscover.bind_failures: -1 is out of range"},
+		{"  bind_pause: 500ms\n", "autodiscover.bind_pause: 500ms is out of range"},
+		{"  bind_pause: 48h\n", "autodiscover.bind_pause: 48h0m0s is out of range"},
+	} {
+		cfg, err := loadConfig(strings.NewReader(demoConfig+"autodiscover:\n  require_auth: true\n"+tc.yaml), "test")
+		if err == nil {
+			err = cfg.Autodiscover.Prepare()
+		}
+		if (tc.err == "") != (err == nil) || (err != nil && !strings.HasPrefix(err.Error(), tc.err)) {
+			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.err)
+		}
+	}
+	cfg, err := loadConfig(strings.NewReader(demoConfig+"autodiscover:\n  bind_failures: 5\n"), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := cfg.Autodiscover.BindLockout(); c.Failures != 5 || c.Pause != 30*time.Minute {
+		t.Errorf("bind_failures 5 alone: %+v, want 5 and the default 30m", c)
+	}
+}
