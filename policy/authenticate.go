@@ -292,9 +292,16 @@ func (m *bindMemory) remember(dn string, mac [sha256.Size]byte, now time.Time) {
 		return
 	}
 	if _, ok := m.seen[key]; !ok && len(m.seen) >= maxRememberedBinds {
-		for k, e := range m.seen {
-			if now.Sub(e.at) >= keep {
-				delete(m.seen, k)
+		// Past the TTL an entry only vouches for a paused account: those
+		// go before this user's fresh one is given up.
+		for _, old := range []time.Duration{keep, m.ttlLocked()} {
+			for k, e := range m.seen {
+				if now.Sub(e.at) >= old {
+					delete(m.seen, k)
+				}
+			}
+			if len(m.seen) < maxRememberedBinds {
+				break
 			}
 		}
 		if len(m.seen) >= maxRememberedBinds {

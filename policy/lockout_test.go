@@ -425,3 +425,29 @@ func TestLockoutAccountStateRefusalNotRemembered(t *testing.T) {
 		t.Errorf("third wrong password after a state refusal: %v, %d binds; want no bind (4)", err, dir.binds.Load())
 	}
 }
+
+// The memory of successes is bounded: when full, entries past the auth
+// cache TTL (kept only to vouch for a paused account) make room for a
+// fresh success.
+func TestLockoutSuccessMemoryBound(t *testing.T) {
+	m := newBindMemory(slog.New(slog.DiscardHandler), NewMetrics(nil))
+	m.ttl, m.ttlSet = 2*time.Minute, true
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range maxRememberedBinds {
+		dn := fmt.Sprintf("uid=u%d", i)
+		m.remember(dn, m.mac(dn, "pw"), now)
+	}
+	now = now.Add(time.Minute)
+	m.remember("uid=fresh", m.mac("uid=fresh", "pw"), now)
+	if fresh, _ := m.remembers("uid=fresh", m.mac("uid=fresh", "pw"), now); fresh {
+		t.Error("full of fresh entries, yet one more was remembered")
+	}
+	now = now.Add(2 * time.Minute) // the first ones are past the TTL, within the pause
+	m.remember("uid=fresh", m.mac("uid=fresh", "pw"), now)
+	if fresh, _ := m.remembers("uid=fresh", m.mac("uid=fresh", "pw"), now); !fresh {
+		t.Error("entries past the TTL did not make room")
+	}
+	if n := len(m.seen); n > maxRememberedBinds {
+		t.Errorf("%d entries, want at most %d", n, maxRememberedBinds)
+	}
+}
