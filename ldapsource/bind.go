@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
@@ -13,6 +14,12 @@ var (
 	// ErrInvalidCredentials: the directory refused the user's bind (wrong
 	// password, locked or vanished entry, empty password).
 	ErrInvalidCredentials = errors.New("invalid credentials")
+	// ErrAccountRestricted accompanies ErrInvalidCredentials when the
+	// directory says why in a way that does not blame the password: the
+	// account is locked, disabled, expired, outside its logon hours or
+	// must change its password (AD sub-codes 530-533, 701, 773, 775;
+	// OpenLDAP's "unwilling to perform"). The password may be right.
+	ErrAccountRestricted = errors.New("the account may not log on now")
 	// ErrInsecureBind: a user's password would cross the network
 	// unencrypted; Authenticate refuses to send it.
 	ErrInsecureBind = errors.New("refusing to send a user's password over an unencrypted LDAP connection")
@@ -101,9 +108,27 @@ func (s *Source) bindOnce(ctx context.Context, idx int, dn, password string) err
 		ldap.IsErrorWithCode(err, ldap.LDAPResultInvalidDNSyntax),
 		ldap.IsErrorWithCode(err, ldap.LDAPResultConstraintViolation),
 		ldap.IsErrorWithCode(err, ldap.ErrorEmptyPassword):
+		if accountRestricted(err) {
+			return fmt.Errorf("%w: %w", ErrInvalidCredentials, ErrAccountRestricted)
+		}
 		return ErrInvalidCredentials
 	case ldap.IsErrorWithCode(err, ldap.LDAPResultStrongAuthRequired), ldap.IsErrorWithCode(err, ldap.LDAPResultConfidentialityRequired):
 		return fmt.Errorf("%s: user bind: %w (the directory refuses simple binds without TLS: use ldaps:// or ldap.start_tls: true)", t.url, err)
 	}
 	return fmt.Errorf("%s: user bind: %w", t.url, err)
+}
+
+// accountRestricted reports whether a refused bind blames the account's
+// state rather than the password.
+func accountRestricted(err error) bool {
+	if ldap.IsErrorWithCode(err, ldap.LDAPResultUnwillingToPerform) {
+		return true
+	}
+	if m := adSubCode.FindStringSubmatch(err.Error()); m != nil {
+		switch strings.ToLower(m[1]) {
+		case "530", "531", "532", "533", "701", "773", "775":
+			return true
+		}
+	}
+	return false
 }

@@ -9,6 +9,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,13 +42,52 @@ const maxRememberedBinds = 10000
 // so that a client polling Autodiscover does not cause a bind per request.
 // Zero or less turns remembering off. Safe to call at any time.
 func (r *Resolver) SetAuthCacheTTL(ttl time.Duration) {
-	m := &r.binds
+	m := r.binds
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.ttl, m.ttlSet = ttl, true
 	if ttl <= 0 {
 		clear(m.seen)
 	}
+}
+
+// SetBindLockout sets the bound on refused binds per account (see
+// LockoutConfig); a zero field keeps its default. Safe to call at any
+// time.
+func (r *Resolver) SetBindLockout(c LockoutConfig) {
+	d := DefaultLockoutConfig()
+	if c.Failures == 0 {
+		c.Failures = d.Failures
+	}
+	if c.Pause == 0 {
+		c.Pause = d.Pause
+	}
+	r.binds.guard.setConfig(c)
+}
+
+// CarryAuthentication makes r share from's memory of binds, so that a
+// reload does not give every account its refused binds anew. r keeps its
+// own settings (auth cache TTL, bind lockout), which from then follows
+// too. Unless sameDirectory, the successful binds are forgotten: they
+// vouched for passwords of another directory. Call it before r serves.
+func (r *Resolver) CarryAuthentication(from *Resolver, sameDirectory bool) {
+	mine := r.binds
+	mine.mu.Lock()
+	ttl, ttlSet := mine.ttl, mine.ttlSet
+	mine.mu.Unlock()
+	mine.guard.mu.Lock()
+	cfg := mine.guard.cfg
+	mine.guard.mu.Unlock()
+
+	m := from.binds
+	m.mu.Lock()
+	m.ttl, m.ttlSet = ttl, ttlSet
+	if !sameDirectory || m.ttlLocked() <= 0 {
+		clear(m.seen)
+	}
+	m.mu.Unlock()
+	m.guard.setConfig(cfg)
+	r.binds = m
 }
 
 // Authenticate returns the account for addr if password opens it: the
@@ -61,6 +102,13 @@ func (r *Resolver) SetAuthCacheTTL(ttl time.Duration) {
 // is never kept. A changed password therefore keeps working until the
 // entry expires or the new one is used; an account disabled in the
 // directory stops working when its cache entry is refreshed.
+//
+// Binds that the directory refuses are bounded per entry (whichever
+// address named it), as SetBindLockout says: a password refused once for
+// an entry is refused again without a bind, and once the bound is spent
+// no other password is tried until the pause has passed, except the one
+// that last bound successfully within the pause, which is accepted from
+// memory. Those refusals look and take as long as any other.
 func (r *Resolver) Authenticate(ctx context.Context, addr Address, password string) (*Account, error) {
 	if _, err := r.Domain(ctx, addr.Domain); err != nil {
 		return nil, err
@@ -76,6 +124,7 @@ func (r *Resolver) Authenticate(ctx context.Context, addr Address, password stri
 	if err != nil && !errors.Is(err, ErrRejected) {
 		return nil, err
 	}
+	m := r.binds
 	if err != nil || !acct.Known || acct.DN == "" {
 		// Resolve answers "unknown" both when the directory said so and,
 		// under cache.on_directory_error "defaults", when it could not be
@@ -86,25 +135,40 @@ func (r *Resolver) Authenticate(ctx context.Context, addr Address, password stri
 		}
 		// No bind is needed to refuse, but answering faster than a wrong
 		// password would tell which addresses have accounts.
-		r.binds.refusal.wait(ctx, r.sleep, r.now)
+		m.refusal.wait(ctx, r.sleep, r.now)
 		return nil, ErrBadCredentials
 	}
-	m := &r.binds
-	mac := m.mac(acct.DN, password)
-	if m.remembers(addr.String(), mac, r.now()) {
+	dn := acct.DN
+	mac := m.mac(dn, password)
+	fresh, good := m.remembers(dn, mac, r.now())
+	if fresh {
 		return acct, nil
 	}
 	// Concurrent logins of one user with one password share one bind, and
 	// a success is remembered before the flight lands, so that a login
 	// arriving just after it finds the memory rather than binding again.
-	ch := m.flight.DoChan(addr.String()+"\x00"+hex.EncodeToString(mac[:]), func() (any, error) {
+	// The guard is asked inside the flight: a flood of one password costs
+	// one admission.
+	ch := m.flight.DoChan(strings.ToLower(dn)+"\x00"+hex.EncodeToString(mac[:]), func() (any, error) {
+		switch v := m.guard.admit(dn, mac, good, r.now()); v {
+		case bindAllowed:
+		case knownGood:
+			return nil, nil
+		default:
+			return nil, refusedWithoutBind(v)
+		}
 		start := r.now()
-		err := b.Authenticate(context.WithoutCancel(ctx), acct.DN, password)
+		err := b.Authenticate(context.WithoutCancel(ctx), dn, password)
+		refused := errors.Is(err, ldapsource.ErrInvalidCredentials)
+		// A refusal for the account's state (locked, expired) counts, but
+		// the password may be right: it is not remembered as wrong.
+		m.guard.done(dn, mac, refused, !errors.Is(err, ldapsource.ErrAccountRestricted), r.now())
 		switch {
 		case err == nil:
-			m.remember(addr.String(), mac, r.now())
-		case errors.Is(err, ldapsource.ErrInvalidCredentials):
+			m.remember(dn, mac, r.now())
+		case refused:
 			m.refusal.note(r.now().Sub(start))
+			m.forget(dn, mac)
 		}
 		return nil, err
 	})
@@ -114,51 +178,59 @@ func (r *Resolver) Authenticate(ctx context.Context, addr Address, password stri
 		return nil, ctx.Err()
 	case res = <-ch:
 	}
+	var skipped refusedWithoutBind
 	switch {
 	case res.Err == nil:
 		return acct, nil
+	case errors.As(res.Err, &skipped):
+		r.metrics.authRefused(skipped.reason())
+		// As slow as the directory's refusal it stands for.
+		m.refusal.wait(ctx, r.sleep, r.now)
+		return nil, ErrBadCredentials
 	case errors.Is(res.Err, ldapsource.ErrInvalidCredentials):
 		return nil, ErrBadCredentials
 	}
 	return nil, fmt.Errorf("%w: %w", ErrDirectoryUnavailable, res.Err)
 }
 
-// bindMemory remembers successful binds briefly, and how long the
-// directory takes to refuse a wrong password. Its zero value is ready.
+// refusedWithoutBind is the guard's refusal, inside the flight.
+type refusedWithoutBind verdict
+
+func (v refusedWithoutBind) Error() string { return "refused without a bind: " + verdict(v).reason() }
+
+func (v refusedWithoutBind) reason() string { return verdict(v).reason() }
+
+// bindMemory remembers successful binds briefly, how long the directory
+// takes to refuse a wrong password, and the refused binds per account.
+// One is shared by the Resolvers of successive configurations.
 type bindMemory struct {
 	refusal timePad // how long the directory takes to refuse a wrong password
-	once    sync.Once
-	key     []byte // random per process: the MACs mean nothing elsewhere
+	key     []byte  // random per process: the MACs mean nothing elsewhere
 	flight  singleflight.Group
+	guard   *accountGuard
 
 	mu     sync.Mutex
 	ttl    time.Duration
 	ttlSet bool
-	seen   map[string]rememberedBind // by address
+	seen   map[string]rememberedBind // by lower-case DN
 }
 
 type rememberedBind struct {
-	mac   [sha256.Size]byte
-	until time.Time
+	mac [sha256.Size]byte
+	at  time.Time // when it bound
 }
 
-func (m *bindMemory) init() {
-	m.once.Do(func() {
-		m.key = make([]byte, 32)
-		if _, err := rand.Read(m.key); err != nil {
-			panic("policy: no randomness for the bind memory key: " + err.Error())
-		}
-		m.mu.Lock()
-		if m.seen == nil {
-			m.seen = map[string]rememberedBind{}
-		}
-		m.mu.Unlock()
-	})
+func newBindMemory(log *slog.Logger, m *Metrics) *bindMemory {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		panic("policy: no randomness for the bind memory key: " + err.Error())
+	}
+	return &bindMemory{key: key, guard: newAccountGuard(log, m), seen: map[string]rememberedBind{}}
 }
 
-// mac is HMAC-SHA256(key, len(dn) || dn || password).
+// mac is HMAC-SHA256(key, len(dn) || lower-case dn || password).
 func (m *bindMemory) mac(dn, password string) [sha256.Size]byte {
-	m.init()
+	dn = strings.ToLower(dn)
 	h := hmac.New(sha256.New, m.key)
 	var n [8]byte
 	binary.BigEndian.PutUint64(n[:], uint64(len(dn)))
@@ -177,38 +249,74 @@ func (m *bindMemory) ttlLocked() time.Duration {
 	return m.ttl
 }
 
-func (m *bindMemory) remembers(addr string, mac [sha256.Size]byte, now time.Time) bool {
-	m.init()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	e, ok := m.seen[addr]
-	if !ok {
-		return false
-	}
-	if !now.Before(e.until) {
-		delete(m.seen, addr)
-		return false
-	}
-	return hmac.Equal(e.mac[:], mac[:])
-}
-
-func (m *bindMemory) remember(addr string, mac [sha256.Size]byte, now time.Time) {
-	m.init()
-	m.mu.Lock()
-	defer m.mu.Unlock()
+// keepLocked is how long a success is kept: the TTL, and while an account
+// is paused, the pause, in which the password is still accepted.
+func (m *bindMemory) keepLocked() time.Duration {
 	ttl := m.ttlLocked()
 	if ttl <= 0 {
+		return 0
+	}
+	m.guard.mu.Lock()
+	pause := m.guard.cfg.Pause
+	m.guard.mu.Unlock()
+	return max(ttl, pause)
+}
+
+// remembers reports whether mac bound as dn within the TTL (fresh) or
+// within the bind pause (good).
+func (m *bindMemory) remembers(dn string, mac [sha256.Size]byte, now time.Time) (fresh, good bool) {
+	key := strings.ToLower(dn)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.seen[key]
+	if !ok {
+		return false, false
+	}
+	age := now.Sub(e.at)
+	if age >= m.keepLocked() || age < 0 {
+		delete(m.seen, key)
+		return false, false
+	}
+	if !hmac.Equal(e.mac[:], mac[:]) {
+		return false, false
+	}
+	return age < m.ttlLocked(), true
+}
+
+func (m *bindMemory) remember(dn string, mac [sha256.Size]byte, now time.Time) {
+	key := strings.ToLower(dn)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	keep := m.keepLocked()
+	if keep <= 0 {
 		return
 	}
-	if _, ok := m.seen[addr]; !ok && len(m.seen) >= maxRememberedBinds {
-		for k, e := range m.seen {
-			if !now.Before(e.until) {
-				delete(m.seen, k)
+	if _, ok := m.seen[key]; !ok && len(m.seen) >= maxRememberedBinds {
+		// Past the TTL an entry only vouches for a paused account: those
+		// go before this user's fresh one is given up.
+		for _, old := range []time.Duration{keep, m.ttlLocked()} {
+			for k, e := range m.seen {
+				if now.Sub(e.at) >= old {
+					delete(m.seen, k)
+				}
+			}
+			if len(m.seen) < maxRememberedBinds {
+				break
 			}
 		}
 		if len(m.seen) >= maxRememberedBinds {
 			return // full of live entries: this user binds next time
 		}
 	}
-	m.seen[addr] = rememberedBind{mac: mac, until: now.Add(ttl)}
+	m.seen[key] = rememberedBind{mac: mac, at: now}
+}
+
+// forget drops the success of mac for dn: the directory refused it since.
+func (m *bindMemory) forget(dn string, mac [sha256.Size]byte) {
+	key := strings.ToLower(dn)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.seen[key]; ok && hmac.Equal(e.mac[:], mac[:]) {
+		delete(m.seen, key)
+	}
 }

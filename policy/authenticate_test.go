@@ -177,7 +177,7 @@ func TestAuthenticateMemoryHoldsNoPassword(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	e1, e2 := r1.binds.seen["bob@example.com"], r2.binds.seen["bob@example.com"]
+	e1, e2 := r1.binds.seen["uid=bob.login,ou=people,dc=example,dc=com"], r2.binds.seen["uid=bob.login,ou=people,dc=example,dc=com"]
 	plain := sha256.Sum256([]byte("Secret123!"))
 	if e1.mac == e2.mac {
 		t.Error("two processes remember the same value: the key is not random")

@@ -15,6 +15,11 @@ type Metrics struct {
 	cacheEvictedNegative, cacheEvictedAccount      prometheus.Counter
 
 	directoryFailures *prometheus.CounterVec
+
+	// Authenticated Autodiscover: passwords refused without a bind, by
+	// reason, and the accounts whose refused binds are spent.
+	authRefusedRepeated, authRefusedPaused, authRefusedFull prometheus.Counter
+	authPausedAccounts                                      prometheus.Gauge
 }
 
 // NewMetrics registers the resolver metrics on reg; it panics if reg has
@@ -36,7 +41,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "mailbeacon_cache_evictions_total",
 		Help: "Cache entries pushed out by cache.max_entries, by what they held: unknown (an unknown or disabled address; these go first) or account.",
 	}, []string{"entry"})
+	authRefused := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "mailbeacon_auth_refused_without_bind_total",
+		Help: "Authenticated Autodiscover passwords refused without binding as the user, by reason: repeated (refused for this account before), " +
+			"paused (autodiscover.bind_failures refused binds of this account within autodiscover.bind_pause), " +
+			"full (too many accounts with refused binds are remembered to count one more).",
+	}, []string{"reason"})
 	return &Metrics{
+		authRefusedRepeated: authRefused.WithLabelValues("repeated"),
+		authRefusedPaused:   authRefused.WithLabelValues("paused"),
+		authRefusedFull:     authRefused.WithLabelValues("full"),
+		authPausedAccounts: f.NewGauge(prometheus.GaugeOpts{
+			Name: "mailbeacon_auth_paused_accounts",
+			Help: "Accounts that authenticated Autodiscover binds as no more (but for a password that bound recently): their refused binds reached autodiscover.bind_failures. " +
+				"An account is counted until an authenticated request after its pause ends.",
+		}),
 		cacheHit:             cacheLookups.WithLabelValues("hit"),
 		cacheNegative:        cacheLookups.WithLabelValues("negative"),
 		cacheMiss:            cacheLookups.WithLabelValues("miss"),
@@ -49,5 +68,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "mailbeacon_directory_failures_total",
 			Help: "Directory lookups that failed, by kind: configuration (credentials refused, certificate not verified: fix the configuration) or transient (refused, timeout, busy).",
 		}, []string{"kind"}),
+	}
+}
+
+// authRefused counts a password refused without a bind.
+func (m *Metrics) authRefused(reason string) {
+	switch reason {
+	case "repeated":
+		m.authRefusedRepeated.Inc()
+	case "paused":
+		m.authRefusedPaused.Inc()
+	case "full":
+		m.authRefusedFull.Inc()
 	}
 }

@@ -83,7 +83,7 @@ type Resolver struct {
 	log     *slog.Logger
 	metrics *Metrics
 	now     func() time.Time
-	binds   bindMemory // authenticate.go
+	binds   *bindMemory // authenticate.go; shared across reloads
 	sleep   func(context.Context, time.Duration)
 }
 
@@ -124,6 +124,7 @@ func NewResolver(dir Directory, pol *Policy, domains map[string]*Domain, cfg Cac
 	}
 	r := &Resolver{
 		dir: dir, pol: pol, domains: domains, cfg: cfg, log: log, metrics: m, now: time.Now, sleep: sleepCtx, cache: c,
+		binds: newBindMemory(log, m),
 	}
 	if err := r.checkDirectory(); err != nil {
 		return nil, err

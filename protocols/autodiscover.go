@@ -31,6 +31,15 @@ type AutodiscoverOptions struct {
 	// never the password) so that an Outlook that polls does not cause a
 	// bind per request. Unset means 2m; 0 turns it off; at most 1h.
 	AuthCacheTTL *time.Duration `mapstructure:"auth_cache_ttl"`
+	// BindFailures is how many binds as one account (whichever address
+	// names it, whoever asks) the directory may refuse before no new
+	// password is tried for that account until BindPause has passed since
+	// the last refused one; a password refused once is never tried again
+	// for that account meanwhile. 0 means 3; at most 10.
+	BindFailures int `mapstructure:"bind_failures"`
+	// BindPause is that quiet time: at least the directory's lockout
+	// observation window. 0 means 30m; 1s up to 24h.
+	BindPause time.Duration `mapstructure:"bind_pause"`
 	// ProtoProxies are the peers (addresses or CIDR blocks) whose
 	// X-Forwarded-Proto or Forwarded proto= is believed by the redirect
 	// probe, besides limits.trusted_proxies. Unset: loopback only, where a
@@ -59,6 +68,19 @@ func (o AutodiscoverOptions) BindMemory() time.Duration {
 	return policy.DefaultAuthCacheTTL
 }
 
+// BindLockout is the bound on refused binds per account: bind_failures
+// and bind_pause, or their defaults when unset.
+func (o AutodiscoverOptions) BindLockout() policy.LockoutConfig {
+	c := policy.DefaultLockoutConfig()
+	if o.BindFailures != 0 {
+		c.Failures = o.BindFailures
+	}
+	if o.BindPause != 0 {
+		c.Pause = o.BindPause
+	}
+	return c
+}
+
 // Prepare validates the options and loads the files they name, once at
 // start-up. Errors name the configuration key at fault.
 func (o *AutodiscoverOptions) Prepare() error {
@@ -70,6 +92,9 @@ func (o *AutodiscoverOptions) Prepare() error {
 	}
 	if o.AuthCacheTTL != nil && (*o.AuthCacheTTL < 0 || *o.AuthCacheTTL > maxAuthCacheTTL) {
 		return fmt.Errorf("autodiscover.auth_cache_ttl: %s is out of range: 0 (off) up to %s; keep it short, e.g. 2m", *o.AuthCacheTTL, maxAuthCacheTTL)
+	}
+	if err := o.BindLockout().Validate("autodiscover."); err != nil {
+		return err
 	}
 	list := o.ProtoProxies
 	if list == nil {

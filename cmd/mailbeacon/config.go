@@ -166,6 +166,7 @@ func buildWith(cfg config, log *slog.Logger, m *metrics) (*app, error) {
 		return nil, err
 	}
 	res.SetAuthCacheTTL(cfg.Autodiscover.BindMemory())
+	res.SetBindLockout(cfg.Autodiscover.BindLockout())
 	a := &app{cfg: cfg, source: src, resolver: res, metrics: m}
 	if tmpl != nil {
 		if a.domains, err = useDomainSource(res, src, tmpl, cfg.Cache, log); err != nil {

@@ -19,6 +19,8 @@ import (
 // (the README names them). mailbeacon_directory_failures_total appears
 // with the first directory failure only.
 var servedFamilies = []string{
+	"mailbeacon_auth_paused_accounts",
+	"mailbeacon_auth_refused_without_bind_total",
 	"mailbeacon_cache_evictions_total",
 	"mailbeacon_cache_lookups_total",
 	"mailbeacon_config_reloads_total",

@@ -9,15 +9,18 @@ package main
 import (
 	"bytes"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mailbeacon/mailbeacon/ldapsource/ldaptest"
+	"github.com/mailbeacon/mailbeacon/policy"
 	"github.com/mailbeacon/mailbeacon/protocols"
 )
 
@@ -205,11 +208,15 @@ func TestPrivacyRequireAuthSlapd(t *testing.T) {
 // with per-client limits off and extra YAML (sections other than policy,
 // domains, ldap and limits), under policy.privacy: strict.
 func benchSlapdApp(b *testing.B, extra string) http.Handler {
+	a := benchSlapdBuild(b, extra)
+	return protocols.NewHandler(a.resolver, a.handlerOptions(nil))
+}
+
+func benchSlapdBuild(b *testing.B, extra string) *app {
 	text := slapdConfigText(b, ldaptest.Slapd(b), slapdOptions{
 		extra: "limits:\n  requests_per_second: 0\n  unknown_per_minute: 0\n" + extra,
 	})
-	a := buildText(b, strings.Replace(text, "policy:\n", "policy:\n  privacy: strict\n", 1))
-	return protocols.NewHandler(a.resolver, a.handlerOptions(nil))
+	return buildText(b, strings.Replace(text, "policy:\n", "policy:\n  privacy: strict\n", 1))
 }
 
 // interleave runs do for each address in turn, b.N times in all after a
@@ -244,17 +251,29 @@ func interleave(b *testing.B, names, addrs []string, do func(addr string)) {
 
 // BenchmarkAuthRefusalSlapd: with autodiscover.require_auth, how long a
 // refusal takes for a wrong password of an enabled account (a real bind
-// the directory refuses), an unknown address and a disabled one (no bind:
-// padded to the refused binds' average), against a real slapd, through
-// the POX handler.
+// the directory refuses), a wrong password refused before (no bind: the
+// per-account bound answers from memory), an unknown address and a
+// disabled one (no bind either), against a real slapd, through the POX
+// handler. The three without a bind are padded to the refused binds'
+// average.
 //
 //	go test ./cmd/mailbeacon -run '^$' -bench AuthRefusalSlapd -benchtime 3000x
 func BenchmarkAuthRefusalSlapd(b *testing.B) {
-	h := benchSlapdApp(b, "autodiscover:\n  require_auth: true\n  auth_cache_ttl: 0s\n")
-	interleave(b, []string{"wrong-password", "unknown", "disabled"},
-		[]string{"alice@example.com", "nobody@example.com", "carol@example.com"}, func(addr string) {
+	a := benchSlapdBuild(b, "autodiscover:\n  require_auth: true\n  auth_cache_ttl: 0s\n")
+	// So that alice's new wrong passwords keep binding, her account is
+	// never paused here: no configuration allows this.
+	a.resolver.SetBindLockout(policy.LockoutConfig{Failures: math.MaxInt32, Pause: time.Nanosecond})
+	h := protocols.NewHandler(a.resolver, a.handlerOptions(nil))
+	n := 0
+	interleave(b, []string{"wrong-password", "repeated", "unknown", "disabled"},
+		[]string{"alice@example.com", "bob@example.com", "nobody@example.com", "carol@example.com"}, func(addr string) {
 			req := poxRequest(addr, poxOutlook)
-			req.SetBasicAuth(addr, "not-the-password")
+			pw := "not-the-password"
+			if addr == "alice@example.com" {
+				n++
+				pw = "not-the-password-" + strconv.Itoa(n)
+			}
+			req.SetBasicAuth(addr, pw)
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req)
 			if rec.Code != http.StatusUnauthorized {

@@ -174,6 +174,9 @@ func (s *server) reload() error {
 	// The routes follow the listeners that run, not those the file asks for.
 	a.cfg.Operations.Listen = old.app.cfg.Operations.Listen
 	kept, changed := carryCache(old.app, a)
+	// Refused binds per account are counted across reloads: a SIGHUP must
+	// not give every account its bind_failures anew.
+	a.resolver.CarryAuthentication(old.app.resolver, reflect.DeepEqual(old.app.cfg.LDAP, a.cfg.LDAP))
 	s.cur.store(newGeneration(a, s.log, old))
 	s.retiring.Add(1)
 	go func() {
