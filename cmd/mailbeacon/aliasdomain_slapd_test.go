@@ -254,3 +254,27 @@ limits:
 		t.Errorf("unknown alias addresses: %v, %d searches; want 3 answered, 3 searches", codes, unknown)
 	}
 }
+
+// lookup says that the address's domain is an alias, which addresses were
+// searched, and decides the primary domain's user.
+func TestAliasDomainLookupSlapd(t *testing.T) {
+	srv := ldaptest.Slapd(t, ldaptest.WithExtraLDIF(ldaptest.HostedLDIF+aliasDomainLDIF))
+	cfgFile := filepath.Join(t.TempDir(), "config.yaml")
+	writeFile(t, cfgFile, hostedConfigText(t, srv, time.Minute, time.Minute))
+	var out, errOut strings.Builder
+	if code := run(t.Context(), []string{"lookup", "--config", cfgFile, "u9@alias7.test"}, &out, &errOut); code != 0 {
+		t.Fatalf("lookup: %d %s", code, errOut.String())
+	}
+	var got lookupOutput
+	if err := json.Unmarshal([]byte(out.String()), &got); err != nil {
+		t.Fatal(err)
+	}
+	ex, acct := got.Explanation, got.Account
+	if got.Domain == nil || got.Domain.AliasOf != "c7.test" || ex == nil || ex.AliasOf != "c7.test" || !ex.Found ||
+		ex.DN != "uid=u9,ou=people,dc=example,dc=com" || !strings.Contains(ex.Reason, "alias7.test is an alias of c7.test: searched as u9@c7.test or u9@alias7.test") {
+		t.Errorf("lookup explains:\n%s", out.String())
+	}
+	if !acct.Known || acct.Address != "u9@alias7.test" || acct.Primary != "u9@c7.test" || acct.DisplayName != "U Nine" || len(acct.Services) != 2 || acct.Services[0].Login != "u9" {
+		t.Errorf("lookup account: %+v", acct)
+	}
+}
