@@ -26,8 +26,9 @@ type DomainSourceConfig struct {
 
 	// NameAttribute holds the domain's own name. When the entry was found
 	// by another name (iRedMail's domainAliasName), the asked domain is an
-	// alias: it is answered with the services of this one, the asked
-	// addresses kept. Empty: the asked name is the domain.
+	// alias: it is answered with the services of this one, and its
+	// addresses are this one's users (Domain.AliasOf), the asked addresses
+	// kept. Empty: the asked name is the domain.
 	NameAttribute string `mapstructure:"name_attribute"`
 	// Enabled decides whether the domain is served; nil: every entry the
 	// filter finds is. A disabled domain is answered as an unknown one.

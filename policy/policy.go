@@ -28,7 +28,8 @@ type Config struct {
 	// the primary address with "SMTP:" and the others with "smtp:".
 	PrimaryAddress string `mapstructure:"primary_address"`
 	// Login is the login-name template: {attribute} placeholders over the
-	// entry, and {email}, {local}, {domain} of the asked address.
+	// entry, and {email}, {local}, {domain} of the asked address (of the
+	// address under the primary domain, for an alias domain's).
 	Login string `mapstructure:"login"`
 	// AccountEnabled decides whether the entry may use mail at all; nil
 	// means every entry found is enabled.
