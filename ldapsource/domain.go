@@ -78,7 +78,9 @@ func (d *DomainSearch) Filter(domain string) string {
 
 // Lookup finds the one entry for domain. It returns ErrNotFound (also for
 // a name that cannot be a domain, which never reaches the directory) or
-// ErrAmbiguous as answers, and other errors for directory failures.
+// an *AmbiguousError as answers, and other errors for directory failures.
+// Which of several entries names the domain is the caller's to decide: it
+// knows how an entry names its domain (policy.DomainTemplate).
 func (d *DomainSearch) Lookup(ctx context.Context, domain string) (*Entry, error) {
 	if err := plausibleDomain(domain); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotFound, err)
@@ -86,6 +88,32 @@ func (d *DomainSearch) Lookup(ctx context.Context, domain string) (*Entry, error
 	e, err := d.src.findOne(ctx, searchSpec{base: d.base, scope: d.scope, filter: d.Filter(domain), attrs: d.attrs})
 	return e, d.describe(err)
 }
+
+// searchSizeLimit bounds every search: one entry answers, two are an
+// ambiguity whose entries are all known, three an ambiguity that may hide
+// more.
+const searchSizeLimit = 3
+
+// AmbiguousError is ErrAmbiguous with the entries that matched, for a
+// caller that can tell whether they are one thing after all: Active
+// Directory's forest domain found both by its crossRef and as a UPN suffix
+// of CN=Partitions is one domain.
+type AmbiguousError struct {
+	Entries []*Entry
+	// Complete reports whether Entries are all the entries that match;
+	// false when the search stopped at its size limit.
+	Complete bool
+}
+
+func (e *AmbiguousError) Error() string {
+	if e.Complete {
+		return fmt.Sprintf("%v (%d)", ErrAmbiguous, len(e.Entries))
+	}
+	return fmt.Sprintf("%v (%d or more)", ErrAmbiguous, len(e.Entries))
+}
+
+// Is makes errors.Is(err, ErrAmbiguous) hold.
+func (e *AmbiguousError) Is(target error) bool { return target == ErrAmbiguous }
 
 // Ping checks that the base entry of the domains can be read: a wrong
 // domain_source.base_dn fails every domain, and says so here at start-up.

@@ -13,6 +13,11 @@ type Query struct {
 	Email  string
 	Local  string
 	Domain string
+	// Or, when set, is a second address the same search finds the entry
+	// by: an address of an alias domain is searched both as the same
+	// local part under the primary domain (Query) and as asked (Or), in
+	// one search whose filter is the two expansions joined by |.
+	Or *Query
 }
 
 // filterTemplate is a search filter with {email}, {local} and {domain}
@@ -67,6 +72,9 @@ func parseFilterOf(tmpl, says string, allowed ...string) (filterTemplate, error)
 }
 
 func (t filterTemplate) expand(q Query) string {
+	if q.Or != nil {
+		return "(|" + t.expand(Query{Email: q.Email, Local: q.Local, Domain: q.Domain}) + t.expand(*q.Or) + ")"
+	}
 	var b strings.Builder
 	for i, p := range t.parts {
 		if i%2 == 0 {

@@ -1,6 +1,8 @@
 package ldapsource
 
 import (
+	"errors"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 )
@@ -54,12 +56,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 
 // observeSearch records a lookup's duration under its result.
 func (m *Metrics) observeSearch(seconds float64, err error) {
-	switch err {
-	case nil:
+	switch {
+	case err == nil:
 		m.searchFound.Observe(seconds)
-	case ErrNotFound:
+	case errors.Is(err, ErrNotFound):
 		m.searchNotFound.Observe(seconds)
-	case ErrAmbiguous:
+	case errors.Is(err, ErrAmbiguous):
 		m.searchAmbiguous.Observe(seconds)
 	default:
 		m.searchError.Observe(seconds)

@@ -169,7 +169,7 @@ func (s *Source) findOne(ctx context.Context, sp searchSpec) (_ *Entry, err erro
 		}
 		s.put(c)
 		if len(entries) > 1 {
-			return nil, ErrAmbiguous
+			return nil, &AmbiguousError{Entries: entries, Complete: len(entries) < searchSizeLimit}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("ldap search at %s: %w", s.targets[c.target].url, classifyBaseDN(err))
@@ -182,12 +182,12 @@ func (s *Source) findOne(ctx context.Context, sp searchSpec) (_ *Entry, err erro
 	return nil, fmt.Errorf("ldap search: %w", lastErr)
 }
 
-// search runs one search with size limit 2: a second entry means the
-// answer is ambiguous, and nothing more is needed to know that.
+// search runs one search with size limit searchSizeLimit: a second entry
+// means the answer is ambiguous, a third that there may be more.
 func (s *Source) search(ctx context.Context, c *conn, sp searchSpec) ([]*Entry, error) {
 	deadline, _ := ctx.Deadline()
 	req := ldap.NewSearchRequest(sp.base, sp.scope, ldap.NeverDerefAliases,
-		2, int(max(1, time.Until(deadline).Seconds())), false, sp.filter, sp.attrs, nil)
+		searchSizeLimit, int(max(1, time.Until(deadline).Seconds())), false, sp.filter, sp.attrs, nil)
 	c.SetTimeout(time.Until(deadline))
 	resp := c.SearchAsync(ctx, req, 4)
 	var out []*Entry

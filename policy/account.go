@@ -139,6 +139,11 @@ type Domain struct {
 	// Origin says which configuration entry or directory entry made the
 	// domain, and how each service came about; for `lookup`.
 	Origin *DomainOrigin
+	// AliasOf is the primary domain of an alias domain (a directory
+	// domain found by another name than its own), empty otherwise. Its
+	// addresses are the primary domain's users: they are looked up, and
+	// log in, as under AliasOf.
+	AliasOf string
 }
 
 // OffersByDefault reports whether unknown and disabled addresses get the

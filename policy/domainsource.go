@@ -110,6 +110,13 @@ func (s *DomainSource) load(ctx context.Context, name string) (*Domain, error) {
 // made only with explain.
 func (s *DomainSource) build(ctx context.Context, name string, explain bool) (*Domain, error) {
 	e, err := s.find.Lookup(ctx, name)
+	var amb *ldapsource.AmbiguousError
+	same := 0
+	if errors.As(err, &amb) {
+		if one, ok := s.tmpl.oneDomain(name, amb); ok {
+			e, err, same = one, nil, len(amb.Entries)
+		}
+	}
 	switch {
 	case errors.Is(err, ldapsource.ErrAmbiguous):
 		s.log.Warn("several directory entries match the domain; treating it as not served: make domain_source.filter match one", "domain", name)
@@ -119,7 +126,11 @@ func (s *DomainSource) build(ctx context.Context, name string, explain bool) (*D
 	case err != nil:
 		return nil, err
 	}
-	return s.tmpl.build(name, e, explain)
+	d, err := s.tmpl.build(name, e, explain)
+	if err == nil && explain && same > 1 {
+		d.Origin.Reason += fmt.Sprintf("; %d entries name this domain, one domain: this one is first by DN", same)
+	}
+	return d, err
 }
 
 // Explain looks name up in the directory, bypassing the cache: the domain,

@@ -19,12 +19,14 @@ type fakeDomains struct {
 	err      error
 	gate     chan struct{}
 	searches atomic.Int64
+	// several are the ambiguities the search answers, by name.
+	several map[string]*ldapsource.AmbiguousError
 }
 
 func (f *fakeDomains) Lookup(ctx context.Context, name string) (*ldapsource.Entry, error) {
 	f.searches.Add(1)
 	f.mu.Lock()
-	gate, err, e := f.gate, f.err, f.entries[name]
+	gate, err, e, several := f.gate, f.err, f.entries[name], f.several[name]
 	f.mu.Unlock()
 	if gate != nil {
 		select {
@@ -36,6 +38,8 @@ func (f *fakeDomains) Lookup(ctx context.Context, name string) (*ldapsource.Entr
 	switch {
 	case err != nil:
 		return nil, err
+	case several != nil:
+		return nil, several
 	case e == nil:
 		return nil, ldapsource.ErrNotFound
 	}

@@ -26,8 +26,9 @@ type DomainSourceConfig struct {
 
 	// NameAttribute holds the domain's own name. When the entry was found
 	// by another name (iRedMail's domainAliasName), the asked domain is an
-	// alias: it is answered with the services of this one, the asked
-	// addresses kept. Empty: the asked name is the domain.
+	// alias: it is answered with the services of this one, and its
+	// addresses are this one's users (Domain.AliasOf), the asked addresses
+	// kept. Empty: the asked name is the domain.
 	NameAttribute string `mapstructure:"name_attribute"`
 	// Enabled decides whether the domain is served; nil: every entry the
 	// filter finds is. A disabled domain is answered as an unknown one.
@@ -395,6 +396,9 @@ func (t *DomainTemplate) build(asked string, e *ldapsource.Entry, explain bool) 
 	}
 	tdom := Address{Domain: target}
 	d := &Domain{Name: asked, Origin: origin, Services: make([]Service, 0, len(t.services))}
+	if target != asked {
+		d.AliasOf = target
+	}
 	prov, err := t.provider.expand(tdom, e)
 	if err != nil || strings.TrimSpace(prov) == "" {
 		prov = target
@@ -434,6 +438,48 @@ func (t *DomainTemplate) build(asked string, e *ldapsource.Entry, explain bool) 
 		}
 	}
 	return d, nil
+}
+
+// nameOf is the domain entry e names: its name attribute's, or asked when
+// the template has none (the filter matched the entry by the asked name).
+// "" when the entry names no domain.
+func (t *DomainTemplate) nameOf(asked string, e *ldapsource.Entry) string {
+	if t.nameAttr == "" {
+		return asked
+	}
+	v := e.Values(t.nameAttr)
+	if len(v) == 0 {
+		return ""
+	}
+	n, err := NormalizeDomain(strings.TrimSpace(v[0]))
+	if err != nil {
+		return ""
+	}
+	return n
+}
+
+// oneDomain resolves an ambiguity of the domain search: when every entry
+// that matched names the same domain (Active Directory's forest domain is
+// both a crossRef's dnsRoot and, once an administrator adds it, a UPN
+// suffix of CN=Partitions), they are one domain, and the entry first by DN
+// (compared without case) is used, whichever order the directory answered
+// in. Entries naming different domains, or more entries than the search
+// returned, stay an ambiguity: false.
+func (t *DomainTemplate) oneDomain(asked string, amb *ldapsource.AmbiguousError) (*ldapsource.Entry, bool) {
+	if !amb.Complete || len(amb.Entries) == 0 {
+		return nil, false
+	}
+	name := t.nameOf(asked, amb.Entries[0])
+	first := amb.Entries[0]
+	for _, e := range amb.Entries[1:] {
+		if n := t.nameOf(asked, e); n == "" || n != name {
+			return nil, false
+		}
+		if strings.ToLower(e.DN) < strings.ToLower(first.DN) {
+			first = e
+		}
+	}
+	return first, name != ""
 }
 
 // build makes the service for domain dom from entry e and, with explain,

@@ -82,11 +82,12 @@ func (p *Policy) collectGroups() []string {
 	return out
 }
 
-// fetch looks addr up and, when the policy needs them, resolves the
-// entry's nested group memberships: both are directory failures when they
-// fail, and both go into the one decision that is cached.
-func (r *Resolver) fetch(ctx context.Context, addr Address) (*ldapsource.Entry, *memberships, error) {
-	e, err := r.dir.Lookup(ctx, ldapsource.Query{Email: addr.String(), Local: addr.Local, Domain: addr.Domain})
+// fetch looks addr of domain d up and, when the policy needs them,
+// resolves the entry's nested group memberships: both are directory
+// failures when they fail, and both go into the one decision that is
+// cached.
+func (r *Resolver) fetch(ctx context.Context, d *Domain, addr Address) (*ldapsource.Entry, *memberships, error) {
+	e, err := r.dir.Lookup(ctx, queryOf(d, addr))
 	if err != nil || len(r.pol.groups) == 0 {
 		return e, nil, err
 	}
@@ -99,6 +100,21 @@ func (r *Resolver) fetch(ctx context.Context, addr Address) (*ldapsource.Entry, 
 		return nil, nil, fmt.Errorf("resolving the groups of %s: %w", e.DN, err)
 	}
 	return e, newMemberships(r.pol.groups, member), nil
+}
+
+// queryOf is the search for addr of domain d. An alias domain's address
+// is searched under the primary domain, where the directory keeps the
+// users (iRedMail: u9@c7.test for u9@alias7.test), and as asked, for
+// directories that list alias-domain addresses on the entries: both in
+// one search, so that it costs what any other address does, and an entry
+// for each is an ambiguity, never a guess.
+func queryOf(d *Domain, addr Address) ldapsource.Query {
+	q := ldapsource.Query{Email: addr.String(), Local: addr.Local, Domain: addr.Domain}
+	if d.AliasOf == "" {
+		return q
+	}
+	p := Address{Local: addr.Local, Domain: d.AliasOf}
+	return ldapsource.Query{Email: p.String(), Local: p.Local, Domain: p.Domain, Or: &q}
 }
 
 // checkDirectory reports a policy the directory cannot serve.

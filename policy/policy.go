@@ -28,7 +28,8 @@ type Config struct {
 	// the primary address with "SMTP:" and the others with "smtp:".
 	PrimaryAddress string `mapstructure:"primary_address"`
 	// Login is the login-name template: {attribute} placeholders over the
-	// entry, and {email}, {local}, {domain} of the asked address.
+	// entry, and {email}, {local}, {domain} of the asked address (of the
+	// address under the primary domain, for an alias domain's).
 	Login string `mapstructure:"login"`
 	// AccountEnabled decides whether the entry may use mail at all; nil
 	// means every entry found is enabled.
@@ -261,7 +262,10 @@ func (p *Policy) collectAttributes() []string {
 // get no POP?". It is built on every decision but only the lookup command
 // shows it; the cache keeps accounts only.
 type Explanation struct {
-	Address  string     `json:"address"`
+	Address string `json:"address"`
+	// AliasOf is the primary domain when the address's domain is an
+	// alias domain: the user was searched as under it too.
+	AliasOf  string     `json:"alias_of,omitempty"`
 	Found    bool       `json:"found"`
 	DN       string     `json:"dn,omitempty"`
 	Enabled  bool       `json:"enabled"`
@@ -316,7 +320,13 @@ func (p *Policy) decide(d *Domain, addr Address, found *ldapsource.Entry, groups
 		ex.Reason = "account enabled (no account_enabled rule)"
 	}
 
-	login, err := p.login.expand(addr, e)
+	// An alias domain's users log in as under the primary domain: there
+	// {email} and {domain} are the primary domain's.
+	la := addr
+	if d.AliasOf != "" {
+		la.Domain = d.AliasOf
+	}
+	login, err := p.login.expand(la, e)
 	if err != nil {
 		login = addr.String()
 		if explain {

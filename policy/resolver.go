@@ -240,7 +240,7 @@ func (r *Resolver) noteDirectory(domain string, err error) {
 // nil for an address unknown or disabled. Errors are directory failures
 // only; "not found" and ambiguity are answers.
 func (r *Resolver) load(ctx context.Context, d *Domain, addr Address) (*cachedAccount, error) {
-	e, groups, err := r.fetch(ctx, addr)
+	e, groups, err := r.fetch(ctx, d, addr)
 	switch {
 	case errors.Is(err, ldapsource.ErrAmbiguous):
 		r.log.Warn("address matches more than one directory entry; treating it as unknown", "domain", addr.Domain)
@@ -286,18 +286,25 @@ func (r *Resolver) Explain(ctx context.Context, addr Address) (*Account, *Explan
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: %s", ErrUnknownDomain, addr.Domain)
 	}
-	e, groups, err := r.fetch(ctx, addr)
+	e, groups, err := r.fetch(ctx, d, addr)
+	var acct *Account
+	var ex *Explanation
 	switch {
 	case errors.Is(err, ldapsource.ErrAmbiguous):
-		acct, ex := r.pol.Decide(d, addr, nil)
+		acct, ex = r.pol.Decide(d, addr, nil)
 		ex.Reason = "more than one directory entry matches: treated as unknown; " + ex.Reason
-		return acct, ex, nil
 	case errors.Is(err, ldapsource.ErrNotFound):
-		e = nil
+		acct, ex = r.pol.decide(d, addr, nil, nil, r.now(), true)
 	case err != nil:
 		return nil, nil, err
+	default:
+		acct, ex = r.pol.decide(d, addr, e, groups, r.now(), true)
 	}
-	acct, ex := r.pol.decide(d, addr, e, groups, r.now(), true)
+	if d.AliasOf != "" {
+		q := queryOf(d, addr)
+		ex.AliasOf = d.AliasOf
+		ex.Reason = fmt.Sprintf("%s is an alias of %s: searched as %s or %s; %s", addr.Domain, d.AliasOf, q.Email, q.Or.Email, ex.Reason)
+	}
 	return acct, ex, nil
 }
 

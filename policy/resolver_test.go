@@ -20,6 +20,7 @@ type fakeDirectory struct {
 	err      error         // returned for every lookup when set
 	gate     chan struct{} // when set, lookups wait for it to close
 	searches atomic.Int64
+	queries  []ldapsource.Query
 }
 
 func (f *fakeDirectory) Lookup(ctx context.Context, q ldapsource.Query) (*ldapsource.Entry, error) {
@@ -40,7 +41,19 @@ func (f *fakeDirectory) Lookup(ctx context.Context, q ldapsource.Query) (*ldapso
 	if q.Email == "twins@example.com" {
 		return nil, ldapsource.ErrAmbiguous
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.queries = append(f.queries, q)
 	e, ok := f.entries[q.Email]
+	if q.Or != nil {
+		// One search for either address, as ldapsource makes it.
+		if o, found := f.entries[q.Or.Email]; found {
+			if ok && o != e {
+				return nil, &ldapsource.AmbiguousError{Entries: []*ldapsource.Entry{e, o}, Complete: true}
+			}
+			e, ok = o, true
+		}
+	}
 	if !ok {
 		return nil, ldapsource.ErrNotFound
 	}
