@@ -136,6 +136,19 @@ func interruptOn(ctx context.Context, nc net.Conn) func() bool {
 	return context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
 }
 
+// OpenBreakers returns the URLs whose breaker is open: servers that timed
+// out or refused connections and that requests leave alone until their
+// probe gets an answer.
+func (s *Source) OpenBreakers() []string {
+	var open []string
+	for i, b := range s.breakers {
+		if b.opened() {
+			open = append(open, s.targets[i].url)
+		}
+	}
+	return open
+}
+
 // unanswered reports whether err means the server did not answer: a
 // timeout, a refused or broken connection, or the server saying it is busy
 // or unavailable. An LDAP result of any other kind, and a configuration
