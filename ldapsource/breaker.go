@@ -90,17 +90,26 @@ func (b *breaker) track(ctx context.Context) (context.Context, func()) {
 // trip opens the breaker after err, and reports whether it was closed: the
 // caller then starts the one probe. It logs the opening, not each failure.
 func (b *breaker) trip(err error) bool {
+	return b.openSince(time.Now(), err)
+}
+
+// openSince opens the breaker, open since then; a nil err (a breaker
+// carried over a reload) logs nothing, the opening was logged already.
+func (b *breaker) openSince(since time.Time, err error) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.isOpen || b.shut {
 		return false
 	}
-	b.isOpen, b.since = true, time.Now()
+	b.isOpen, b.since = true, since
 	b.open.Inc()
 	for f := range b.inflight {
 		f.cancel(errBreakerOpened)
 	}
 	clear(b.inflight)
+	if err == nil {
+		return true
+	}
 	b.log.Warn("directory server not answering: requests skip it (lookups fail over to another ldap.urls entry, or get cached answers and defaults at once); one background probe tries it every "+breakerCooldown.String(),
 		"url", b.url, "err", err)
 	return true
@@ -134,6 +143,25 @@ func (b *breaker) close() {
 // beyond ctx; it reports false when ctx had ended.
 func interruptOn(ctx context.Context, nc net.Conn) func() bool {
 	return context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+}
+
+// CarryBreakers opens the breakers of s's URLs whose breaker is open in
+// old, the source a reload replaces, each with its probe: requests of the
+// new configuration do not wait on a server known to hang.
+func (s *Source) CarryBreakers(old *Source) {
+	for j, ob := range old.breakers {
+		ob.mu.Lock()
+		open, since := ob.isOpen && !ob.shut, ob.since
+		ob.mu.Unlock()
+		if !open {
+			continue
+		}
+		for i, t := range s.targets {
+			if t.url == old.targets[j].url && s.breakers[i].openSince(since, nil) {
+				go s.probeLoop(i)
+			}
+		}
+	}
 }
 
 // OpenBreakers returns the URLs whose breaker is open: servers that timed

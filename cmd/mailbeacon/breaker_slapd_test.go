@@ -278,3 +278,28 @@ func TestBreakerSlapdStoppedAtOnce(t *testing.T) {
 	r.checkP99("uncached addresses, slapd stopped, 200 at once", uncached, limit)
 	r.recover()
 }
+
+// TestBreakerSlapdStoppedReload: a SIGHUP while slapd hangs does not make
+// the new configuration find the hang anew: its source takes the open
+// breaker over, so addresses nobody cached still get the defaults at
+// once; after SIGCONT answers come from the directory within 5 s, and the
+// opening and closing are logged once each across the reload.
+func TestBreakerSlapdStoppedReload(t *testing.T) {
+	r := newBreakerRig(t)
+	r.warm(20, time.Second)
+	r.hang()
+	// Lookups find the hang and open the breaker.
+	r.batch("cached", 20, time.Second, r.cachedUser)
+	r.waitGauge("1")
+	r.s.hup()
+	r.s.waitLog(`msg="configuration reloaded"`, 1)
+	uncached := r.batch("uncached", 100, 5*time.Second, func(i int) (string, string) {
+		a := fmt.Sprintf("after-reload%d@example.com", i)
+		return a, a
+	})
+	r.checkP99("uncached addresses after a reload, slapd stopped, 100 over 5s", uncached, 50*time.Millisecond)
+	if g := r.breakerGauge(); g != "1" {
+		t.Errorf("breaker gauge %s after the reload with slapd stopped; want 1", g)
+	}
+	r.recover()
+}

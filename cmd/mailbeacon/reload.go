@@ -169,6 +169,7 @@ func (s *server) reload() error {
 	// The routes follow the listeners that run, not those the file asks for.
 	a.cfg.Operations.Listen = old.app.cfg.Operations.Listen
 	kept, changed := carryCache(old.app, a)
+	a.source.CarryBreakers(old.app.source)
 	s.cur.store(newGeneration(a, s.log, old))
 	s.retiring.Add(1)
 	go func() {
