@@ -71,6 +71,8 @@ cache:
 limits:
   max_per_client: 0
   unknown_per_minute: 0
+  requests_per_second: 10000
+  burst: 10000
 `}))
 	s := startServe(t, []string{"--config", file, "--listen", "127.0.0.1:0"}, "operations.listen")
 	tr := &http.Transport{MaxIdleConnsPerHost: 256}
