@@ -104,6 +104,7 @@ func TestBreakerStates(t *testing.T) {
 	if ldapsource.BreakerOpen(src, 0) || gauge() != 0 {
 		t.Fatalf("breaker open (gauge %v) while the server answers", gauge())
 	}
+	pooled := p.MaxOpen()
 
 	resume := hang(t, srv)
 	// The first lookup finds the server hung on a pooled connection: it
@@ -118,6 +119,19 @@ func TestBreakerStates(t *testing.T) {
 		t.Fatalf("breaker closed (gauge %v) after a search timed out", gauge())
 	}
 	t.Logf("first lookup on the hung server: %v (request timeout %v)", first.Round(time.Millisecond), cfg.RequestTimeout)
+	// The connections pooled to the hung server are closed (the proxy
+	// sees them go); only a probe's may be open.
+	var open int
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		p.ResetMax()
+		if open = p.MaxOpen(); open <= 1 || time.Now().After(deadline) {
+			break
+		}
+	}
+	t.Logf("connections to the server: %d pooled before the hang, %d open after the breaker opened", pooled, open)
+	if open > 1 {
+		t.Errorf("%d connections still open to the hung server; want its pooled ones dropped", open)
+	}
 	if first > cfg.RequestTimeout+500*time.Millisecond {
 		t.Errorf("first lookup took %v; want about the request timeout %v", first, cfg.RequestTimeout)
 	}
@@ -260,4 +274,35 @@ func caBundle(t *testing.T, servers ...*ldaptest.Server) string {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// TestBreakerUserBind: a user bind that finds the server hung opens the
+// breaker like a lookup does; the next binds and lookups fail at once.
+func TestBreakerUserBind(t *testing.T) {
+	t.Parallel()
+	srv := ldaptest.Slapd(t)
+	cfg := slapdConfig(srv.CAFile, true, srv.URL)
+	cfg.DialTimeout, cfg.RequestTimeout = 300*time.Millisecond, 600*time.Millisecond
+	src := slapdSource(t, cfg, "uid")
+	ctx := context.Background()
+	if err := src.Authenticate(ctx, aliceDN, ldaptest.UserPassword); err != nil {
+		t.Fatalf("Authenticate while the server answers: %v", err)
+	}
+	hang(t, srv)
+	start := time.Now()
+	err := src.Authenticate(ctx, aliceDN, ldaptest.UserPassword)
+	t.Logf("user bind on the hung server: %v after %v", err, time.Since(start).Round(time.Millisecond))
+	if err == nil || errors.Is(err, ldapsource.ErrInvalidCredentials) || !ldapsource.BreakerOpen(src, 0) {
+		t.Fatalf("user bind on the hung server: %v, breaker open %v; want a failure that opens the breaker", err, ldapsource.BreakerOpen(src, 0))
+	}
+	for _, f := range []func() error{
+		func() error { return src.Authenticate(ctx, aliceDN, ldaptest.UserPassword) },
+		func() error { _, err := lookup(src, "alice@example.com"); return err },
+	} {
+		start := time.Now()
+		err := f()
+		if took := time.Since(start); !errors.Is(err, ldapsource.ErrUnreachable) || took > cfg.DialTimeout/2 {
+			t.Errorf("with the breaker open: %v after %v; want ErrUnreachable at once", err, took)
+		}
+	}
 }
