@@ -45,6 +45,7 @@ func (s *Source) Authenticate(ctx context.Context, dn, password string) error {
 		return ErrClosed
 	default:
 	}
+	caller := ctx
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	// Bind connections are not pooled, but their number is capped like
@@ -66,11 +67,18 @@ func (s *Source) Authenticate(ctx context.Context, dn, password string) error {
 			errs = append(errs, fmt.Errorf("%s: %w: use ldaps:// or ldap.start_tls", t.url, ErrInsecureBind))
 			continue
 		}
+		// A server whose breaker is open is not asked; one that does
+		// not answer now opens its breaker (breaker.go).
+		if err := s.skip(idx); err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		err := s.bindOnce(ctx, idx, dn, password)
 		if err == nil || errors.Is(err, ErrInvalidCredentials) {
 			return err
 		}
 		errs = append(errs, err)
+		s.failed(caller, idx, err)
 		if ctx.Err() != nil {
 			break
 		}
@@ -82,6 +90,8 @@ func (s *Source) Authenticate(ctx context.Context, dn, password string) error {
 // "these credentials do not open this entry" become ErrInvalidCredentials.
 func (s *Source) bindOnce(ctx context.Context, idx int, dn, password string) error {
 	t := s.targets[idx]
+	ctx, untrack := s.breakers[idx].track(ctx)
+	defer untrack()
 	dctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
 	lc, nc, err := s.connect(dctx, idx)
 	cancel()
@@ -95,7 +105,9 @@ func (s *Source) bindOnce(ctx context.Context, idx int, dn, password string) err
 		return fmt.Errorf("%s: %w", t.url, err)
 	}
 	lc.SetTimeout(time.Until(deadline))
+	stop := interruptOn(ctx, nc)
 	err = lc.Bind(dn, password)
+	stop()
 	switch {
 	case err == nil:
 		return nil

@@ -16,6 +16,7 @@ type Metrics struct {
 	failovers        prometheus.Counter
 	bindBackoffs     prometheus.Counter
 	dialErrors       *prometheus.CounterVec
+	breakerOpen      *prometheus.GaugeVec
 }
 
 // NewMetrics registers the directory metrics on reg; it panics if reg has
@@ -50,6 +51,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		dialErrors: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "mailbeacon_directory_dial_errors_total",
 			Help: "Failed attempts to connect and bind to a directory URL, by URL.",
+		}, []string{"url"}),
+		breakerOpen: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "mailbeacon_directory_breaker_open",
+			Help: "1 while a directory URL timed out or refused connections and requests leave it alone until a background probe gets an answer, else 0 (2 for a moment when a reload overlaps).",
 		}, []string{"url"}),
 	}
 }

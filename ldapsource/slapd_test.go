@@ -300,6 +300,7 @@ func TestSlapdFailover(t *testing.T) {
 
 	t.Run("server stops and starts", func(t *testing.T) {
 		src := slapdSource(t, slapdConfig(bundle, true, s1.URL, s2.URL), "uid")
+		ldapsource.SetBreakerCooldown(src, 50*time.Millisecond)
 		// servedBy asks for both markers: exactly one is found, and that
 		// names the server in use. Alice is on both.
 		servedBy := func(t *testing.T) string {
@@ -334,6 +335,9 @@ func TestSlapdFailover(t *testing.T) {
 		if got := servedBy(t); got != "on-second" {
 			t.Fatalf("after the first server is back: served by %s; want to stay on the second until it fails", got)
 		}
+		// The first server refused connections: its breaker stays open
+		// until its probe finds it again.
+		waitBreaker(t, src, 0, false)
 		s2.Stop()
 		if got := servedBy(t); got != "on-first" {
 			t.Fatalf("after stopping the second server: served by %s", got)
@@ -348,6 +352,7 @@ func TestSlapdFailover(t *testing.T) {
 			t.Fatalf("Lookup with every server down: %v, %v; want a connection error", e, err)
 		}
 		s2.Start()
+		waitBreaker(t, src, 1, false)
 		if err := ping(src); err != nil {
 			t.Fatalf("Ping after a server came back: %v", err)
 		}

@@ -58,6 +58,9 @@ type Source struct {
 	// messages: ldap.bind_password_file or ldap.bind_password.
 	passwordKey string
 	gate        bindGate // backoff.go
+
+	breakers []*breaker    // per target (breaker.go)
+	cooldown time.Duration // breakerCooldown; shorter in tests
 }
 
 type conn struct {
@@ -100,8 +103,10 @@ func New(cfg Config, attrs []string, log *slog.Logger, m *Metrics) (*Source, err
 		m = NewMetrics(nil)
 	}
 	dialErrs := make([]prometheus.Counter, len(targets))
+	breakers := make([]*breaker, len(targets))
 	for i, t := range targets {
 		dialErrs[i] = m.dialErrors.WithLabelValues(t.url)
+		breakers[i] = newBreaker(t.url, log, m.breakerOpen.WithLabelValues(t.url))
 	}
 	return &Source{
 		cfg: cfg, targets: targets, tls: tc, filter: f, attrs: attrs, log: log, metrics: m, dialErrors: dialErrs,
@@ -111,6 +116,8 @@ func New(cfg Config, attrs []string, log *slog.Logger, m *Metrics) (*Source, err
 		closed:      make(chan struct{}),
 		passwordKey: passwordKey,
 		gate:        bindGate{now: time.Now, log: log, backoffs: m.bindBackoffs},
+		breakers:    breakers,
+		cooldown:    breakerCooldown,
 	}, nil
 }
 
@@ -138,10 +145,10 @@ type searchSpec struct {
 
 // findOne runs sp on a pooled connection and returns its one entry,
 // ErrNotFound or ErrAmbiguous; other errors are directory failures.
-func (s *Source) findOne(ctx context.Context, sp searchSpec) (_ *Entry, err error) {
+func (s *Source) findOne(caller context.Context, sp searchSpec) (_ *Entry, err error) {
 	start := time.Now()
 	defer func() { s.metrics.observeSearch(time.Since(start).Seconds(), err) }()
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	ctx, cancel := context.WithTimeout(caller, s.cfg.RequestTimeout)
 	defer cancel()
 	var lastErr error
 	// A pooled connection may have died since its last use (directory
@@ -152,8 +159,16 @@ func (s *Source) findOne(ctx context.Context, sp searchSpec) (_ *Entry, err erro
 		if err != nil {
 			return nil, err
 		}
-		entries, err := s.search(ctx, c, sp)
-		if err != nil && (isConnError(err) || c.IsClosing() || ctx.Err() != nil) {
+		// The search ends early when the server's breaker opens: a
+		// server found hung by another request holds nobody up.
+		sctx, untrack := s.breakers[c.target].track(ctx)
+		entries, err := s.search(sctx, c, sp)
+		ended := sctx.Err() != nil
+		untrack()
+		if err != nil && (isConnError(err) || c.IsClosing() || ended) {
+			if timedOut(ctx, err) {
+				s.failed(caller, c.target, err)
+			}
 			s.discard(c)
 			// The other idle connections to that server are likely in the
 			// same state: a server that hangs closes none of them, and
@@ -263,7 +278,7 @@ func (s *Source) takeIdle() *conn {
 	for {
 		select {
 		case c := <-s.idle:
-			if !c.IsClosing() {
+			if !c.IsClosing() && !s.breakers[c.target].opened() {
 				return c
 			}
 			c.Close()
@@ -331,6 +346,10 @@ func (s *Source) dial(ctx context.Context) (*conn, error) {
 	var errs []error
 	for i := range s.targets {
 		idx := (start + i) % len(s.targets)
+		if err := s.skip(idx); err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		c, err := s.dialOne(ctx, idx)
 		if err == nil {
 			if idx != start {
@@ -343,6 +362,7 @@ func (s *Source) dial(ctx context.Context) (*conn, error) {
 		err = classify(err, s.passwordKey, s.cfg.BindDN)
 		errs = append(errs, err)
 		s.dialErrors[idx].Inc()
+		s.failed(ctx, idx, err)
 		if ctx.Err() != nil {
 			break
 		}
@@ -359,12 +379,19 @@ func (s *Source) dialOne(ctx context.Context, idx int) (*conn, error) {
 	t := s.targets[idx]
 	dctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
 	defer cancel()
+	dctx, untrack := s.breakers[idx].track(dctx)
+	defer untrack()
 	lc, nc, err := s.connect(dctx, idx)
 	if err != nil {
 		return nil, err
 	}
 	if s.cfg.BindDN != "" {
-		if err := lc.Bind(s.cfg.BindDN, s.cfg.BindPassword); err != nil {
+		stop := interruptOn(dctx, nc)
+		err := lc.Bind(s.cfg.BindDN, s.cfg.BindPassword)
+		if !stop() && err == nil {
+			err = context.Cause(dctx)
+		}
+		if err != nil {
 			lc.Close()
 			return nil, fmt.Errorf("%s: bind as %s: %w", t.url, s.cfg.BindDN, err)
 		}
@@ -407,6 +434,7 @@ func (s *Source) connect(dctx context.Context, idx int) (*ldap.Conn, net.Conn, e
 		nc.Close()
 		return nil, nil, fmt.Errorf("%s: %w", t.url, err)
 	}
+	defer interruptOn(dctx, nc)()
 	lc := ldap.NewConn(nc, t.ldaps)
 	lc.Start()
 	lc.SetTimeout(time.Until(deadline))
@@ -449,6 +477,9 @@ func (s *Source) Ping(ctx context.Context) error {
 func (s *Source) Close() {
 	s.closeOnce.Do(func() {
 		close(s.closed)
+		for _, b := range s.breakers {
+			b.close()
+		}
 		for {
 			select {
 			case c := <-s.idle:

@@ -66,6 +66,10 @@ func (s *DomainSource) Domain(ctx context.Context, name string) (*Domain, error)
 	select {
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-staleGrace(cached):
+		// As for accounts: a hung directory does not hold up a domain
+		// it served; the search goes on and caches what it finds.
+		return answerDomain(name, e.Value)
 	case res := <-ch:
 		if res.Err == nil {
 			return answerDomain(name, res.Val.(*Domain))

@@ -195,6 +195,10 @@ func (r *Resolver) resolve(ctx context.Context, addr Address, full bool) (*Accou
 	select {
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-staleGrace(stale != nil):
+		// The search goes on and caches what it finds.
+		r.metrics.cacheStale.Inc()
+		return r.answer(d, addr, stale.Value, full)
 	case res := <-ch:
 		r.noteDirectory(addr.Domain, res.Err)
 		if res.Err == nil {
@@ -213,6 +217,22 @@ func (r *Resolver) resolve(ctx context.Context, addr Address, full bool) (*Accou
 		// a real user, during an outage, that the address does not exist.
 		return d.DefaultAccount(addr, addr.String()), nil
 	}
+}
+
+// staleGraceTime is how long a lookup that holds a stale answer waits for
+// the directory before it serves that answer. A directory that answers
+// keeps answers fresh as before; one that has just hung costs a cached
+// user this, not ldap.request_timeout, until the directory's breaker
+// (ldapsource) opens and lookups fail at once.
+const staleGraceTime = 20 * time.Millisecond
+
+// staleGrace returns a channel that delivers after staleGraceTime when a
+// stale answer can be served, and nil (never) otherwise.
+func staleGrace(haveStale bool) <-chan time.Time {
+	if !haveStale {
+		return nil
+	}
+	return time.After(staleGraceTime)
 }
 
 // noteDirectory logs when the directory starts failing and when it

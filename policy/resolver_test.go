@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -339,4 +340,55 @@ func BenchmarkResolveCached(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestBreakerStaleAnswerWhileDirectoryHangs: a directory that has just
+// hung (no answer, no error yet: its breaker has not opened) holds up a
+// stale cached answer by staleGraceTime, not by the directory's timeout;
+// the search goes on and caches what the directory says when it answers.
+func TestBreakerStaleAnswerWhileDirectoryHangs(t *testing.T) {
+	cfg := CacheConfig{TTL: time.Minute, NegativeTTL: time.Minute, StaleFor: 10 * time.Minute, OnDirectoryError: "defaults"}
+	r, dir, clk := newTestResolver(t, cfg)
+	ctx := context.Background()
+	if _, err := r.Resolve(ctx, mustAddr(t, "bob@example.com")); err != nil {
+		t.Fatal(err)
+	}
+	gate := make(chan struct{})
+	dir.set(func(f *fakeDirectory) {
+		f.gate = gate
+		f.entries["bob@example.com"] = entry(map[string][]string{"uid": {"bob.renamed"}, "accountStatus": {"active"}, "enabledService": {"mail", "imapsecured", "smtpsecured"}})
+	})
+	clk.Advance(2 * time.Minute) // stale, within stale_for
+	var took []time.Duration
+	for range 20 {
+		start := time.Now()
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		a, err := r.Resolve(wctx, mustAddr(t, "bob@example.com"))
+		cancel()
+		took = append(took, time.Since(start))
+		if err != nil || !a.Known || a.Services[0].Login != "bob.login" {
+			t.Fatalf("while the directory hangs: %v %+v; want bob's stale answer", err, a)
+		}
+	}
+	slowest := slices.Max(took)
+	t.Logf("stale answers while the directory hangs: slowest %v (grace %v)", slowest, staleGraceTime)
+	if slowest > 10*staleGraceTime {
+		t.Errorf("a stale answer took %v; want about %v", slowest, staleGraceTime)
+	}
+	if n := dir.searches.Load(); n != 2 {
+		t.Errorf("%d searches; want 2 (the first, then one search for all the waiting lookups)", n)
+	}
+	// The directory answers: the search in flight caches the new entry.
+	close(gate)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		a, err := r.Resolve(ctx, mustAddr(t, "bob@example.com"))
+		if err == nil && a.Services[0].Login == "bob.renamed" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the directory answered: %v %+v; want the new entry", err, a)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

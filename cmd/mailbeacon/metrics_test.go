@@ -25,6 +25,7 @@ var servedFamilies = []string{
 	"mailbeacon_cache_lookups_total",
 	"mailbeacon_config_reloads_total",
 	"mailbeacon_directory_bind_backoffs_total",
+	"mailbeacon_directory_breaker_open",
 	"mailbeacon_directory_connections_in_use",
 	"mailbeacon_directory_dial_errors_total",
 	"mailbeacon_directory_failovers_total",

@@ -4,6 +4,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailbeacon/mailbeacon/ldapsource/ldaptest"
 	"github.com/mailbeacon/mailbeacon/protocols"
@@ -36,19 +37,30 @@ func TestReadyzFollowsDirectorySlapd(t *testing.T) {
 		name   string
 		action func()
 		readyz int
+		// within is how long /readyz may take to say so: a directory
+		// that refused connections is asked again once its breaker's
+		// probe finds it, within a cool-down (2 s).
+		within time.Duration
 	}{
-		{"up", func() {}, 200},
-		{"down", srv.Stop, 503},
-		{"still down", func() {}, 503},
-		{"back", srv.Start, 200},
+		{"up", func() {}, 200, 0},
+		{"down", srv.Stop, 503, 0},
+		{"still down", func() {}, 503, 0},
+		{"back", srv.Start, 200, 5 * time.Second},
 		// The pooled connection dies with the restart: the probe must
 		// not fail once for that.
-		{"restarted between probes", func() { srv.Stop(); srv.Start() }, 200},
+		{"restarted between probes", func() { srv.Stop(); srv.Start() }, 200, 0},
 	} {
 		step.action()
-		if code, body := probe("/readyz"); code != step.readyz {
+		start := time.Now()
+		code, body := probe("/readyz")
+		for code != step.readyz && time.Since(start) < step.within {
+			time.Sleep(20 * time.Millisecond)
+			code, body = probe("/readyz")
+		}
+		if code != step.readyz {
 			t.Errorf("%s: /readyz %d %q, want %d", step.name, code, body, step.readyz)
 		}
+		t.Logf("%s: /readyz %d after %v", step.name, code, time.Since(start).Round(time.Millisecond))
 		if code, _ := probe("/healthz"); code != 200 {
 			t.Errorf("%s: /healthz %d", step.name, code)
 		}

@@ -177,6 +177,7 @@ func (s *server) reload() error {
 	// Refused binds per account are counted across reloads: a SIGHUP must
 	// not give every account its bind_failures anew.
 	a.resolver.CarryAuthentication(old.app.resolver, reflect.DeepEqual(old.app.cfg.LDAP, a.cfg.LDAP))
+	a.source.CarryBreakers(old.app.source)
 	s.cur.store(newGeneration(a, s.log, old))
 	s.retiring.Add(1)
 	go func() {

@@ -18,6 +18,7 @@ type Proxy struct {
 
 	delay      atomic.Int64
 	countAfter atomic.Int64
+	accepted   atomic.Int64
 
 	mu        sync.Mutex
 	open, top int
@@ -48,6 +49,7 @@ func NewProxy(t testing.TB, target string) *Proxy {
 			if err != nil {
 				return
 			}
+			p.accepted.Add(1)
 			out, err := net.DialTimeout("tcp", target, 2*time.Second)
 			if err != nil {
 				in.Close()
@@ -118,6 +120,10 @@ func (p *Proxy) CountAfter(d time.Duration) { p.countAfter.Store(int64(d)) }
 
 // SetDelay sets how long each chunk from the directory is held.
 func (p *Proxy) SetDelay(d time.Duration) { p.delay.Store(int64(d)) }
+
+// Accepted returns how many connections the proxy has accepted: each is
+// a connection attempt of the client, answered by the directory or not.
+func (p *Proxy) Accepted() int { return int(p.accepted.Load()) }
 
 // MaxOpen returns the most connections open at once since the last ResetMax.
 func (p *Proxy) MaxOpen() int {
