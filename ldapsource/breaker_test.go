@@ -7,8 +7,6 @@ package ldapsource_test
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -204,7 +202,7 @@ func TestBreakerHungAndHealthyServer(t *testing.T) {
 	t.Parallel()
 	s1 := ldaptest.Slapd(t, ldaptest.WithExtraLDIF(markerLDIF("on-first")))
 	s2 := ldaptest.Slapd(t, ldaptest.WithExtraLDIF(markerLDIF("on-second")))
-	cfg := slapdConfig(caBundle(t, s1, s2), true, s1.URL, s2.URL)
+	cfg := slapdConfig(ldaptest.CABundle(t, s1, s2), true, s1.URL, s2.URL)
 	cfg.DialTimeout, cfg.RequestTimeout, cfg.PoolSize = 500*time.Millisecond, time.Second, 8
 	src := slapdSource(t, cfg, "uid")
 
@@ -256,24 +254,6 @@ func TestBreakerHungAndHealthyServer(t *testing.T) {
 	if p99 := percentile(took, .99); p99 > 50*time.Millisecond {
 		t.Errorf("p99 %v with a healthy second server; want no wait for the hung first one", p99)
 	}
-}
-
-// caBundle writes one PEM file trusting every server's CA.
-func caBundle(t *testing.T, servers ...*ldaptest.Server) string {
-	t.Helper()
-	var pems []byte
-	for _, s := range servers {
-		b, err := os.ReadFile(s.CAFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pems = append(pems, b...)
-	}
-	f := filepath.Join(t.TempDir(), "cas.pem")
-	if err := os.WriteFile(f, pems, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return f
 }
 
 // TestBreakerUserBind: a user bind that finds the server hung opens the

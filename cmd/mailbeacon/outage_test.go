@@ -11,8 +11,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
@@ -187,24 +185,6 @@ enabledService: smtpsecured
 `, server)
 }
 
-// caBundle writes one PEM file trusting every server's CA.
-func caBundle(t *testing.T, servers ...*ldaptest.Server) string {
-	t.Helper()
-	var pems []byte
-	for _, s := range servers {
-		b, err := os.ReadFile(s.CAFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pems = append(pems, b...)
-	}
-	p := filepath.Join(t.TempDir(), "cas.pem")
-	if err := os.WriteFile(p, pems, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 var usernameRE = regexp.MustCompile(`<username>([^<]*)</username>`)
 
 // whoServedBy asks for who@example.com and returns the login in the
@@ -234,7 +214,7 @@ func TestDirectoryFailoverSlapd(t *testing.T) {
 		s1.Start()
 		s2.Start()
 		cfg := slapdConfig(t, s1, false)
-		cfg.LDAP.URLs, cfg.LDAP.CAFile = []string{s1.URL, s2.URL}, caBundle(t, s1, s2)
+		cfg.LDAP.URLs, cfg.LDAP.CAFile = []string{s1.URL, s2.URL}, ldaptest.CABundle(t, s1, s2)
 		// Every request asks the directory: the answer names the server.
 		cfg.Cache.TTL, cfg.Cache.NegativeTTL, cfg.Cache.StaleFor = time.Nanosecond, time.Nanosecond, 0
 		a, hs := outageServer(t, cfg)
@@ -276,7 +256,7 @@ func TestDirectoryFailoverSlapd(t *testing.T) {
 		s2.Start()
 		p := ldaptest.NewProxy(t, strings.TrimPrefix(s1.URL, "ldap://"))
 		cfg := slapdConfig(t, s1, false)
-		cfg.LDAP.URLs, cfg.LDAP.CAFile = []string{"ldap://" + p.Addr, s2.URL}, caBundle(t, s1, s2)
+		cfg.LDAP.URLs, cfg.LDAP.CAFile = []string{"ldap://" + p.Addr, s2.URL}, ldaptest.CABundle(t, s1, s2)
 		cfg.LDAP.DialTimeout, cfg.LDAP.RequestTimeout, cfg.LDAP.PoolSize = time.Second, 2*time.Second, 4
 		cfg.Cache.TTL, cfg.Cache.NegativeTTL, cfg.Cache.StaleFor = time.Nanosecond, time.Nanosecond, 0
 		_, hs := outageServer(t, cfg)

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"testing"
 	"time"
 )
 
@@ -99,4 +100,24 @@ func serial() *big.Int {
 		panic(err) // crypto/rand does not fail on supported systems
 	}
 	return n.Add(n, big.NewInt(1))
+}
+
+// CABundle writes one PEM file, in the test's temporary directory, that
+// trusts the CA of every server given: for a configuration whose
+// ldap.urls name several of them.
+func CABundle(t testing.TB, servers ...*Server) string {
+	t.Helper()
+	var pems []byte
+	for _, s := range servers {
+		b, err := os.ReadFile(s.CAFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pems = append(pems, b...)
+	}
+	f := filepath.Join(t.TempDir(), "cas.pem")
+	if err := os.WriteFile(f, pems, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
