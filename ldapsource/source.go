@@ -57,7 +57,7 @@ type Source struct {
 	// passwordKey names where the service password came from, for error
 	// messages: ldap.bind_password_file or ldap.bind_password.
 	passwordKey string
-	gate        bindGate // backoff.go
+	gate        *bindGate // backoff.go; shared through Refusals
 }
 
 type conn struct {
@@ -103,15 +103,19 @@ func New(cfg Config, attrs []string, log *slog.Logger, m *Metrics) (*Source, err
 	for i, t := range targets {
 		dialErrs[i] = m.dialErrors.WithLabelValues(t.url)
 	}
-	return &Source{
+	if err := cfg.checkLockedRetry(); err != nil {
+		return nil, err
+	}
+	s := &Source{
 		cfg: cfg, targets: targets, tls: tc, filter: f, attrs: attrs, log: log, metrics: m, dialErrors: dialErrs,
 		slots:       make(chan struct{}, cfg.PoolSize),
 		binds:       make(chan struct{}, cfg.PoolSize),
 		idle:        make(chan *conn, cfg.PoolSize),
 		closed:      make(chan struct{}),
 		passwordKey: passwordKey,
-		gate:        bindGate{now: time.Now, log: log, backoffs: m.bindBackoffs},
-	}, nil
+	}
+	s.UseRefusals(NewRefusals())
+	return s, nil
 }
 
 func isLoopback(host string) bool {
@@ -364,7 +368,7 @@ func (s *Source) dialOne(ctx context.Context, idx int) (*conn, error) {
 		return nil, err
 	}
 	if s.cfg.BindDN != "" {
-		if err := lc.Bind(s.cfg.BindDN, s.cfg.BindPassword); err != nil {
+		if err := s.gate.bind(dctx, func() error { return lc.Bind(s.cfg.BindDN, s.cfg.BindPassword) }); err != nil {
 			lc.Close()
 			return nil, fmt.Errorf("%s: bind as %s: %w", t.url, s.cfg.BindDN, err)
 		}
@@ -426,6 +430,11 @@ func (s *Source) connect(dctx context.Context, idx int) (*ldap.Conn, net.Conn, e
 // Ping checks that the directory can be reached, the service account can
 // bind, and the base DN can be read.
 func (s *Source) Ping(ctx context.Context) error {
+	// Connections bound before the directory refused the credentials
+	// still work, but the configuration does not: not ready.
+	if err := s.gate.held(); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	c, err := s.get(ctx)
