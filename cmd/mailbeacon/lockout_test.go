@@ -1,0 +1,290 @@
+package main
+
+// The service account is never locked out by mailbeacon: credentials the
+// directory refused are not sent again - not per request, not on a
+// reload, not after a restart - until they change. Against a real Samba
+// DC with a lockout policy and a real slapd counting binds in cn=Monitor.
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailbeacon/mailbeacon/ldapsource/ldaptest"
+	"github.com/mailbeacon/mailbeacon/ldapsource/sambatest"
+)
+
+var lockoutSpan = flag.Duration("lockout-span", 10*time.Minute, "how long TestServiceLockoutSamba serves with a wrong service password (1 request/s, 10 reloads and 10 restarts spread through it)")
+
+// passwordFileRE finds the ldap.bind_password_file line of a configuration.
+var passwordFileRE = regexp.MustCompile(`(?m)^  bind_password_file: "?([^"\n]*)"?$`)
+
+// passwordFile returns the file text's ldap.bind_password_file names.
+func passwordFile(t *testing.T, text string) string {
+	t.Helper()
+	m := passwordFileRE.FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("no bind_password_file in:\n%s", text)
+	}
+	return m[1]
+}
+
+// fetchLogin asks Thunderbird autoconfig for addr at base and returns the
+// first <username>.
+func fetchLogin(c *http.Client, base, addr string) (string, error) {
+	resp, err := c.Get(base + "/mail/config-v1.1.xml?emailaddress=" + addr)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return "", fmt.Errorf("%s: HTTP %d: %.200s", addr, resp.StatusCode, body)
+	}
+	_, rest, ok := bytes.Cut(body, []byte("<username>"))
+	login, _, ok2 := bytes.Cut(rest, []byte("</username>"))
+	if !ok || !ok2 {
+		return "", fmt.Errorf("%s: no <username> in %.300s", addr, body)
+	}
+	return string(login), nil
+}
+
+// A Samba DC locking accounts after 3 failed logons in 30 minutes, and a
+// wrong service password: serve --start-degraded, asked once a second for
+// 10 minutes (-lockout-span), reloaded 10 times and restarted 10 times
+// (same state_dir) in between, costs the account one failed logon, and it
+// is never locked. The right password and one SIGHUP then bring alice's
+// own answer within 5 seconds.
+func TestServiceLockoutSamba(t *testing.T) {
+	t.Parallel()
+	srv := sambatest.DC(t)
+	srv.SetLockoutPolicy(t, 3, 30*time.Minute)
+	dir := t.TempDir()
+	text := adConfigText(t, srv, adPolicy)
+	pw := passwordFile(t, text)
+	writeFile(t, pw, "not-the-password\n")
+	file := filepath.Join(dir, "config.yaml")
+	writeFile(t, file, text+fmt.Sprintf("state_dir: %q\nlimits:\n  requests_per_second: 0\n  unknown_per_minute: 0\n", filepath.Join(dir, "state")))
+
+	maxBad, checks := 0, 0
+	check := func(when string) {
+		t.Helper()
+		bad, locked := srv.Lockout(t, sambatest.ServiceDN)
+		maxBad, checks = max(maxBad, bad), checks+1
+		if bad > 1 || locked {
+			t.Errorf("%s: svc-mailbeacon badPwdCount=%d locked=%v; want at most 1, not locked", when, bad, locked)
+		}
+	}
+	args := []string{"--config", file, "--listen", "127.0.0.1:0", "--start-degraded"}
+	s := startServe(t, args)
+	check("after the degraded start")
+
+	// 10 reloads and 10 restarts, alternating, evenly through the span.
+	span := *lockoutSpan
+	const events = 20
+	c := &http.Client{Timeout: 10 * time.Second}
+	start := time.Now()
+	requests, hups, restarts := 0, 0, 0
+	hupsHere := 0 // SIGHUPs the running process got: its log counts them
+	for i := 0; ; i++ {
+		at := start.Add(time.Duration(i) * time.Second)
+		if at.After(start.Add(span)) {
+			break
+		}
+		time.Sleep(time.Until(at))
+		if done := hups + restarts; done < events && at.Sub(start) >= span*time.Duration(done+1)/(events+1) {
+			if done%2 == 0 {
+				s.hup()
+				hups++
+				hupsHere++
+				s.waitLog("configuration reloaded", hupsHere)
+				check(fmt.Sprintf("after SIGHUP %d", hups))
+			} else {
+				if code := s.stop(); code != 0 {
+					t.Fatalf("serve exited %d: %s", code, s.stderr.String())
+				}
+				s = startServe(t, args)
+				restarts++
+				hupsHere = 0
+				check(fmt.Sprintf("after restart %d", restarts))
+			}
+		}
+		login, err := fetchLogin(c, s.addrs["server.listen"], "alice@example.test")
+		requests++
+		if err != nil || login != "alice@example.test" {
+			t.Fatalf("request %d: %q %v; want the domain defaults (login alice@example.test)", requests, login, err)
+		}
+	}
+	check("at the end")
+	t.Logf("%d requests over %v, %d SIGHUPs, %d restarts: the DC was checked %d times, badPwdCount at most %d, never locked",
+		requests, time.Since(start).Round(time.Second), hups, restarts, checks, maxBad)
+	if n := strings.Count(s.stderr.String(), "msg=\"not binding as the service account"); n != 1 {
+		t.Errorf("the last process logged the held credentials %d times, want once:\n%s", n, s.stderr.String())
+	}
+
+	// Fixed: the right password in the file and one SIGHUP.
+	writeFile(t, pw, sambatest.ServicePassword+"\n")
+	fixed := time.Now()
+	s.hup()
+	for {
+		login, err := fetchLogin(c, s.addrs["server.listen"], "alice@example.test")
+		if err == nil && login == "asmith@example.test" {
+			break
+		}
+		if time.Since(fixed) > 5*time.Second {
+			t.Fatalf("5s after the fix alice still gets %q (%v):\n%s", login, err, s.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("the right password and one SIGHUP: alice's own answer after %v", time.Since(fixed).Round(time.Millisecond))
+	if bad, locked := srv.Lockout(t, sambatest.ServiceDN); bad != 0 || locked {
+		t.Errorf("after the fix: badPwdCount=%d locked=%v; want 0 (a good logon resets it)", bad, locked)
+	}
+}
+
+// A reload after a typo in the password file (same file name, new
+// content) asks the directory before it swaps: one refused bind, the old
+// password keeps serving (alice, never asked before, gets her own
+// answer), the failure is logged with the key and counted; further
+// SIGHUPs and requests with the same typo bind no more.
+func TestReloadPasswordTypoLockoutSlapd(t *testing.T) {
+	srv := ldaptest.Slapd(t)
+	dir := t.TempDir()
+	text := slapdConfigText(t, srv, slapdOptions{extra: fmt.Sprintf("state_dir: %q\n", filepath.Join(dir, "state"))})
+	pw := passwordFile(t, text)
+	file := filepath.Join(dir, "config.yaml")
+	writeFile(t, file, text)
+	s := startServe(t, []string{"--config", file, "--listen", "127.0.0.1:0"}, "operations.listen")
+	c := &http.Client{Timeout: 5 * time.Second}
+	base := s.addrs["server.listen"]
+	if login, err := fetchLogin(c, base, "bob@example.com"); err != nil || login != "bob.login" {
+		t.Fatalf("bob: %q %v", login, err)
+	}
+
+	before := srv.BindCount()
+	writeFile(t, pw, ldaptest.ServicePassword+"x\n")
+	const hups = 5
+	for i := 1; i <= hups; i++ {
+		s.hup()
+		s.waitLog("configuration reload failed", i)
+		if got := srv.BindCount() - before; got != 1 {
+			t.Errorf("after SIGHUP %d with the typo: %d binds; want 1 (the refused one)", i, got)
+		}
+		for _, addr := range []string{"alice@example.com", fmt.Sprintf("nobody%d@example.com", i)} {
+			if _, err := fetchLogin(c, base, addr); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if login, err := fetchLogin(c, base, "alice@example.com"); err != nil || login != "alice" {
+		t.Errorf("alice after the refused reloads: %q %v; want her own login, from the old password", login, err)
+	}
+	log := s.stderr.String()
+	if !regexp.MustCompile(`configuration reload failed.*ldap\.bind_password_file`).MatchString(log) {
+		t.Errorf("the reload failure does not name ldap.bind_password_file:\n%s", log)
+	}
+	if got := srv.BindCount() - before; got != 1 {
+		t.Errorf("%d SIGHUPs and %d requests with the typo cost %d binds; want 1", hups, 2*hups+1, got)
+	}
+	_, body := scrape(t, s.addrs["operations.listen"])
+	if got := sample(body, `mailbeacon_config_reloads_total{result="failed"}`); got != hups {
+		t.Errorf("reloads failed = %v, want %d", got, hups)
+	}
+	if got := sample(body, "mailbeacon_directory_service_credentials_refused"); got != 0 {
+		t.Errorf("the serving credentials are reported refused (%v); the refused ones never served", got)
+	}
+
+	// The typo fixed: the running credentials again, nothing to ask.
+	writeFile(t, pw, ldaptest.ServicePassword+"\n")
+	s.hup()
+	s.waitLog("configuration reloaded", 1)
+	if got := srv.BindCount() - before; got != 1 {
+		t.Errorf("the fixed reload bound: %d binds, want still 1", got)
+	}
+}
+
+// Credentials refused once are remembered in state_dir: a restart does
+// not bind with them (cn=Monitor's bind count does not move) and exits 78
+// naming the key; config check --online says so without binding; served
+// degraded, /readyz and the metric say so, and the log says it once.
+func TestRestartKnownRefusedLockoutSlapd(t *testing.T) {
+	srv := ldaptest.Slapd(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "config.yaml")
+	text := slapdConfigText(t, srv, slapdOptions{password: "not-the-password", extra: fmt.Sprintf("state_dir: %q\n", filepath.Join(dir, "state"))})
+	writeFile(t, file, text)
+	const key = "ldap.bind_password_file"
+
+	before := srv.BindCount()
+	code, log := runServe(t, "--config", file)
+	if code != exitConfig || !strings.Contains(log, key+": ") || srv.BindCount()-before != 1 {
+		t.Errorf("first start: exit %d after %d binds; want %d naming %s after 1:\n%s", code, srv.BindCount()-before, exitConfig, key, log)
+	}
+	if strings.Contains(log, "backoff interval") {
+		t.Errorf("a start that exits promises to bind again:\n%s", log)
+	}
+	binds := srv.BindCount()
+	for i := range 3 {
+		code, log = runServe(t, "--config", file)
+		if code != exitConfig || !strings.Contains(log, key+": ") || !strings.Contains(log, "refused these service-account credentials before") {
+			t.Errorf("restart %d: exit %d; want %d naming %s and the earlier refusal:\n%s", i+1, code, exitConfig, key, log)
+		}
+	}
+	code, out, errOut := runConfigCheck(t, "--online", file)
+	if code != exitConfig || !strings.Contains(out, "not binding as the service account") || !strings.Contains(errOut, key+": ") {
+		t.Errorf("config check --online: exit %d; want %d saying it does not bind, naming %s:\n%s%s", code, exitConfig, key, out, errOut)
+	}
+	if got := srv.BindCount() - binds; got != 0 {
+		t.Errorf("3 restarts and config check --online bound %d times with the refused credentials; want 0", got)
+	}
+
+	s := startServe(t, []string{"--config", file, "--listen", "127.0.0.1:0", "--start-degraded"}, "operations.listen")
+	c := &http.Client{Timeout: 5 * time.Second}
+	for i := range 20 {
+		if login, err := fetchLogin(c, s.addrs["server.listen"], fmt.Sprintf("u%d@example.com", i)); err != nil || login != fmt.Sprintf("u%d@example.com", i) {
+			t.Fatalf("%q %v; want the defaults", login, err)
+		}
+	}
+	for range 3 {
+		code, body := get(t, c, s.addrs["operations.listen"]+"/readyz", "")
+		if code != 503 || !strings.Contains(body, "refused the service account's credentials") || !strings.Contains(body, key) {
+			t.Errorf("/readyz: %d %q; want 503 saying the credentials are refused, naming %s", code, body, key)
+		}
+	}
+	_, body := scrape(t, s.addrs["operations.listen"])
+	if got := sample(body, "mailbeacon_directory_service_credentials_refused"); got != 1 {
+		t.Errorf("mailbeacon_directory_service_credentials_refused = %v, want 1", got)
+	}
+	if got := srv.BindCount() - binds; got != 0 {
+		t.Errorf("the degraded server bound %d times; want 0", got)
+	}
+	log = s.stderr.String()
+	if n := strings.Count(log, `msg="not binding as the service account`); n != 1 || !regexp.MustCompile(`not binding as the service account.* key=`+regexp.QuoteMeta(key)+` .*fix=`).MatchString(log) {
+		t.Errorf("the held credentials are logged %d times (want once, with key and fix):\n%s", n, log)
+	}
+	if !strings.Contains(log, "does not bind with these credentials again") || strings.Contains(log, "backoff interval") {
+		t.Errorf("the degraded start does not say how it goes on:\n%s", log)
+	}
+	s.stop()
+
+	// Other credentials (the right password) are tried at once.
+	writeFile(t, passwordFile(t, text), ldaptest.ServicePassword+"\n")
+	s = startServe(t, []string{"--config", file, "--listen", "127.0.0.1:0"}, "operations.listen")
+	if login, err := fetchLogin(c, s.addrs["server.listen"], "bob@example.com"); err != nil || login != "bob.login" {
+		t.Errorf("bob with the right password: %q %v", login, err)
+	}
+	if code, _ := get(t, c, s.addrs["operations.listen"]+"/readyz", ""); code != 200 {
+		t.Errorf("/readyz %d with the right password", code)
+	}
+	_, body = scrape(t, s.addrs["operations.listen"])
+	if got := sample(body, "mailbeacon_directory_service_credentials_refused"); got != 0 {
+		t.Errorf("mailbeacon_directory_service_credentials_refused = %v with the right password, want 0", got)
+	}
+}
