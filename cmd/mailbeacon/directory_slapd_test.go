@@ -65,9 +65,13 @@ func TestServeRefusesMisconfiguredDirectorySlapd(t *testing.T) {
 				return
 			}
 			code, log := runServe(t, "--config", file)
-			if code == 0 || !strings.Contains(log, tc.key+": ") || !strings.Contains(log, tc.why) ||
+			if code != exitConfig || !strings.Contains(log, tc.key+": ") || !strings.Contains(log, tc.why) ||
 				!strings.Contains(log, "--start-degraded") || strings.Contains(log, "mailbeacon listening") {
-				t.Errorf("serve exited %d; want non-zero, naming %s (%s) and --start-degraded:\n%s", code, tc.key, tc.why, log)
+				t.Errorf("serve exited %d; want %d, naming %s (%s) and --start-degraded:\n%s", code, exitConfig, tc.key, tc.why, log)
+			}
+			// The process exits: nothing may promise that it binds again.
+			if strings.Contains(log, "binds again") {
+				t.Errorf("a refused start says it binds again:\n%s", log)
 			}
 			// Told to start degraded, by flag or by key, it serves.
 			s := startServe(t, []string{"--config", file, "--listen", "127.0.0.1:0", "--start-degraded"})
