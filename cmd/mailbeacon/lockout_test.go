@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-ldap/ldap/v3"
+
 	"github.com/mailbeacon/mailbeacon/ldapsource/ldaptest"
 	"github.com/mailbeacon/mailbeacon/ldapsource/sambatest"
 )
@@ -286,5 +288,53 @@ func TestRestartKnownRefusedLockoutSlapd(t *testing.T) {
 	_, body = scrape(t, s.addrs["operations.listen"])
 	if got := sample(body, "mailbeacon_directory_service_credentials_refused"); got != 0 {
 		t.Errorf("mailbeacon_directory_service_credentials_refused = %v with the right password, want 0", got)
+	}
+}
+
+// The service account's password changed in the directory under a
+// running server, the directory restarted (the pooled connections gone),
+// and 200 lookups at once for distinct addresses: the pool dials in
+// parallel, but its binds go one at a time, so the directory sees one
+// refused bind, not one per connection; a SIGHUP with the same file binds
+// no more.
+func TestRotatedPasswordLockoutSlapd(t *testing.T) {
+	srv := ldaptest.Slapd(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "config.yaml")
+	writeFile(t, file, slapdConfigText(t, srv, slapdOptions{
+		// The per-client limits would refuse most of the burst before
+		// the directory: all 200 must reach it.
+		extra: fmt.Sprintf("state_dir: %q\nlimits:\n  requests_per_second: 0\n  unknown_per_minute: 0\n  max_per_client: 256\n", filepath.Join(dir, "state")),
+	}))
+	s := startServe(t, []string{"--config", file, "--listen", "127.0.0.1:0"}, "operations.listen")
+	c := &http.Client{Timeout: 10 * time.Second}
+	if login, err := fetchLogin(c, s.addrs["server.listen"], "bob@example.com"); err != nil || login != "bob.login" {
+		t.Fatalf("bob: %q %v", login, err)
+	}
+	m := ldap.NewModifyRequest(ldaptest.ServiceDN, nil)
+	m.Replace("userPassword", []string{"rotated-elsewhere"})
+	if err := ldapRoot(t, srv).Modify(m); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	srv.Start()
+	before := srv.BindCount()
+	ldaptest.Together(200, func(i int) {
+		addr := fmt.Sprintf("burst%d@example.com", i)
+		if login, err := fetchLogin(c, s.addrs["server.listen"], addr); err != nil || login != addr {
+			t.Errorf("%s: %q %v; want the defaults", addr, login, err)
+		}
+	})
+	s.hup()
+	s.waitLog("configuration reloaded", 1)
+	for i := range 20 {
+		fetchLogin(c, s.addrs["server.listen"], fmt.Sprintf("after%d@example.com", i))
+	}
+	if got := srv.BindCount() - before; got != 1 {
+		t.Errorf("200 concurrent lookups, a SIGHUP and 20 lookups after the password changed cost %d binds; want 1", got)
+	}
+	_, body := scrape(t, s.addrs["operations.listen"])
+	if got := sample(body, "mailbeacon_directory_service_credentials_refused"); got != 1 {
+		t.Errorf("mailbeacon_directory_service_credentials_refused = %v, want 1", got)
 	}
 }
