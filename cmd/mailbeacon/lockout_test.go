@@ -7,10 +7,13 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -336,5 +339,62 @@ func TestRotatedPasswordLockoutSlapd(t *testing.T) {
 	_, body := scrape(t, s.addrs["operations.listen"])
 	if got := sample(body, "mailbeacon_directory_service_credentials_refused"); got != 1 {
 		t.Errorf("mailbeacon_directory_service_credentials_refused = %v, want 1", got)
+	}
+}
+
+// An account the DC has locked out (AD 775), with the right password in
+// the file: its credentials are not known to be wrong, so mailbeacon waits
+// ldap.locked_retry_interval before trying again, across a restart too;
+// /readyz and the gauge say it is locked, not refused.
+func TestLockedServiceAccountLockoutSamba(t *testing.T) {
+	srv := sambatest.DC(t)
+	srv.SetLockoutPolicy(t, 3, 30*time.Minute)
+	// Someone else locks the account.
+	pem, err := os.ReadFile(srv.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	for range 3 {
+		c, err := ldap.DialURL(srv.LDAPSURL, ldap.DialWithTLSConfig(&tls.Config{RootCAs: roots}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Bind(sambatest.ServiceUPN, "guessed-wrong"); err == nil {
+			t.Fatal("a wrong password bound")
+		}
+		c.Close()
+	}
+	if _, locked := srv.Lockout(t, sambatest.ServiceDN); !locked {
+		t.Fatal("the DC did not lock the account after 3 wrong passwords")
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "config.yaml")
+	writeFile(t, file, adConfigText(t, srv, adPolicy)+fmt.Sprintf("state_dir: %q\n", filepath.Join(dir, "state")))
+	args := []string{"--config", file, "--listen", "127.0.0.1:0", "--start-degraded"}
+	for i := range 2 { // a start, and a restart
+		s := startServe(t, args, "operations.listen")
+		c := &http.Client{Timeout: 5 * time.Second}
+		code, body := get(t, c, s.addrs["operations.listen"]+"/readyz", "")
+		if code != 503 || !strings.Contains(body, "locked out") {
+			t.Errorf("start %d: /readyz %d %q; want 503 saying the account is locked out", i+1, code, body)
+		}
+		_, metrics := scrape(t, s.addrs["operations.listen"])
+		if l, r := sample(metrics, "mailbeacon_directory_service_account_locked"), sample(metrics, "mailbeacon_directory_service_credentials_refused"); l != 1 || r != 0 {
+			t.Errorf("start %d: locked gauge %v, refused gauge %v; want 1 and 0", i+1, l, r)
+		}
+		log := s.stderr.String()
+		want := "locked out (AD 775)"
+		if i == 1 {
+			want = "not binding as the service account: the directory reported it locked out"
+		}
+		if !strings.Contains(log, want) || !strings.Contains(log, "once per ldap.locked_retry_interval") {
+			t.Errorf("start %d: the log does not say %q and when it tries again:\n%s", i+1, want, log)
+		}
+		s.stop()
+	}
+	if bad, _ := srv.Lockout(t, sambatest.ServiceDN); bad > 3 {
+		t.Errorf("badPwdCount %d after mailbeacon's starts; the 3 wrong guesses only", bad)
 	}
 }

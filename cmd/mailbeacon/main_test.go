@@ -188,6 +188,10 @@ func TestBuildErrorsNameTheKey(t *testing.T) {
 		{"bad log format", "log:\n  format: xml\n", "log.format"},
 		{"zero timeout", "server:\n  read_timeout: 0s\n", "server.read_timeout"},
 		{"bad cache mode", "cache:\n  on_directory_error: shrug\n", "cache.on_directory_error"},
+		// Continues the ldap section valid ends with.
+		{"locked retry too often", "  locked_retry_interval: 5s\n", "ldap.locked_retry_interval"},
+		{"relative state_dir", "state_dir: var/lib/mailbeacon\n", "state_dir"},
+		{"unusable state_dir", "state_dir: /proc/mailbeacon-state\n", "state_dir"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := loadConfig(strings.NewReader(valid+tc.extra), "x.yaml")
