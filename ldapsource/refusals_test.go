@@ -2,10 +2,17 @@ package ldapsource
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"log/slog"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -210,4 +217,58 @@ func TestLockoutParallelDialsBindOnce(t *testing.T) {
 	if n := binds.Load(); n != 1 {
 		t.Errorf("%d binds; want 1", n)
 	}
+}
+
+// Sources share a gate (and so its state across a reload) exactly when
+// they bind alike: the same URLs, bind DN, password (content) and TLS
+// settings, CA content included.
+func TestLockoutGateSharedWhenBindUnchanged(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, selfSigned(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := NewRefusals()
+	base := DefaultConfig()
+	base.URLs, base.BaseDN, base.BindDN, base.BindPassword, base.CAFile = []string{"ldaps://ldap.example.com"}, "dc=example,dc=com", "cn=svc", "pw", ca
+	base.Filter = "(mail={email})"
+	source := func(cfg Config) *Source {
+		s, err := New(cfg, nil, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.UseRefusals(r)
+		return s
+	}
+	a := source(base)
+	if !a.SameBind(source(base)) {
+		t.Error("the same settings: not the same gate")
+	}
+	other := base
+	other.BindPassword = "pw2"
+	if a.SameBind(source(other)) {
+		t.Error("another password: the same gate")
+	}
+	if err := os.WriteFile(ca, selfSigned(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if a.SameBind(source(base)) {
+		t.Error("another CA under the same file name: the same gate")
+	}
+}
+
+// selfSigned returns the PEM of a new self-signed CA certificate.
+func selfSigned(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
+		BasicConstraintsValid: true, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
