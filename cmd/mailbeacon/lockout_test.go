@@ -26,7 +26,7 @@ import (
 	"github.com/mailbeacon/mailbeacon/ldapsource/sambatest"
 )
 
-var lockoutSpan = flag.Duration("lockout-span", 10*time.Minute, "how long TestServiceLockoutSamba serves with a wrong service password (1 request/s, 10 reloads and 10 restarts spread through it)")
+var lockoutSpan = flag.Duration("lockout-span", 10*time.Minute, "how long TestServiceLockoutSamba serves with a wrong service password (1 request/s, 10 reloads and 10 restarts spread through it); the default needs go test -timeout 15m or more")
 
 // passwordFileRE finds the ldap.bind_password_file line of a configuration.
 var passwordFileRE = regexp.MustCompile(`(?m)^  bind_password_file: "?([^"\n]*)"?$`)
@@ -69,6 +69,11 @@ func fetchLogin(c *http.Client, base, addr string) (string, error) {
 // own answer within 5 seconds.
 func TestServiceLockoutSamba(t *testing.T) {
 	t.Parallel()
+	// The default 10 minutes outlast go test's default -timeout (10m):
+	// say so at once rather than panic at the end.
+	if d, ok := t.Deadline(); ok && time.Until(d) < *lockoutSpan+2*time.Minute {
+		t.Fatalf("-lockout-span=%v needs go test -timeout %v or more (make test gives 30m); or shorten it, e.g. -lockout-span=1m", *lockoutSpan, *lockoutSpan+2*time.Minute)
+	}
 	srv := sambatest.DC(t)
 	srv.SetLockoutPolicy(t, 3, 30*time.Minute)
 	dir := t.TempDir()
