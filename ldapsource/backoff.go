@@ -11,13 +11,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Backoff bounds of service-account binds after a configuration error. A
-// directory that refuses the password sees one bind per interval, the
-// interval doubling up to the cap: four binds in the first minute, then
-// one a minute. The first interval is long enough that a service started
-// twice with a wrong password (say serve, then serve --start-degraded)
-// and flooded at once costs an account with a lockout threshold of 3 two
-// failed logons, not three.
+// Backoff bounds of service-account binds after a configuration error that
+// is not a refusal of the credentials (certificate not verified, TLS
+// required): such an error costs the account nothing, and a directory
+// fixed on its side is found again within a minute. Refused credentials
+// are never tried again (Refusals); a locked-out account is tried once per
+// ldap.locked_retry_interval.
 const (
 	firstBackoff = 5 * time.Second
 	maxBackoff   = time.Minute
@@ -32,16 +31,29 @@ var ErrBackoff = errors.New("binds as the service account held back")
 // its credentials (or TLS settings) are refused. Until a bind has worked,
 // and after each configuration error, dials go one at a time: concurrent
 // callers share the outcome of the one in flight. Once a bind works, dials
-// run in parallel again, as the pool needs.
+// run in parallel again, as the pool needs; their binds still go one at a
+// time (bind), each after checking that the credentials were not refused
+// meanwhile, so that a password changed in the directory costs the
+// account one failed logon, not one per connection being dialed.
+//
+// Sources with the same connection settings share one gate (Refusals), so
+// a reload that keeps them keeps its state.
 type bindGate struct {
-	now      func() time.Time
-	log      *slog.Logger
-	backoffs prometheus.Counter
+	now         func() time.Time
+	log         *slog.Logger
+	backoffs    prometheus.Counter
+	refusals    *Refusals
+	digest      string        // of the credentials, for refusals
+	passwordKey string        // as Source.passwordKey
+	bindDN      string        // ldap.bind_dn, named in errors
+	lockedRetry time.Duration // ldap.locked_retry_interval
+	binding     chan struct{} // one bind in flight
 
 	mu      sync.Mutex
+	worked  bool          // a bind has worked since the gate was made
 	ok      bool          // a bind worked, and no configuration error since
 	err     error         // the last configuration error, while !ok
-	until   time.Time     // no bind before this, while err != nil
+	until   time.Time     // no bind before this, while err is backed off
 	delay   time.Duration // the current backoff interval
 	probing *probe        // the dial in flight while !ok, or nil
 }
@@ -51,10 +63,24 @@ type probe struct {
 	err  error
 }
 
+// newBindGate returns a gate for binds with cfg's credentials, remembered
+// in r.
+func newBindGate(cfg *Config, r *Refusals, passwordKey string, log *slog.Logger, backoffs prometheus.Counter) *bindGate {
+	return &bindGate{
+		now: time.Now, log: log, backoffs: backoffs, refusals: r, digest: r.digest(cfg), passwordKey: passwordKey, bindDN: cfg.BindDN,
+		lockedRetry: cfg.LockedRetryInterval, binding: make(chan struct{}, 1),
+	}
+}
+
 // dial runs try under the gate: directly once a bind has worked, else one
-// at a time, and not at all during a backoff interval.
+// at a time, and not at all while the credentials are known refused or
+// during a backoff interval.
 func (g *bindGate) dial(ctx context.Context, try func() (*conn, error)) (*conn, error) {
 	for {
+		if err := g.held(); err != nil {
+			g.failed(err)
+			return nil, err
+		}
 		g.mu.Lock()
 		if g.ok {
 			g.mu.Unlock()
@@ -89,7 +115,7 @@ func (g *bindGate) dial(ctx context.Context, try func() (*conn, error)) (*conn, 
 		p.err = err
 		switch {
 		case err == nil:
-			g.worked()
+			g.succeeded()
 		case ConfigurationError(err) != nil:
 			g.failed(err)
 		}
@@ -101,28 +127,108 @@ func (g *bindGate) dial(ctx context.Context, try func() (*conn, error)) (*conn, 
 	}
 }
 
-// worked records a successful bind.
-func (g *bindGate) worked() {
+// held returns the error binds are held back with because the credentials
+// were refused, or the account is locked out; nil if they may bind. The
+// first hold a process sees is logged, once.
+func (g *bindGate) held() error {
+	err, first := g.refusals.held(g.digest, g.now())
+	if err == nil {
+		return nil
+	}
+	if first {
+		if errors.Is(err, ErrLockedOut) {
+			g.log.Error("not binding as the service account: the directory reported it locked out; mailbeacon tries it again once per ldap.locked_retry_interval",
+				"key", err.Key, "reason", err.Reason, "fix", err.Fix, "err", err.Err, "state", g.refusals.File())
+		} else {
+			g.log.Error("not binding as the service account: the directory refused these credentials before, and mailbeacon does not bind with them again until the password, ldap.bind_dn or ldap.urls change",
+				"key", err.Key, "reason", err.Reason, "fix", err.Fix, "err", err.Err, "state", g.refusals.File())
+		}
+	}
+	return err
+}
+
+// bind runs one bind as the service account (f), at most one at a time,
+// and not at all with credentials known refused. A refusal is remembered
+// before the next bind may start, and logged once with the key and the
+// fix.
+func (g *bindGate) bind(ctx context.Context, f func() error) error {
+	select {
+	case g.binding <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("waiting to bind as the service account: %w", ctx.Err())
+	}
+	defer func() { <-g.binding }()
+	if err := g.held(); err != nil {
+		return err
+	}
+	err := f()
+	if err == nil {
+		if ferr := g.refusals.forget(g.digest); ferr != nil {
+			g.log.Error("could not update the record of refused service-account credentials", "state", g.refusals.File(), "err", ferr)
+		}
+		return nil
+	}
+	kind := kindOfRefusal(err)
+	if kind == notRefused {
+		return err
+	}
+	ce := ConfigurationError(classify(err, g.passwordKey, g.bindDN))
+	now := g.now()
+	rec := refusal{Digest: g.digest, At: now, Key: ce.Key, Reason: ce.Reason, Fix: ce.Fix, Err: err.Error()}
+	if kind == accountLocked {
+		rec.Locked, rec.RetryAt = true, now.Add(g.lockedRetry)
+		g.log.Error("the directory reports the service account locked out: lookups get stale or default answers; mailbeacon binds as it again once per ldap.locked_retry_interval, at "+rec.RetryAt.Format(time.DateTime),
+			"key", ce.Key, "reason", ce.Reason, "fix", ce.Fix, "err", err, "state", g.refusals.File())
+	} else {
+		g.log.Error("the directory refused the service account's credentials: mailbeacon does not bind with them again until the password, ldap.bind_dn or ldap.urls change (then reload or restart)",
+			"key", ce.Key, "reason", ce.Reason, "fix", ce.Fix, "err", err, "state", g.refusals.File())
+	}
+	if rerr := g.refusals.remember(rec); rerr != nil {
+		g.log.Error("could not record the refused service-account credentials: they are remembered until the process exits", "state", g.refusals.File(), "err", rerr)
+	}
+	return err
+}
+
+// succeeded records a successful bind.
+func (g *bindGate) succeeded() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.err != nil {
 		g.log.Info("the directory accepts the service account again", "after", g.err.Error())
 	}
-	g.ok, g.err, g.delay = true, nil, 0
+	g.worked, g.ok, g.err, g.delay = true, true, nil, 0
 }
 
-// failed records a configuration error and starts or lengthens the backoff.
-// It logs when the error is new or differs from the last one, not per bind.
+// failed records a configuration error. Refused credentials and a locked
+// account are held back by Refusals; other errors start or lengthen the
+// backoff, logged when the error is new or differs from the last one, not
+// per bind.
 func (g *bindGate) failed(err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	ce := ConfigurationError(err)
+	if errors.Is(err, ErrRefusedBefore) || errors.Is(err, ErrLockedOut) {
+		g.ok, g.err, g.until = false, err, time.Time{}
+		return
+	}
+	if kindOfRefusal(err) != notRefused {
+		// Logged and remembered by bind.
+		g.ok, g.err, g.until = false, err, time.Time{}
+		g.backoffs.Inc()
+		return
+	}
 	if g.err != nil && g.now().Before(g.until) {
 		return // parallel dials that failed together: one interval
 	}
-	if g.err == nil || ConfigurationError(g.err).Reason != ce.Reason {
-		g.log.Error("the directory refuses the service account: lookups get stale or default answers, and the service account binds again at most once per backoff interval (up to "+maxBackoff.String()+") so that a lockout policy does not lock it",
-			"key", ce.Key, "reason", ce.Reason, "fix", ce.Fix, "err", ce.Err)
+	if prev := ConfigurationError(g.err); prev == nil || prev.Reason != ce.Reason {
+		// Where the process goes on running (a bind had worked), say
+		// when the account binds again; at start, serve says it, or
+		// exits.
+		msg := "the directory refuses the service account's configuration"
+		if g.worked {
+			msg += ": lookups get stale or default answers, and the service account binds again at most once per backoff interval (up to " + maxBackoff.String() + ")"
+		}
+		g.log.Error(msg, "key", ce.Key, "reason", ce.Reason, "fix", ce.Fix, "err", ce.Err)
 	}
 	g.delay = min(max(2*g.delay, firstBackoff), maxBackoff)
 	g.ok, g.err, g.until = false, err, g.now().Add(g.delay)

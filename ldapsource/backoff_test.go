@@ -13,25 +13,29 @@ import (
 	"github.com/mailbeacon/mailbeacon/ldapsource/ldaptest"
 )
 
-var errWrongPassword = &Error{Kind: Configuration, Key: "ldap.bind_password_file", Reason: "wrong password", Fix: "fix it", Err: errors.New("49")}
+// errUntrusted is a configuration error that is not a refusal of the
+// credentials: it is backed off, not remembered.
+var errUntrusted = &Error{Kind: Configuration, Key: "ldap.ca_file", Reason: "certificate not trusted", Fix: "fix it", Err: errors.New("x509")}
 
 // fakeGate returns a gate on a clock the test moves, and a dial that
 // counts its calls and fails with *fail (nil: succeeds).
 func fakeGate() (g *bindGate, clock *time.Time, calls *atomic.Int32, fail *error) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	clock = &now
-	g = &bindGate{now: func() time.Time { return *clock }, log: slog.New(slog.DiscardHandler), backoffs: NewMetrics(nil).bindBackoffs}
+	cfg := Config{URLs: []string{"ldap://ldap.example.com"}, BindDN: "cn=svc", BindPassword: "secret", LockedRetryInterval: DefaultLockedRetryInterval}
+	g = newBindGate(&cfg, NewRefusals(), "ldap.bind_password_file", slog.New(slog.DiscardHandler), NewMetrics(nil).bindBackoffs)
+	g.now = func() time.Time { return *clock }
 	calls = new(atomic.Int32)
 	fail = new(error)
 	return g, clock, calls, fail
 }
 
-// Over a minute of requests every 100ms against a refused password, the
-// service account binds at 0, 5, 15, 35, 75 and 135s: the interval doubles
+// Over three minutes of requests every 100ms against a certificate the
+// service does not trust, it dials at 0, 5, 15, 35, 75 and 135s: the interval doubles
 // from 5s up to the one-minute cap, and one success resets it.
 func TestBindGateBackoff(t *testing.T) {
 	g, clock, calls, fail := fakeGate()
-	*fail = errWrongPassword
+	*fail = errUntrusted
 	try := func() (*conn, error) { calls.Add(1); return nil, *fail }
 	var at []time.Duration
 	start := *clock
@@ -65,7 +69,7 @@ func TestBindGateBackoff(t *testing.T) {
 	if _, err := g.dial(context.Background(), try); err != nil {
 		t.Fatal(err)
 	}
-	*fail = errWrongPassword
+	*fail = errUntrusted
 	g.dial(context.Background(), try)
 	if g.delay != firstBackoff {
 		t.Errorf("after a success the interval is %v, want %v", g.delay, firstBackoff)
@@ -75,7 +79,7 @@ func TestBindGateBackoff(t *testing.T) {
 // Before the first bind has worked, hundreds of concurrent dials share
 // one attempt; transient failures are shared too, without a backoff.
 func TestBindGateCollapses(t *testing.T) {
-	for _, failure := range []error{errWrongPassword, errors.New("connection refused")} {
+	for _, failure := range []error{errUntrusted, errors.New("connection refused")} {
 		g, _, calls, fail := fakeGate()
 		*fail = failure
 		release := make(chan struct{})

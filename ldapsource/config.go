@@ -46,6 +46,11 @@ type Config struct {
 	// source itself does not use it.
 	StartDegraded bool `mapstructure:"start_degraded"`
 
+	// LockedRetryInterval is how often the service account is tried
+	// again while the directory reports it locked out (AD 775) and its
+	// credentials are not known to be wrong.
+	LockedRetryInterval time.Duration `mapstructure:"locked_retry_interval"`
+
 	DialTimeout    time.Duration `mapstructure:"dial_timeout"`
 	RequestTimeout time.Duration `mapstructure:"request_timeout"`
 	PoolSize       int           `mapstructure:"pool_size"`
@@ -55,7 +60,7 @@ type Config struct {
 // request timeout bounds a whole lookup, dialing included, and stays well
 // under the 5 seconds Thunderbird waits for an autoconfig answer.
 func DefaultConfig() Config {
-	return Config{DialTimeout: 2 * time.Second, RequestTimeout: 3 * time.Second, PoolSize: 8}
+	return Config{DialTimeout: 2 * time.Second, RequestTimeout: 3 * time.Second, PoolSize: 8, LockedRetryInterval: DefaultLockedRetryInterval}
 }
 
 // target is one parsed directory URL.

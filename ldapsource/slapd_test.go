@@ -220,10 +220,15 @@ func TestSlapdBindAndTLSErrors(t *testing.T) {
 			if ldapsource.KindOf(err) != ldapsource.Configuration || ce == nil || ce.Key != tc.key || ce.Fix == "" {
 				t.Errorf("error %q: kind %v, %+v; want a configuration error naming %s", err, ldapsource.KindOf(err), ce, tc.key)
 			}
-			// The next attempt waits for the backoff interval: no
-			// connection, no bind, the same error.
-			if err := ping(src); !errors.Is(err, ldapsource.ErrBackoff) || ldapsource.ConfigurationError(err) == nil {
-				t.Errorf("Ping = %v; want the backoff and the configuration error", err)
+			// The next attempt waits for the backoff interval, or, for
+			// refused credentials, for them to change: no connection, no
+			// bind, the same error.
+			held := ldapsource.ErrBackoff
+			if tc.code == ldap.LDAPResultInvalidCredentials {
+				held = ldapsource.ErrRefusedBefore
+			}
+			if err := ping(src); !errors.Is(err, held) || ldapsource.ConfigurationError(err) == nil {
+				t.Errorf("Ping = %v; want %v and the configuration error", err, held)
 			}
 		})
 	}

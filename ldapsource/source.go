@@ -57,7 +57,7 @@ type Source struct {
 	// passwordKey names where the service password came from, for error
 	// messages: ldap.bind_password_file or ldap.bind_password.
 	passwordKey string
-	gate        bindGate // backoff.go
+	gate        *bindGate // backoff.go; shared through Refusals
 
 	breakers []*breaker    // per target (breaker.go)
 	cooldown time.Duration // breakerCooldown; shorter in tests
@@ -108,17 +108,21 @@ func New(cfg Config, attrs []string, log *slog.Logger, m *Metrics) (*Source, err
 		dialErrs[i] = m.dialErrors.WithLabelValues(t.url)
 		breakers[i] = newBreaker(t.url, log, m.breakerOpen.WithLabelValues(t.url))
 	}
-	return &Source{
+	if err := cfg.checkLockedRetry(); err != nil {
+		return nil, err
+	}
+	s := &Source{
 		cfg: cfg, targets: targets, tls: tc, filter: f, attrs: attrs, log: log, metrics: m, dialErrors: dialErrs,
 		slots:       make(chan struct{}, cfg.PoolSize),
 		binds:       make(chan struct{}, cfg.PoolSize),
 		idle:        make(chan *conn, cfg.PoolSize),
 		closed:      make(chan struct{}),
 		passwordKey: passwordKey,
-		gate:        bindGate{now: time.Now, log: log, backoffs: m.bindBackoffs},
 		breakers:    breakers,
 		cooldown:    breakerCooldown,
-	}, nil
+	}
+	s.UseRefusals(NewRefusals())
+	return s, nil
 }
 
 func isLoopback(host string) bool {
@@ -386,11 +390,15 @@ func (s *Source) dialOne(ctx context.Context, idx int) (*conn, error) {
 		return nil, err
 	}
 	if s.cfg.BindDN != "" {
-		stop := interruptOn(dctx, nc)
-		err := lc.Bind(s.cfg.BindDN, s.cfg.BindPassword)
-		if !stop() && err == nil {
-			err = context.Cause(dctx)
-		}
+		err := s.gate.bind(dctx, func() error {
+			// A breaker that opens meanwhile ends the bind at once.
+			stop := interruptOn(dctx, nc)
+			err := lc.Bind(s.cfg.BindDN, s.cfg.BindPassword)
+			if !stop() && err == nil {
+				err = context.Cause(dctx)
+			}
+			return err
+		})
 		if err != nil {
 			lc.Close()
 			return nil, fmt.Errorf("%s: bind as %s: %w", t.url, s.cfg.BindDN, err)
@@ -454,6 +462,11 @@ func (s *Source) connect(dctx context.Context, idx int) (*ldap.Conn, net.Conn, e
 // Ping checks that the directory can be reached, the service account can
 // bind, and the base DN can be read.
 func (s *Source) Ping(ctx context.Context) error {
+	// Connections bound before the directory refused the credentials
+	// still work, but the configuration does not: not ready.
+	if err := s.gate.held(); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	c, err := s.get(ctx)

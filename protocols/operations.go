@@ -2,6 +2,7 @@ package protocols
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -123,6 +124,16 @@ func healthz(c *call) error {
 	return nil
 }
 
+// NotReadyError is a failed readiness check whose Reason /readyz may show
+// whoever probes: words and configuration keys, no host names or DNs.
+type NotReadyError struct {
+	Reason string
+	Err    error
+}
+
+func (e *NotReadyError) Error() string { return e.Reason + ": " + e.Err.Error() }
+func (e *NotReadyError) Unwrap() error { return e.Err }
+
 // readyz says whether the directory answers within ready_timeout. The
 // body is a fixed message: the error (host names, DNs) goes to the log,
 // once per change of state, not to whoever probes.
@@ -143,8 +154,13 @@ func (h *Handler) readyz() func(*call) error {
 			if !down.Swap(true) {
 				h.log.Warn("not ready: directory check failed", "err", err)
 			}
+			msg := "not ready: directory unreachable"
+			var nr *NotReadyError
+			if errors.As(err, &nr) {
+				msg = "not ready: " + nr.Reason
+			}
 			c.w.Header().Set("Retry-After", "5")
-			c.text(http.StatusServiceUnavailable, "not ready: directory unreachable")
+			c.text(http.StatusServiceUnavailable, msg)
 			return nil
 		}
 		if down.Swap(false) {

@@ -31,6 +31,12 @@ type config struct {
 	Apple        protocols.AppleOptions        `mapstructure:"apple"`
 	Operations   protocols.OperationsOptions   `mapstructure:"operations"`
 	Limits       protocols.LimitOptions        `mapstructure:"limits"`
+	// StateDir keeps what must outlive a restart: the service-account
+	// credentials the directory refused (state.go).
+	StateDir string `mapstructure:"state_dir"`
+
+	// noState: remember refusals in memory only (--demo).
+	noState bool
 }
 
 type serverConfig struct {
@@ -105,7 +111,10 @@ type app struct {
 	resolver *policy.Resolver
 	// metrics are served by /metrics; a reload hands them to the next app.
 	metrics *metrics
-	domains *ldapsource.DomainSearch // domain_source; nil without one
+	// refusals remembers refused service-account credentials; a reload
+	// hands it to the next app, like metrics.
+	refusals *ldapsource.Refusals
+	domains  *ldapsource.DomainSearch // domain_source; nil without one
 	// reread loads the configuration again the way setup did (serve's
 	// reload on SIGHUP); nil for an app not made by setup.
 	reread func() (config, error)
@@ -118,12 +127,17 @@ func build(cfg config, log *slog.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	return buildWith(cfg, log, m)
+	r, err := openState(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	return buildWith(cfg, log, m, r)
 }
 
-// buildWith is build recording into m, which a reload keeps: the metrics
-// are registered once.
-func buildWith(cfg config, log *slog.Logger, m *metrics) (*app, error) {
+// buildWith is build recording into m and remembering refusals in r,
+// which a reload keeps: the metrics are registered once, and refused
+// credentials stay refused.
+func buildWith(cfg config, log *slog.Logger, m *metrics, r *ldapsource.Refusals) (*app, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -160,6 +174,7 @@ func buildWith(cfg config, log *slog.Logger, m *metrics) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
+	src.UseRefusals(r)
 	res, err := policy.NewResolver(src, pol, domains, cfg.Cache, log, m.resolver)
 	if err != nil {
 		src.Close()
@@ -167,7 +182,7 @@ func buildWith(cfg config, log *slog.Logger, m *metrics) (*app, error) {
 	}
 	res.SetAuthCacheTTL(cfg.Autodiscover.BindMemory())
 	res.SetBindLockout(cfg.Autodiscover.BindLockout())
-	a := &app{cfg: cfg, source: src, resolver: res, metrics: m}
+	a := &app{cfg: cfg, source: src, resolver: res, metrics: m, refusals: r}
 	if tmpl != nil {
 		if a.domains, err = useDomainSource(res, src, tmpl, cfg.Cache, log); err != nil {
 			src.Close()
@@ -248,7 +263,7 @@ func (a *app) handlerOptions(log *slog.Logger) protocols.Options {
 	lim.KeepKnownTokens = a.cfg.Policy.Privacy == policy.PrivacyStrict
 	return protocols.Options{
 		Log: log, Autodiscover: a.cfg.Autodiscover, Apple: a.cfg.Apple,
-		Operations: a.cfg.Operations, Limits: lim, Ready: a.source.Ping,
+		Operations: a.cfg.Operations, Limits: lim, Ready: a.ready,
 		ReadTimeout: a.cfg.Server.ReadTimeout, Metrics: a.metrics.requests,
 	}
 }

@@ -13,10 +13,17 @@ import (
 	"github.com/mailbeacon/mailbeacon/policy"
 )
 
-// Exit statuses of `config check`, for scripts (and systemd's
-// ExecStartPre); a usage error exits 2 like every command.
+// Exit statuses for scripts and service managers; a usage error exits 2
+// like every command.
 const (
-	exitConfigInvalid = 1 // the file, a key, or a file a key names is wrong
+	// exitConfig (EX_CONFIG of sysexits.h): the configuration is wrong, or
+	// the directory refuses it (the service account's credentials, the
+	// CA, the base DN). Starting again does not help: the shipped unit's
+	// RestartPreventExitStatus=78 stops systemd from trying.
+	exitConfig = 78
+	// exitConfigInvalid is config check's status for an invalid file:
+	// the same as serve's.
+	exitConfigInvalid = exitConfig
 	exitDirectory     = 3 // --online: the directory cannot be reached, or a search failed
 )
 
@@ -55,10 +62,12 @@ func configCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 			"they name. With --online, also bind as ldap.bind_dn, read domain_source.base_dn\n"+
 			"if set, and search for postmaster@DOMAIN in each listed domain. Each problem is printed with the key at\n"+
 			"fault and the fix.\n\n"+
-			"Exit status: 0 valid, 1 invalid configuration, 2 usage error,\n"+
+			"Service-account credentials the directory refused before (remembered in\n"+
+			"state_dir) are not sent again: the check says so without binding.\n\n"+
+			"Exit status: 0 valid, 78 (EX_CONFIG) invalid configuration, 2 usage error,\n"+
 			"3 (--online) the directory cannot be reached or a search failed (a bind or a\n"+
 			"base DN the directory refuses for a configuration reason, such as the password,\n"+
-			"the CA, or a referral to another server, is status 1).\n\n")
+			"the CA, or a referral to another server, is status 78).\n\n")
 		fs.PrintDefaults()
 	}
 	file, err := oneArgument(fs, args, stderr)
@@ -100,6 +109,14 @@ func configCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	fmt.Fprintf(stdout, "%s: valid: %d domain(s) %v, %s, Apple profiles %s\n", file, len(domains), domains, https, apple)
 	if !*online {
 		return nil
+	}
+	if held := a.source.Held(); held != nil {
+		// Known refused: say so, and do not bind to find out again.
+		fmt.Fprintf(stdout, "directory: not binding as the service account: %s\n", heldState(a.source))
+		if f := a.refusals.File(); f != "" {
+			fmt.Fprintf(stdout, "directory: the refusal is recorded in %s (remove it, or change the credentials, to try again)\n", f)
+		}
+		return &exitError{exitConfigInvalid, fmt.Errorf("directory: %w", held)}
 	}
 	err = probeDirectory(ctx, a.source, domains, stdout)
 	if err == nil && a.domains != nil {

@@ -17,7 +17,8 @@ import (
 )
 
 // The configurations shipped in deploy/ (Kubernetes ConfigMap, compose)
-// pass `config check` with the password where their Secret puts it.
+// pass `config check` with the password where their Secret puts it (and
+// state_dir, the pod's emptyDir, in a directory of the test's).
 // (deploy/check validates the manifests themselves; .ci/package-test the
 // package and the image.)
 func TestDeployConfigurationsPassConfigCheck(t *testing.T) {
@@ -37,6 +38,7 @@ func TestDeployConfigurationsPassConfigCheck(t *testing.T) {
 	pw := filepath.Join(dir, "ldap-password")
 	writeFile(t, pw, "secret\n")
 	t.Setenv("MAILBEACON_LDAP_BIND_PASSWORD_FILE", pw)
+	t.Setenv("MAILBEACON_STATE_DIR", filepath.Join(dir, "state"))
 	for _, f := range []string{kube, filepath.Join(deployDir, "compose", "config.yaml")} {
 		if code, out, errOut := runConfigCheck(t, f); code != 0 {
 			t.Errorf("%s: exit %d\n%s%s", f, code, out, errOut)

@@ -49,6 +49,11 @@ Commands:
     curl 'http://127.0.0.1:8080/mail/config-v1.1.xml?emailaddress=bob@example.com'
   --demo-sign also signs Apple profiles with a throwaway CA made at start.
 
+Exit status: 0 done, 1 failed, 2 usage error, 78 (EX_CONFIG) the configuration
+is wrong or the directory refuses it (serve and config check: a restart does
+not help; systemd's RestartPreventExitStatus=78), 3 (config check --online)
+the directory cannot be reached.
+
 Configuration: YAML, every key documented in config.example.yaml.
 Environment variables MAILBEACON_<SECTION>_<KEY> override it, e.g.
 MAILBEACON_LDAP_BIND_PASSWORD.
@@ -165,6 +170,7 @@ func setup(c commonFlags, stderr io.Writer) (a *app, log *slog.Logger, cleanup f
 			return nil, nil, nil, fmt.Errorf("starting the demo directory: %w", err)
 		}
 		cfg.LDAP = demoLDAP(cfg.LDAP, srv.URL)
+		cfg.noState = true // the demo's credentials are built in
 		stopDemo = func() { _ = srv.Close() }
 		log.Info("demo directory started", "url", srv.URL, "base_dn", embedded.DemoBaseDN)
 	}
@@ -190,6 +196,7 @@ func setup(c commonFlags, stderr io.Writer) (a *app, log *slog.Logger, cleanup f
 		}
 		if c.demo {
 			cfg.LDAP = demoLDAP(cfg.LDAP, demoURL[0])
+			cfg.noState = true
 		}
 		if c.demoSign {
 			cfg.Apple.Signing = signing

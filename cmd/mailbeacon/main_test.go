@@ -188,6 +188,10 @@ func TestBuildErrorsNameTheKey(t *testing.T) {
 		{"bad log format", "log:\n  format: xml\n", "log.format"},
 		{"zero timeout", "server:\n  read_timeout: 0s\n", "server.read_timeout"},
 		{"bad cache mode", "cache:\n  on_directory_error: shrug\n", "cache.on_directory_error"},
+		// Continues the ldap section valid ends with.
+		{"locked retry too often", "  locked_retry_interval: 5s\n", "ldap.locked_retry_interval"},
+		{"relative state_dir", "state_dir: var/lib/mailbeacon\n", "state_dir"},
+		{"unusable state_dir", "state_dir: /proc/mailbeacon-state\n", "state_dir"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := loadConfig(strings.NewReader(valid+tc.extra), "x.yaml")
@@ -225,8 +229,8 @@ func TestRunCommands(t *testing.T) {
 		{"help", []string{"help"}, 0, "mailbeacon serve", ""},
 		{"version", []string{"version"}, 0, "mailbeacon ", ""},
 		{"unknown command", []string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
-		{"serve without config", []string{"serve"}, 1, "", "no configuration: give --config FILE"},
-		{"serve missing config file", []string{"serve", "--config", "/nonexistent.yaml"}, 1, "", "--config"},
+		{"serve without config", []string{"serve"}, exitConfig, "", "no configuration: give --config FILE"},
+		{"serve missing config file", []string{"serve", "--config", "/nonexistent.yaml"}, exitConfig, "", "--config"},
 		{"serve bad flag", []string{"serve", "--bogus"}, 2, "", "flag provided but not defined"},
 		{"serve help", []string{"serve", "--help"}, 0, "", "Usage: mailbeacon serve"},
 		{"lookup without address", []string{"lookup", "--demo"}, 2, "", "Usage: mailbeacon lookup"},

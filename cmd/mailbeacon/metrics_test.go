@@ -30,6 +30,8 @@ var servedFamilies = []string{
 	"mailbeacon_directory_dial_errors_total",
 	"mailbeacon_directory_failovers_total",
 	"mailbeacon_directory_search_duration_seconds",
+	"mailbeacon_directory_service_account_locked",
+	"mailbeacon_directory_service_credentials_refused",
 	"mailbeacon_directory_unavailable_answers_total",
 	"mailbeacon_http_request_duration_seconds",
 	"mailbeacon_http_requests_total",

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -36,6 +37,9 @@ type metrics struct {
 	sniRefused    *prometheus.CounterVec
 	reloadsOK     prometheus.Counter
 	reloadsFailed prometheus.Counter
+	// serving is the directory source of the generation being served,
+	// for the gauges of its service account (newGeneration sets it).
+	serving atomic.Pointer[ldapsource.Source]
 }
 
 func newMetrics() (*metrics, error) {
@@ -58,15 +62,37 @@ func newMetrics() (*metrics, error) {
 		Name: "mailbeacon_config_reloads_total",
 		Help: "Configuration reloads (SIGHUP) by result: ok, or failed (the previous configuration kept serving).",
 	}, []string{"result"})
-	for _, c := range []prometheus.Collector{reloads, certNotAfter, sniRefused} {
+	m := &metrics{
+		requests: req, source: ldapsource.NewMetrics(reg), resolver: policy.NewMetrics(reg), certNotAfter: certNotAfter, sniRefused: sniRefused,
+		reloadsOK: reloads.WithLabelValues("ok"), reloadsFailed: reloads.WithLabelValues("failed"),
+	}
+	held := func(locked bool) func() float64 {
+		return func() float64 {
+			src := m.serving.Load()
+			if src == nil {
+				return 0
+			}
+			err := src.Held()
+			if err != nil && errors.Is(err, ldapsource.ErrLockedOut) == locked {
+				return 1
+			}
+			return 0
+		}
+	}
+	refused := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "mailbeacon_directory_service_credentials_refused",
+		Help: "1 while the directory has refused the service account's configured credentials (ldap.bind_dn, the password, ldap.urls): mailbeacon does not bind with them again until they change.",
+	}, held(false))
+	locked := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "mailbeacon_directory_service_account_locked",
+		Help: "1 while the directory reports the service account locked out (AD 775): it is tried again once per ldap.locked_retry_interval.",
+	}, held(true))
+	for _, c := range []prometheus.Collector{reloads, certNotAfter, sniRefused, refused, locked} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering server metrics: %w", err)
 		}
 	}
-	return &metrics{
-		requests: req, source: ldapsource.NewMetrics(reg), resolver: policy.NewMetrics(reg), certNotAfter: certNotAfter, sniRefused: sniRefused,
-		reloadsOK: reloads.WithLabelValues("ok"), reloadsFailed: reloads.WithLabelValues("failed"),
-	}, nil
+	return m, nil
 }
 
 // generation is what one configuration serves with. Requests hold its
@@ -84,6 +110,7 @@ type generation struct {
 // the limits are unchanged.
 func newGeneration(a *app, log *slog.Logger, prev *generation) *generation {
 	g := &generation{app: a}
+	a.metrics.serving.Store(a.source)
 	opts := a.handlerOptions(log)
 	if prev != nil {
 		opts.Previous, _ = prev.handler.(*protocols.Handler)
@@ -150,12 +177,20 @@ func (o operationsView) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *server) reload() error {
 	old := s.cur.load()
 	s.log.Info("SIGHUP: reloading the configuration")
+	// Read again: removing the file of refused credentials and reloading
+	// lets mailbeacon try them once more.
+	if err := old.app.refusals.Reload(); err != nil {
+		s.log.Error("could not read the state directory again; keeping the refusals it held", "err", err)
+	}
 	a, err := rebuild(old.app, s.log)
-	if err == nil && !reflect.DeepEqual(old.app.cfg.LDAP, a.cfg.LDAP) {
-		// A new password or CA the directory refuses would turn every
-		// answer into the defaults: keep the running configuration.
-		if err = checkDirectory(context.Background(), a, a.cfg.LDAP.StartDegraded, s.log); err != nil {
+	if err == nil && verifyDirectory(old.app, a) {
+		// A new password (the password file's content, not its name) or
+		// CA the directory refuses would turn every answer into the
+		// defaults: keep the running configuration. Credentials it
+		// refused before are not sent again to find out.
+		if err = checkDirectory(context.Background(), a, false, s.log); err != nil {
 			a.source.Close()
+			err = fmt.Errorf("the directory refuses the new configuration: %w", err)
 		}
 	}
 	if err == nil {
@@ -189,6 +224,18 @@ func (s *server) reload() error {
 	return nil
 }
 
+// verifyDirectory reports whether a reload from old to a must ask the
+// directory before it swaps: when the service account binds otherwise (the
+// password file's content, not only its name, counts), or when other ldap
+// keys changed while the directory accepts the running credentials. With
+// the same credentials held back as refused there is nothing to ask.
+func verifyDirectory(old, a *app) bool {
+	if !a.source.SameBind(old.source) {
+		return true
+	}
+	return !reflect.DeepEqual(old.cfg.LDAP, a.cfg.LDAP) && old.source.Held() == nil
+}
+
 // rebuild reads the configuration the way old was made and builds it,
 // recording into old's metrics.
 func rebuild(old *app, log *slog.Logger) (*app, error) {
@@ -199,7 +246,7 @@ func rebuild(old *app, log *slog.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, err := buildWith(cfg, log, old.metrics)
+	a, err := buildWith(cfg, log, old.metrics, old.refusals)
 	if err != nil {
 		return nil, err
 	}
@@ -277,5 +324,6 @@ func needRestart(o, n config) []string {
 	check("operations.listen", o.Operations.Listen != n.Operations.Listen)
 	check("limits.max_connections_per_client", o.Limits.MaxConnsPerClient != n.Limits.MaxConnsPerClient)
 	check("log", o.Log != n.Log)
+	check("state_dir", o.StateDir != n.StateDir)
 	return keys
 }

@@ -48,9 +48,15 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	a, log, cleanup, err := setup(c, stderr)
 	if err != nil {
-		return err
+		if errors.Is(err, errDemoSignNeedsDemo) {
+			return err
+		}
+		return &exitError{exitConfig, err}
 	}
 	defer cleanup()
+	if a.refusals.File() == "" && !c.demo && a.cfg.LDAP.BindDN != "" {
+		log.Warn("no state directory: refused service-account credentials are remembered until the process exits, so each restart binds with them once more; set state_dir (systemd's StateDirectory= sets it)")
+	}
 	// The flags win over the file, at start and at every reload.
 	override := func(cfg *config) {
 		if *listen != "" {
@@ -70,11 +76,11 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if err := checkDirectory(ctx, a, *degraded || a.cfg.LDAP.StartDegraded, log); err != nil {
 		a.source.Close()
-		return err
+		return &exitError{exitConfig, fmt.Errorf("%w (%s)", err, errDegradedHint)}
 	}
 	s, err := newServer(a, log)
 	if err != nil {
-		return err
+		return &exitError{exitConfig, err}
 	}
 	defer s.close()
 	return s.run(ctx)
@@ -112,12 +118,17 @@ func checkDirectory(ctx context.Context, a *app, degraded bool, log *slog.Logger
 			log.Error(c.what+" check failed; answering with domain defaults until it recovers", "kind", "transient", "err", err)
 			return nil // the next check would fail the same way
 		case degraded:
+			// The process goes on running: say when it asks again.
 			ce := ldapsource.ConfigurationError(err)
-			log.Error("starting degraded: the directory refuses the configuration; answering with the domain defaults until it is fixed",
+			next := heldState(a.source)
+			if next == "" {
+				next = "the service account binds again at most once per backoff interval (up to a minute)"
+			}
+			log.Error("starting degraded: the directory refuses the configuration; answering with the domain defaults until it is fixed; "+next,
 				"key", ce.Key, "fix", ce.Fix)
 			continue
 		}
-		return fmt.Errorf("%s check at start: %w (%s)", c.what, err, errDegradedHint)
+		return fmt.Errorf("%s check: %w", c.what, err)
 	}
 	return nil
 }

@@ -161,6 +161,8 @@ func TestKubernetesManifests(t *testing.T) {
 				}
 				files[dir+"/"+it.Path] = "secret:" + it.Key
 			}
+		case v.EmptyDir != nil:
+			files[dir] = "emptydir"
 		default:
 			t.Errorf("volume %s: unexpected source", v.Name)
 		}
@@ -177,6 +179,22 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	if files[pwFile] != "secret:ldap-password" {
 		t.Errorf("config.yaml reads the password from %q; the Secret is mounted as %v", pwFile, files)
+	}
+	// state_dir is a writable emptyDir (it outlives container restarts),
+	// so a crash loop does not send refused credentials again.
+	var stateDir string
+	for _, l := range strings.Split(cfg, "\n") {
+		if v, ok := strings.CutPrefix(l, "state_dir:"); ok {
+			stateDir = strings.TrimSpace(v)
+		}
+	}
+	if stateDir == "" || files[stateDir] != "emptydir" {
+		t.Errorf("config.yaml's state_dir %q must be an emptyDir the container mounts (mounted: %v)", stateDir, files)
+	}
+	for _, vm := range c.VolumeMounts {
+		if vm.MountPath == stateDir && vm.ReadOnly {
+			t.Errorf("the state directory %s is mounted read-only", stateDir)
+		}
 	}
 	if !strings.Contains(cfg, "listen: :9090") || ports["operations"] != 9090 || !strings.Contains(cfg, "listen: :8080") || ports["http"] != 8080 {
 		t.Errorf("config.yaml's listen and operations.listen must be the container's http (8080) and operations (9090) ports")

@@ -1,0 +1,5 @@
+//go:build !unix
+
+package ldapsource
+
+func chownLike(file, dir string) {}
