@@ -10,7 +10,7 @@ import (
 )
 
 // BindCount returns how many bind operations the running server has
-// completed since it started, successful or not, as its cn=Monitor
+// begun since it started, successful or not, as its cn=Monitor
 // backend counts them, less the binds the counters themselves made. It is
 // how a test sees what a directory's lockout policy would see.
 func (s *Server) BindCount() int {
@@ -23,7 +23,7 @@ func (s *Server) BindCount() int {
 }
 
 // SearchCount returns how many search operations the running server has
-// completed since it started, as cn=Monitor counts them, less the
+// begun since it started, as cn=Monitor counts them, less the
 // searches the counters themselves made: what a test's traffic cost the
 // directory.
 func (s *Server) SearchCount() int {
@@ -35,8 +35,10 @@ func (s *Server) SearchCount() int {
 	return searches
 }
 
-// readOpCounts reads the completed binds and searches, less those made by
-// this and earlier calls.
+// readOpCounts reads the binds and searches the server has begun, less
+// those made by this and earlier calls. Begun, not completed: slapd counts
+// an operation completed only after it sent the answer, so a completed
+// count read just after an answer arrived may still lack it.
 func (s *Server) readOpCounts() (binds, searches int, err error) {
 	c, err := ldap.DialURL(s.URL, ldap.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}))
 	if err != nil {
@@ -50,20 +52,19 @@ func (s *Server) readOpCounts() (binds, searches int, err error) {
 	read := func(op string) (int, error) {
 		dn := "cn=" + op + ",cn=Operations,cn=Monitor"
 		res, err := c.Search(ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
-			1, 2, false, "(objectClass=*)", []string{"monitorOpCompleted"}, nil))
+			1, 2, false, "(objectClass=*)", []string{"monitorOpInitiated"}, nil))
 		if err != nil {
 			return 0, err
 		}
 		if len(res.Entries) != 1 {
 			return 0, fmt.Errorf("%s: %d entries", dn, len(res.Entries))
 		}
-		n, err := strconv.Atoi(res.Entries[0].GetAttributeValue("monitorOpCompleted"))
+		n, err := strconv.Atoi(res.Entries[0].GetAttributeValue("monitorOpInitiated"))
 		if err != nil {
-			return 0, fmt.Errorf("%s monitorOpCompleted: %w", dn, err)
+			return 0, fmt.Errorf("%s monitorOpInitiated: %w", dn, err)
 		}
 		return n, nil
 	}
-	// Searches first: the bind count read second is then not ahead of it.
 	searches, err = read("Search")
 	if err != nil {
 		return 0, 0, err
@@ -74,10 +75,9 @@ func (s *Server) readOpCounts() (binds, searches int, err error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// This call's bind is counted; its searches are not yet (a search
-	// completes after its entry is sent). Earlier calls' binds and two
-	// searches each are.
+	// Counted: this call's bind and the search that read the search
+	// count, and earlier calls' bind and two searches each.
 	earlier := s.monitorCalls
 	s.monitorCalls++
-	return binds - s.monitorCalls, searches - 2*earlier, nil
+	return binds - s.monitorCalls, searches - 2*earlier - 1, nil
 }
