@@ -2,8 +2,11 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // Timing oracles through the cache: whether the second ask of an address
@@ -96,5 +99,68 @@ func TestTimingOracleStrictEviction(t *testing.T) {
 				t.Errorf("%s, the least recently used, was kept (%d searches): eviction sorts by kind", first, n)
 			}
 		})
+	}
+}
+
+// Every kind of refusal is answered refusal_time after Authenticate began:
+// a wrong password the directory takes 80ms to refuse, one refused from
+// memory (repeated, paused), an unknown or a disabled address (cold or
+// cached), no password. A directory slower than refusal_time shows, and is
+// counted; a success is not delayed.
+func TestTimingOracleRefusalDeadline(t *testing.T) {
+	const refusal = 150 * time.Millisecond
+	r, dir, clk, logs, m := lockoutResolver(t, LockoutConfig{Failures: 2, Pause: time.Hour, RefusalTime: refusal})
+	var sleeps int
+	r.sleep = func(_ context.Context, d time.Duration) { sleeps++; clk.Advance(d) }
+	bind := 80 * time.Millisecond
+	dir.onBind = func() { clk.Advance(bind) }
+	ctx := context.Background()
+	took := func(addr, pw string) time.Duration {
+		t.Helper()
+		start := clk.Now()
+		if _, err := r.Authenticate(ctx, mustAddr(t, addr), pw); !errors.Is(err, ErrBadCredentials) {
+			t.Fatalf("%s %q: %v, want a refusal", addr, pw, err)
+		}
+		return clk.Now().Sub(start)
+	}
+	for _, c := range []struct{ name, addr, pw string }{
+		{"unknown, not cached", "nobody@example.com", "x"},
+		{"disabled, not cached", "carol@example.com", "Secret123!"},
+		{"wrong password (a bind)", "bob@example.com", "wrong1"},
+		{"unknown, cached", "nobody@example.com", "y"},
+		{"disabled, cached", "carol@example.com", "Secret123!"},
+		{"wrong password, repeated (from memory)", "bob@example.com", "wrong1"},
+		{"wrong password (a bind)", "bob@example.com", "wrong2"},
+		{"wrong password, paused (from memory)", "bob@example.com", "wrong3"},
+		{"no password", "bob@example.com", ""},
+	} {
+		if d := took(c.addr, c.pw); d != refusal {
+			t.Errorf("%s: refused after %v, want %v", c.name, d, refusal)
+		}
+	}
+	if n := testutil.ToFloat64(m.authRefusalsLate); n != 0 {
+		t.Errorf("%v late refusals counted, want 0", n)
+	}
+	// A directory slower than refusal_time: the refusal comes when it
+	// answers, counted and logged once.
+	bind = 2 * refusal
+	for _, pw := range []string{"late1", "late2"} {
+		r.SetBindLockout(LockoutConfig{Failures: 10, Pause: time.Hour, RefusalTime: refusal})
+		if d := took("bob@example.com", pw); d != bind {
+			t.Errorf("slow directory: refused after %v, want %v", d, bind)
+		}
+	}
+	if n := testutil.ToFloat64(m.authRefusalsLate); n != 2 {
+		t.Errorf("%v late refusals counted, want 2", n)
+	}
+	if n := logs.count("longer than autodiscover.refusal_time"); n != 1 {
+		t.Errorf("late refusals logged %d times, want once", n)
+	}
+	before := sleeps
+	if _, err := r.Authenticate(ctx, mustAddr(t, "bob@example.com"), "Secret123!"); err != nil {
+		t.Fatal(err)
+	}
+	if sleeps != before {
+		t.Error("a success waited")
 	}
 }
