@@ -315,4 +315,3 @@ func TestDomainExchangeURLs(t *testing.T) {
 		})
 	}
 }
-
