@@ -254,8 +254,8 @@ func interleave(b *testing.B, names, addrs []string, do func(addr string)) {
 // the directory refuses), a wrong password refused before (no bind: the
 // per-account bound answers from memory), an unknown address and a
 // disabled one (no bind either), against a real slapd, through the POX
-// handler. The three without a bind are padded to the refused binds'
-// average.
+// handler. Each is answered at autodiscover.refusal_time (200ms) after it
+// began; TestTimingOracleRefusalSlapd compares their percentiles.
 //
 //	go test ./cmd/mailbeacon -run '^$' -bench AuthRefusalSlapd -benchtime 3000x
 func BenchmarkAuthRefusalSlapd(b *testing.B) {
