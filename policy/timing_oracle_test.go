@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/mailbeacon/mailbeacon/ldapsource/ldaptest"
 )
 
 // Timing oracles through the cache: whether the second ask of an address
@@ -162,5 +164,54 @@ func TestTimingOracleRefusalDeadline(t *testing.T) {
 	}
 	if sleeps != before {
 		t.Error("a success waited")
+	}
+}
+
+// 300 refusals of every kind at once, on the real clock, binds taking 2ms:
+// none is answered before refusal_time, whatever the crowd.
+func TestTimingOracleRefusalDeadlineTogether(t *testing.T) {
+	const refusal = 60 * time.Millisecond
+	r, dir, _, _, m := lockoutResolver(t, LockoutConfig{Failures: 10, Pause: time.Hour, RefusalTime: refusal})
+	r.now, r.sleep = time.Now, sleepCtx
+	dir.onBind = func() { time.Sleep(2 * time.Millisecond) }
+	addrs := []string{"bob@example.com", "b.alias@example.com", "carol@example.com", "nobody@example.com", "other@example.com"}
+	took := make([]time.Duration, 300)
+	errs := make([]error, len(took))
+	ldaptest.Together(len(took), func(i int) {
+		start := time.Now()
+		_, errs[i] = r.Authenticate(context.Background(), mustAddr(t, addrs[i%len(addrs)]), "wrong"+string(rune('a'+i%7)))
+		took[i] = time.Since(start)
+	})
+	for i, d := range took {
+		if !errors.Is(errs[i], ErrBadCredentials) {
+			t.Fatalf("%s: %v", addrs[i%len(addrs)], errs[i])
+		}
+		if d < refusal {
+			t.Errorf("%s refused after %v, before refusal_time %v", addrs[i%len(addrs)], d, refusal)
+		}
+	}
+	t.Logf("%d refusals at once: slowest %v, late %v", len(took), slicesMax(took), testutil.ToFloat64(m.authRefusalsLate))
+}
+
+func slicesMax(ds []time.Duration) time.Duration {
+	var m time.Duration
+	for _, d := range ds {
+		m = max(m, d)
+	}
+	return m
+}
+
+// A reload's refusal_time applies to the bind memory it carries on.
+func TestTimingOracleRefusalTimeReload(t *testing.T) {
+	old, _, _, _, _ := lockoutResolver(t, LockoutConfig{Failures: 3, Pause: time.Hour, RefusalTime: 100 * time.Millisecond})
+	r, _, clk, _, _ := lockoutResolver(t, LockoutConfig{Failures: 3, Pause: time.Hour, RefusalTime: 300 * time.Millisecond})
+	r.CarryAuthentication(old, true)
+	r.sleep = func(_ context.Context, d time.Duration) { clk.Advance(d) }
+	start := clk.Now()
+	if _, err := r.Authenticate(context.Background(), mustAddr(t, "nobody@example.com"), "x"); !errors.Is(err, ErrBadCredentials) {
+		t.Fatal(err)
+	}
+	if d := clk.Now().Sub(start); d != 300*time.Millisecond {
+		t.Errorf("after the reload a refusal took %v, want the new refusal_time 300ms", d)
 	}
 }
