@@ -114,7 +114,8 @@ func (r *Resolver) CarryAuthentication(from *Resolver, sameDirectory bool) {
 // that last bound successfully within the pause, which is accepted from
 // memory. Those refusals look and take as long as any other.
 //
-// Every refusal (ErrBadCredentials) is returned when the refusal time
+// Every refusal (ErrBadCredentials, and ErrUnknownDomain, which the POX
+// endpoint answers with the same 401) is returned when the refusal time
 // (SetBindLockout) has passed since Authenticate began, or when the
 // directory answered if that is later: whether the refusal took a search,
 // a bind, both or neither does not show in its time.
@@ -122,7 +123,7 @@ func (r *Resolver) Authenticate(ctx context.Context, addr Address, password stri
 	m := r.binds
 	deadline := r.now().Add(m.guard.refusalTime())
 	acct, err := r.authenticate(ctx, addr, password)
-	if errors.Is(err, ErrBadCredentials) {
+	if errors.Is(err, ErrBadCredentials) || errors.Is(err, ErrUnknownDomain) {
 		m.padRefusal(ctx, deadline, r.sleep, r.now)
 	}
 	return acct, err

@@ -140,6 +140,15 @@ func TestTimingOracleRefusalDeadline(t *testing.T) {
 			t.Errorf("%s: refused after %v, want %v", c.name, d, refusal)
 		}
 	}
+	// The POX endpoint answers an address of a domain not served with the
+	// same 401.
+	start := clk.Now()
+	if _, err := r.Authenticate(ctx, mustAddr(t, "alice@not-served.example"), "x"); !errors.Is(err, ErrUnknownDomain) {
+		t.Fatalf("domain not served: %v", err)
+	}
+	if d := clk.Now().Sub(start); d != refusal {
+		t.Errorf("domain not served: refused after %v, want %v", d, refusal)
+	}
 	if n := testutil.ToFloat64(m.authRefusalsLate); n != 0 {
 		t.Errorf("%v late refusals counted, want 0", n)
 	}
