@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -62,6 +63,9 @@ func (r *Resolver) SetBindLockout(c LockoutConfig) {
 	if c.Pause == 0 {
 		c.Pause = d.Pause
 	}
+	if c.RefusalTime == 0 {
+		c.RefusalTime = d.RefusalTime
+	}
 	r.binds.guard.setConfig(c)
 }
 
@@ -109,7 +113,43 @@ func (r *Resolver) CarryAuthentication(from *Resolver, sameDirectory bool) {
 // no other password is tried until the pause has passed, except the one
 // that last bound successfully within the pause, which is accepted from
 // memory. Those refusals look and take as long as any other.
+//
+// Every refusal (ErrBadCredentials, and ErrUnknownDomain, which the POX
+// endpoint answers with the same 401) is returned when the refusal time
+// (SetBindLockout) has passed since Authenticate began, or when the
+// directory answered if that is later: whether the refusal took a search,
+// a bind, both or neither does not show in its time.
 func (r *Resolver) Authenticate(ctx context.Context, addr Address, password string) (*Account, error) {
+	m := r.binds
+	deadline := r.now().Add(m.guard.refusalTime())
+	acct, err := r.authenticate(ctx, addr, password)
+	if errors.Is(err, ErrBadCredentials) || errors.Is(err, ErrUnknownDomain) {
+		m.padRefusal(ctx, deadline, r.sleep, r.now)
+	}
+	return acct, err
+}
+
+// padRefusal waits until deadline. A fixed deadline per request, rather
+// than a wait as long as the directory takes on average, gives every
+// kind of refusal one distribution of times, the timer's lateness alone
+// (tens of microseconds against a deadline of hundreds of milliseconds);
+// a refusal already past it (the directory was slower) is counted and
+// logged once, as it can be told apart.
+func (m *bindMemory) padRefusal(ctx context.Context, deadline time.Time, sleep func(context.Context, time.Duration), now func() time.Time) {
+	left := deadline.Sub(now())
+	if left > 0 {
+		sleep(ctx, left)
+		return
+	}
+	m.guard.metrics.authRefusalsLate.Inc()
+	if m.lateLogged.CompareAndSwap(false, true) {
+		m.guard.log.Warn("authenticated Autodiscover: a refusal took longer than autodiscover.refusal_time, so its time can tell "+
+			"whether the directory was asked to bind; raise refusal_time above the directory's slowest bind "+
+			"(logged once; counted in mailbeacon_auth_refusals_late_total)", "late_by", -left)
+	}
+}
+
+func (r *Resolver) authenticate(ctx context.Context, addr Address, password string) (*Account, error) {
 	if _, err := r.Domain(ctx, addr.Domain); err != nil {
 		return nil, err
 	}
@@ -133,9 +173,7 @@ func (r *Resolver) Authenticate(ctx context.Context, addr Address, password stri
 		if _, cached := r.cache.Get(addr.String(), r.now()); !cached {
 			return nil, fmt.Errorf("%w: cannot check a password for an address the directory did not look up", ErrDirectoryUnavailable)
 		}
-		// No bind is needed to refuse, but answering faster than a wrong
-		// password would tell which addresses have accounts.
-		m.refusal.wait(ctx, r.sleep, r.now)
+		// No bind is needed to refuse; Authenticate pads the time.
 		return nil, ErrBadCredentials
 	}
 	dn := acct.DN
@@ -157,7 +195,6 @@ func (r *Resolver) Authenticate(ctx context.Context, addr Address, password stri
 		default:
 			return nil, refusedWithoutBind(v)
 		}
-		start := r.now()
 		err := b.Authenticate(context.WithoutCancel(ctx), dn, password)
 		refused := errors.Is(err, ldapsource.ErrInvalidCredentials)
 		// A refusal for the account's state (locked, expired) counts, but
@@ -167,7 +204,6 @@ func (r *Resolver) Authenticate(ctx context.Context, addr Address, password stri
 		case err == nil:
 			m.remember(dn, mac, r.now())
 		case refused:
-			m.refusal.note(r.now().Sub(start))
 			m.forget(dn, mac)
 		}
 		return nil, err
@@ -184,8 +220,6 @@ func (r *Resolver) Authenticate(ctx context.Context, addr Address, password stri
 		return acct, nil
 	case errors.As(res.Err, &skipped):
 		r.metrics.authRefused(skipped.reason())
-		// As slow as the directory's refusal it stands for.
-		m.refusal.wait(ctx, r.sleep, r.now)
 		return nil, ErrBadCredentials
 	case errors.Is(res.Err, ldapsource.ErrInvalidCredentials):
 		return nil, ErrBadCredentials
@@ -200,14 +234,13 @@ func (v refusedWithoutBind) Error() string { return "refused without a bind: " +
 
 func (v refusedWithoutBind) reason() string { return verdict(v).reason() }
 
-// bindMemory remembers successful binds briefly, how long the directory
-// takes to refuse a wrong password, and the refused binds per account.
-// One is shared by the Resolvers of successive configurations.
+// bindMemory remembers successful binds briefly and the refused binds per
+// account. One is shared by the Resolvers of successive configurations.
 type bindMemory struct {
-	refusal timePad // how long the directory takes to refuse a wrong password
-	key     []byte  // random per process: the MACs mean nothing elsewhere
-	flight  singleflight.Group
-	guard   *accountGuard
+	key        []byte // random per process: the MACs mean nothing elsewhere
+	flight     singleflight.Group
+	guard      *accountGuard
+	lateLogged atomic.Bool // a refusal past refusal_time was logged
 
 	mu     sync.Mutex
 	ttl    time.Duration

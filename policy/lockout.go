@@ -28,6 +28,11 @@ type LockoutConfig struct {
 	// counter after"), so that the directory's count of bad passwords has
 	// gone back to zero when mailbeacon tries again.
 	Pause time.Duration
+	// RefusalTime is when, after a login began, its refusal is answered
+	// (wrong password, unknown or disabled address, refused from memory
+	// alike), or when the directory has answered if that is later. Make it
+	// more than the directory's slowest search and bind.
+	RefusalTime time.Duration
 }
 
 // Defaults: 3 refused binds, then 30 minutes without one. Active
@@ -40,11 +45,18 @@ const (
 	// MaxBindFailures bounds Failures: far beyond it lies every
 	// directory's lockout threshold.
 	MaxBindFailures = 10
+	// DefaultRefusalTime is well above a search and a bind on a connection
+	// of its own (TCP, TLS, bind) to a directory on the local network, and
+	// short for a person who mistyped.
+	DefaultRefusalTime = 200 * time.Millisecond
+	// MaxRefusalTime bounds RefusalTime: each refusal holds its request
+	// that long.
+	MaxRefusalTime = 10 * time.Second
 )
 
 // DefaultLockoutConfig returns the defaults.
 func DefaultLockoutConfig() LockoutConfig {
-	return LockoutConfig{Failures: DefaultBindFailures, Pause: DefaultBindPause}
+	return LockoutConfig{Failures: DefaultBindFailures, Pause: DefaultBindPause, RefusalTime: DefaultRefusalTime}
 }
 
 // Validate reports a setting out of range; key prefixes the names of the
@@ -57,6 +69,10 @@ func (c LockoutConfig) Validate(key string) error {
 	if c.Pause < time.Second || c.Pause > 24*time.Hour {
 		return fmt.Errorf("%sbind_pause: %s is out of range: 1s up to 24h; make it at least the directory's lockout observation window, e.g. %s",
 			key, c.Pause, DefaultBindPause)
+	}
+	if c.RefusalTime < time.Millisecond || c.RefusalTime > MaxRefusalTime {
+		return fmt.Errorf("%srefusal_time: %s is out of range: 1ms up to %s; make it more than the directory's slowest search and bind, e.g. %s",
+			key, c.RefusalTime, MaxRefusalTime, DefaultRefusalTime)
 	}
 	return nil
 }
@@ -133,6 +149,13 @@ type guarded struct {
 
 func newAccountGuard(log *slog.Logger, m *Metrics) *accountGuard {
 	return &accountGuard{log: log, metrics: m, cfg: DefaultLockoutConfig(), accounts: map[string]*guarded{}}
+}
+
+// refusalTime is the configured RefusalTime.
+func (g *accountGuard) refusalTime() time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.cfg.RefusalTime
 }
 
 func (g *accountGuard) setConfig(c LockoutConfig) {

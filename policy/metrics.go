@@ -20,6 +20,7 @@ type Metrics struct {
 	// reason, and the accounts whose refused binds are spent.
 	authRefusedRepeated, authRefusedPaused, authRefusedFull prometheus.Counter
 	authPausedAccounts                                      prometheus.Gauge
+	authRefusalsLate                                        prometheus.Counter
 }
 
 // NewMetrics registers the resolver metrics on reg; it panics if reg has
@@ -55,6 +56,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "mailbeacon_auth_paused_accounts",
 			Help: "Accounts that authenticated Autodiscover binds as no more (but for a password that bound recently): their refused binds reached autodiscover.bind_failures. " +
 				"An account is counted until an authenticated request after its pause ends.",
+		}),
+		authRefusalsLate: f.NewCounter(prometheus.CounterOpts{
+			Name: "mailbeacon_auth_refusals_late_total",
+			Help: "Authenticated Autodiscover refusals answered after autodiscover.refusal_time because the directory took longer: " +
+				"their time can tell an address with an account from one without. Raise refusal_time when this grows.",
 		}),
 		cacheHit:             cacheLookups.WithLabelValues("hit"),
 		cacheNegative:        cacheLookups.WithLabelValues("negative"),

@@ -31,7 +31,9 @@ var (
 
 // CacheConfig is the cache section of the configuration.
 type CacheConfig struct {
-	TTL         time.Duration `mapstructure:"ttl"`
+	TTL time.Duration `mapstructure:"ttl"`
+	// NegativeTTL is how long an unknown or disabled address is cached;
+	// under policy.privacy strict, TTL instead.
 	NegativeTTL time.Duration `mapstructure:"negative_ttl"`
 	// StaleFor is how long past its TTL an entry may still be served while
 	// the directory cannot be reached.
@@ -42,7 +44,8 @@ type CacheConfig struct {
 	OnDirectoryError string `mapstructure:"on_directory_error"`
 	// MaxEntries bounds the number of cached addresses (0: the default);
 	// when full, unknown addresses go first, then the least recently used
-	// accounts.
+	// accounts (under policy.privacy strict, the least recently used
+	// address of either kind).
 	MaxEntries int `mapstructure:"max_entries"`
 }
 
@@ -109,9 +112,7 @@ func NewResolver(dir Directory, pol *Policy, domains map[string]*Domain, cfg Cac
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	c, err := boundcache.New[string, *cachedAccount](boundcache.Options{
-		TTL: cfg.TTL, NegativeTTL: cfg.NegativeTTL, StaleFor: cfg.StaleFor, MaxEntries: cfg.MaxEntries,
-	})
+	c, err := boundcache.New[string, *cachedAccount](cacheOptions(cfg, pol.Strict()))
 	if err != nil {
 		return nil, fmt.Errorf("cache.%w", err)
 	}
@@ -130,6 +131,19 @@ func NewResolver(dir Directory, pol *Policy, domains map[string]*Domain, cfg Cac
 		return nil, err
 	}
 	return r, nil
+}
+
+// cacheOptions are the account cache's settings. Under strict privacy an
+// unknown address is kept as long as an account, and evicted in the same
+// order of use: otherwise asking an address twice, negative_ttl apart or
+// around a flood of unknown addresses, would tell by the second answer's
+// time (a directory search or none) whether it exists.
+func cacheOptions(cfg CacheConfig, strict bool) boundcache.Options {
+	o := boundcache.Options{TTL: cfg.TTL, NegativeTTL: cfg.NegativeTTL, StaleFor: cfg.StaleFor, MaxEntries: cfg.MaxEntries}
+	if strict {
+		o.NegativeTTL, o.OneOrder = cfg.TTL, true
+	}
+	return o
 }
 
 // CachedEntries returns how many addresses the cache holds (at most

@@ -40,6 +40,10 @@ type AutodiscoverOptions struct {
 	// BindPause is that quiet time: at least the directory's lockout
 	// observation window. 0 means 30m; 1s up to 24h.
 	BindPause time.Duration `mapstructure:"bind_pause"`
+	// RefusalTime is when, after a login began, every refusal is answered,
+	// whatever the reason, so that its time tells nothing. 0 means 200ms;
+	// 1ms up to 10s.
+	RefusalTime time.Duration `mapstructure:"refusal_time"`
 	// ProtoProxies are the peers (addresses or CIDR blocks) whose
 	// X-Forwarded-Proto or Forwarded proto= is believed by the redirect
 	// probe, besides limits.trusted_proxies. Unset: loopback only, where a
@@ -68,8 +72,9 @@ func (o AutodiscoverOptions) BindMemory() time.Duration {
 	return policy.DefaultAuthCacheTTL
 }
 
-// BindLockout is the bound on refused binds per account: bind_failures
-// and bind_pause, or their defaults when unset.
+// BindLockout is the bound on refused binds per account and the refusal
+// time: bind_failures, bind_pause and refusal_time, or their defaults
+// when unset.
 func (o AutodiscoverOptions) BindLockout() policy.LockoutConfig {
 	c := policy.DefaultLockoutConfig()
 	if o.BindFailures != 0 {
@@ -77,6 +82,9 @@ func (o AutodiscoverOptions) BindLockout() policy.LockoutConfig {
 	}
 	if o.BindPause != 0 {
 		c.Pause = o.BindPause
+	}
+	if o.RefusalTime != 0 {
+		c.RefusalTime = o.RefusalTime
 	}
 	return c
 }

@@ -20,6 +20,7 @@ import (
 // with the first directory failure only.
 var servedFamilies = []string{
 	"mailbeacon_auth_paused_accounts",
+	"mailbeacon_auth_refusals_late_total",
 	"mailbeacon_auth_refused_without_bind_total",
 	"mailbeacon_cache_evictions_total",
 	"mailbeacon_cache_lookups_total",

@@ -254,15 +254,15 @@ func interleave(b *testing.B, names, addrs []string, do func(addr string)) {
 // the directory refuses), a wrong password refused before (no bind: the
 // per-account bound answers from memory), an unknown address and a
 // disabled one (no bind either), against a real slapd, through the POX
-// handler. The three without a bind are padded to the refused binds'
-// average.
+// handler. Each is answered at autodiscover.refusal_time (here 20ms) after
+// it began; TestTimingOracleRefusalSlapd compares their percentiles.
 //
-//	go test ./cmd/mailbeacon -run '^$' -bench AuthRefusalSlapd -benchtime 3000x
+//	go test ./cmd/mailbeacon -run '^$' -bench AuthRefusalSlapd -benchtime 1000x
 func BenchmarkAuthRefusalSlapd(b *testing.B) {
 	a := benchSlapdBuild(b, "autodiscover:\n  require_auth: true\n  auth_cache_ttl: 0s\n")
 	// So that alice's new wrong passwords keep binding, her account is
 	// never paused here: no configuration allows this.
-	a.resolver.SetBindLockout(policy.LockoutConfig{Failures: math.MaxInt32, Pause: time.Nanosecond})
+	a.resolver.SetBindLockout(policy.LockoutConfig{Failures: math.MaxInt32, Pause: time.Nanosecond, RefusalTime: 20 * time.Millisecond})
 	h := protocols.NewHandler(a.resolver, a.handlerOptions(nil))
 	n := 0
 	interleave(b, []string{"wrong-password", "repeated", "unknown", "disabled"},

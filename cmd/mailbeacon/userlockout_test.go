@@ -315,7 +315,7 @@ autodiscover:
 	}
 }
 
-// autodiscover.bind_failures and bind_pause: defaults when unset, errors
+// autodiscover.bind_failures, bind_pause and refusal_time: defaults when unset, errors
 // naming the key when out of range.
 func TestLockoutConfigKeys(t *testing.T) {
 	for _, tc := range []struct{ yaml, err string }{
@@ -325,6 +325,9 @@ func TestLockoutConfigKeys(t *testing.T) {
 		{"  bind_failures: -1\n", "autodiscover.bind_failures: -1 is out of range"},
 		{"  bind_pause: 500ms\n", "autodiscover.bind_pause: 500ms is out of range"},
 		{"  bind_pause: 48h\n", "autodiscover.bind_pause: 48h0m0s is out of range"},
+		{"  refusal_time: 1s\n", ""},
+		{"  refusal_time: -1s\n", "autodiscover.refusal_time: -1s is out of range"},
+		{"  refusal_time: 11s\n", "autodiscover.refusal_time: 11s is out of range"},
 	} {
 		cfg, err := loadConfig(strings.NewReader(demoConfig+"autodiscover:\n  require_auth: true\n"+tc.yaml), "test")
 		if err == nil {
@@ -338,7 +341,7 @@ func TestLockoutConfigKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := cfg.Autodiscover.BindLockout(); c.Failures != 5 || c.Pause != 30*time.Minute {
-		t.Errorf("bind_failures 5 alone: %+v, want 5 and the default 30m", c)
+	if c := cfg.Autodiscover.BindLockout(); c.Failures != 5 || c.Pause != 30*time.Minute || c.RefusalTime != 200*time.Millisecond {
+		t.Errorf("bind_failures 5 alone: %+v, want 5 and the defaults 30m, 200ms", c)
 	}
 }

@@ -3,7 +3,9 @@
 // shorter one, and either may be served stale for a while past it when
 // the directory fails. When full, negative entries go first (an attacker
 // makes those by the million, and they are cheap to ask again), then the
-// least recently used positive ones.
+// least recently used positive ones; or, with Options.OneOrder, the least
+// recently used entry of either kind, so that which entries survive a
+// flood does not tell the kinds apart.
 //
 // The resolver's account cache and the directory domain source's domain
 // cache both use it, so both stay bounded whatever arrives.
@@ -31,6 +33,9 @@ type Options struct {
 	StaleFor time.Duration
 	// MaxEntries bounds the number of entries; 0 means DefaultMaxEntries.
 	MaxEntries int
+	// OneOrder evicts the least recently used entry whatever its kind,
+	// instead of negative entries first.
+	OneOrder bool
 }
 
 // Entry is a cached value with its freshness.
@@ -51,10 +56,11 @@ type item[V any] struct {
 	v       V
 	fresh   int64
 	expires int64
+	neg     bool // a negative entry kept in the positive list (OneOrder)
 }
 
 func (it item[V]) entry(neg bool) Entry[V] {
-	return Entry[V]{Value: it.v, Negative: neg, FreshUntil: time.Unix(0, it.fresh), ExpiresAt: time.Unix(0, it.expires)}
+	return Entry[V]{Value: it.v, Negative: neg || it.neg, FreshUntil: time.Unix(0, it.fresh), ExpiresAt: time.Unix(0, it.expires)}
 }
 
 // Cache is safe for concurrent use.
@@ -139,7 +145,11 @@ func (c *Cache[K, V]) PutEntry(key K, e Entry[V], now time.Time) {
 	it := item[V]{v: e.Value, fresh: e.FreshUntil.UnixNano(), expires: e.ExpiresAt.UnixNano()}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e.Negative {
+	if c.opts.OneOrder {
+		// One list, one order of use: the flag says the kind.
+		it.neg = e.Negative
+		c.pos.Add(key, it)
+	} else if e.Negative {
 		c.pos.Remove(key)
 		c.neg.Add(key, it)
 	} else {
@@ -170,7 +180,8 @@ func (c *Cache[K, V]) trim(now time.Time) {
 		if neg {
 			c.neg.RemoveOldest()
 		} else {
-			c.pos.RemoveOldest()
+			_, it, _ := c.pos.RemoveOldest()
+			neg = it.neg
 		}
 		if c.OnEvict != nil {
 			c.OnEvict(neg)
@@ -215,9 +226,9 @@ type Keyed[K comparable, V any] struct {
 	Entry[V]
 }
 
-// Snapshot returns the unexpired entries, negative ones first, each list
-// least recently used first: PutEntry in this order into another cache
-// keeps the eviction order.
+// Snapshot returns the unexpired entries, negative ones first (with
+// OneOrder, all in one), each list least recently used first: PutEntry in
+// this order into another cache keeps the eviction order.
 func (c *Cache[K, V]) Snapshot(now time.Time) []Keyed[K, V] {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -170,3 +170,34 @@ func TestConcurrentBound(t *testing.T) {
 		t.Errorf("Len %d, want the bound %d", n, max)
 	}
 }
+
+// With OneOrder, the least recently used entry goes whatever its kind,
+// each keeps its kind, and OnEvict reports it.
+func TestTimingOracleOneOrder(t *testing.T) {
+	c, err := New[string, int](Options{TTL: 10 * time.Minute, NegativeTTL: 10 * time.Minute, MaxEntries: 2, OneOrder: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evicted []bool
+	c.OnEvict = func(neg bool) { evicted = append(evicted, neg) }
+	c.Put("known", 1, false, t0)
+	c.Put("unknown", 0, true, t0)
+	c.Put("flood1", 0, true, t0) // pushes out "known", the oldest
+	if _, ok := c.Get("known", t0); ok {
+		t.Error("the least recently used entry (positive) was kept; a negative one went instead")
+	}
+	e, ok := c.Get("unknown", t0)
+	if !ok || !e.Negative {
+		t.Fatalf("unknown: %+v %v, want a negative entry", e, ok)
+	}
+	c.Put("flood2", 0, true, t0) // pushes out "flood1": "unknown" was just used
+	if _, ok := c.Get("unknown", t0); !ok {
+		t.Error("the recently used negative entry was evicted")
+	}
+	if !slices.Equal(evicted, []bool{false, true}) {
+		t.Errorf("OnEvict saw %v, want [false true]", evicted)
+	}
+	if snap := c.Snapshot(t0); len(snap) != 2 || !snap[0].Negative || !snap[1].Negative {
+		t.Errorf("snapshot %+v: want two negative entries", snap)
+	}
+}
