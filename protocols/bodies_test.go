@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
 	"strings"
 	"sync"
 	"testing"
@@ -328,6 +330,62 @@ func TestEarlyRefusalSparesBodylessRequests(t *testing.T) {
 		t.Logf("%s: %s", tc.name, resp.Status)
 		if resp.StatusCode != tc.status || resp.Close {
 			t.Errorf("%s: %s, close %v; want %d on a kept-alive connection", tc.name, resp.Status, resp.Close, tc.status)
+		}
+	}
+}
+
+// Through Go's own client: over HTTP/1.1 a GET with a body, even one of
+// 1 MiB the client is still sending, gets the 413 (not a reset
+// connection); over HTTP/2 the refusals reset only their stream, and the
+// connection goes on serving the client's other requests (a
+// Connection: close there would end every stream of the connection).
+func TestEarlyRefusalThroughGoClient(t *testing.T) {
+	res, _ := newDemoResolver(t, demoDomains())
+	h1 := httptest.NewServer(NewHandler(res, Options{}))
+	t.Cleanup(h1.Close)
+	h2 := httptest.NewUnstartedServer(NewHandler(res, Options{}))
+	h2.EnableHTTP2 = true
+	h2.StartTLS()
+	t.Cleanup(h2.Close)
+	for _, tc := range []struct {
+		name         string
+		srv          *httptest.Server
+		method, path string
+		body         string
+		status       int
+	}{
+		{"h1_get_small_body", h1, "GET", "/setup.css", "hello", 413},
+		{"h1_get_1MiB_body", h1, "GET", "/setup.css", strings.Repeat("x", 1<<20), 413},
+		{"h1_get", h1, "GET", "/setup.css", "", 200},
+		{"h2_get", h2, "GET", "/setup.css", "", 200},
+		{"h2_get_with_body", h2, "GET", "/setup.css", "hello", 413},
+		{"h2_put_with_body", h2, "PUT", "/mobileconfig", "hello", 405},
+		{"h2_get_1MiB_body", h2, "GET", "/mail/config-v1.1.xml?emailaddress=bob@example.com", strings.Repeat("x", 1<<20), 413},
+		{"h2_get_after", h2, "GET", "/setup.css", "", 200},
+	} {
+		var body io.Reader
+		if tc.body != "" {
+			body = strings.NewReader(tc.body)
+		}
+		var reused bool
+		trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
+		req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), tc.method, tc.srv.URL+tc.path, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := tc.srv.Client().Do(req)
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		t.Logf("%s: %s %s, Connection: close %v, connection reused %v", tc.name, resp.Proto, resp.Status, resp.Close, reused)
+		if resp.StatusCode != tc.status {
+			t.Errorf("%s: %s; want %d", tc.name, resp.Status, tc.status)
+		}
+		if resp.ProtoMajor == 2 && (resp.Close || tc.name != "h2_get" && !reused) {
+			t.Errorf("%s: the HTTP/2 connection was not kept (close %v, reused %v)", tc.name, resp.Close, reused)
 		}
 	}
 }
