@@ -101,6 +101,9 @@ func (c *call) classify(err error) lookupFailure {
 
 // fail answers err in the terms of the request's route.
 func (c *call) fail(err error) {
+	if c.unread() {
+		c.hangUp()
+	}
 	var (
 		lim  *limitError
 		meth *methodError
@@ -180,17 +183,30 @@ var refusals = [numLimitReasons]struct {
 func (c *call) refuse(e *limitError) {
 	r := refusals[e.reason]
 	if e.reason >= limitBody {
-		// The body is unread or broken: the connection is closed after
-		// the answer rather than drained. net/http drains a body before
-		// it closes, and readBody has cleared the read deadline: an
-		// expired one makes it give up on a stalled sender at once.
-		c.w.Header().Set("Connection", "close")
-		_ = http.NewResponseController(c.w).SetReadDeadline(time.Now())
+		// The body is unread, partly read or broken.
+		c.hangUp()
 	} else {
 		secs := int64(math.Ceil(e.wait.Seconds()))
 		c.w.Header().Set("Retry-After", strconv.FormatInt(max(1, secs), 10))
 	}
 	c.text(r.status, r.msg)
+}
+
+// hangUp makes the answer the connection's last, sent without reading
+// what is left of the request's body. Unless told that the connection
+// closes, net/http reads an unread body (up to 256 KiB) before it writes
+// the answer's header, for as long as the sender trickles it, up to the
+// read timeout; with Connection: close it skips that but still reads the
+// rest when it closes the body after the handler, so the read deadline
+// is set to now (readBody has cleared its own): a stalled sender then
+// costs nothing more. HTTP/2 reads no body it was not asked to (the
+// stream is reset) and would end every other stream of the connection
+// for a Connection: close, so it gets none.
+func (c *call) hangUp() {
+	if c.r.ProtoMajor < 2 {
+		c.w.Header().Set("Connection", "close")
+	}
+	_ = http.NewResponseController(c.w).SetReadDeadline(time.Now())
 }
 
 // Shared header values, never modified: Header.Set would allocate a

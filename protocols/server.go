@@ -11,14 +11,18 @@
 //	client     who asked (clientIP: the peer, or behind a trusted proxy
 //	           the address it forwarded)
 //	admit      the client's request bucket and its own concurrency slots
-//	readBody   the body, bounded, under its own deadline
+//	readBody   the body, bounded, under its own deadline; a route that
+//	           takes none refuses one (413) rather than leave it to
+//	           net/http, which reads an unread body before it sends
+//	           more than 2 KiB of the answer
 //	enter      the shared concurrency slots, taken only once the body is
 //	           in, so that a slow sender waits in its own client's slots
 //	serve      the route's handler: parse, lookup (call.resolve, with the
 //	           unknown-address budget reserved before the directory is
 //	           asked), render, write (call.send)
 //	fail       one mapping from any stage's error to the answer of the
-//	           route's format
+//	           route's format; a refusal before the body is read ends
+//	           the connection with the answer (hangUp)
 //	record     metrics and the access log
 package protocols
 
@@ -96,6 +100,11 @@ type Handler struct {
 // request is well under 1 KiB.
 const pooledBody = 4 << 10
 
+// maxDAVBody bounds the body of a request to the RFC 6764 well-known
+// URIs: the PROPFIND of iOS and DAVx5 asks for a few properties in a
+// few hundred bytes.
+const maxDAVBody = pooledBody
+
 // NewHandler returns the handler of every client endpoint, with the
 // operations endpoints too unless opts.Operations.Listen moves them to a
 // listener of their own (Operations).
@@ -133,7 +142,7 @@ type route struct {
 	match   func(r *http.Request) bool // which requests
 	methods []string                   // allowed methods; nil: any
 	answer  answerStyle                // how fail answers this route's errors
-	maxBody int64                      // > 0: a body of up to this many bytes is read before serve
+	maxBody int64                      // the body read before serve is at most this long; 0: the route takes none
 	ops     bool                       // health and metrics: no concurrency bound, logged at debug
 	serve   func(c *call) error        // parse, look up, render, write
 	logPath func(path string) string   // the path as logged; nil: as is
@@ -163,8 +172,10 @@ func (h *Handler) clientRoutes() []route {
 		// RFC 6764 §5: clients send PROPFIND (iOS, DAVx5) as well as GET to
 		// the well-known URIs and follow the redirect: every method is
 		// answered.
-		{name: "dav_redirect", match: paths("/.well-known/caldav"), serve: h.wellKnownDAV(policy.CalDAV)},
-		{name: "dav_redirect", match: paths("/.well-known/carddav"), serve: h.wellKnownDAV(policy.CardDAV)},
+		// A PROPFIND carries a small XML body: it is read (and ignored)
+		// like any other, within the bound and the body deadline.
+		{name: "dav_redirect", match: paths("/.well-known/caldav"), maxBody: maxDAVBody, serve: h.wellKnownDAV(policy.CalDAV)},
+		{name: "dav_redirect", match: paths("/.well-known/carddav"), maxBody: maxDAVBody, serve: h.wellKnownDAV(policy.CardDAV)},
 		// PACC (pacc.go, CLIENTS.md §7): one document per domain, on
 		// ua-auto-config.<domain>.
 		{name: "pacc", match: paths(PACCPath), methods: get, serve: h.pacc},
@@ -247,6 +258,7 @@ type call struct {
 	ip     netip.Addr // the client's address, for the access log
 	body   []byte
 	buf    *[]byte // body's pooled buffer
+	read   bool    // readBody has read the whole body (or there was none)
 	status int
 
 	addr    policy.Address // the address asked about, for the access log
@@ -287,6 +299,9 @@ func (h *Handler) serve(c *call) error {
 	}
 	if !c.rt.allows(c.r.Method) {
 		return &methodError{allowed: c.rt.methods}
+	}
+	if c.rt == &h.other {
+		return errNotFound // before its body, and without a shared slot
 	}
 	if err := c.readBody(); err != nil {
 		return err
@@ -404,19 +419,21 @@ func (c *call) settle() {
 func (c *call) note(a policy.Address) { c.addr, c.hasAddr = a, true }
 
 // readBody reads the body of a route that takes one, bounded and under
-// the body deadline. A declared length over the bound is refused before
-// anything is read.
+// the body deadline. A declared length over the bound (any length, on a
+// route that takes no body) is refused before anything is read: a GET
+// with a body is no client's, and reading one would keep a slot of the
+// client's for as long as the sender trickles it. A chunked body on such
+// a route is read up to its first byte, so that an empty one (a client
+// that always chunks) is answered; a byte of data is refused.
 func (c *call) readBody() error {
 	r := c.r
-	if c.rt.maxBody == 0 || r.Body == nil || r.Body == http.NoBody {
-		if r.ContentLength > c.h.lim.maxBody {
-			return &limitError{reason: limitBody}
-		}
-		return nil
-	}
 	max := min(c.rt.maxBody, c.h.lim.maxBody)
 	if r.ContentLength > max {
 		return &limitError{reason: limitBody}
+	}
+	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
+		c.read = true
+		return nil
 	}
 	if rt := c.h.opts.ReadTimeout; rt == 0 || c.h.lim.bodyTimeout < rt {
 		rc := http.NewResponseController(c.w)
@@ -443,5 +460,13 @@ func (c *call) readBody() error {
 	case int64(len(c.body)) > max:
 		return &limitError{reason: limitBody}
 	}
+	c.read = true
 	return nil
+}
+
+// unread reports whether the request has a body the pipeline has not
+// read: net/http would read it before it sends the answer.
+func (c *call) unread() bool {
+	r := c.r
+	return !c.read && r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody
 }
