@@ -260,13 +260,15 @@ func TestBreakerSlapdStopped(t *testing.T) {
 // TestBreakerSlapdStoppedAtOnce: the same with 200 requests released at
 // the same instant: cached users first, right after SIGSTOP, then, once
 // the breaker is open, addresses nobody cached; each burst's p99 at most
-// 50 ms over that of a burst answered from a fresh cache.
+// twice that of a burst answered from a fresh cache, plus 100 ms: far
+// below the seconds a request waits on a hung directory.
 func TestBreakerSlapdStoppedAtOnce(t *testing.T) {
 	r := newBreakerRig(t)
 	// 200 requests at once queue for the CPU (two cores, maybe the race
-	// detector): the hang may add 50 ms to the p99 of the same burst
-	// answered from a fresh cache with the directory up.
-	limit := r.warm(200, 0) + 50*time.Millisecond
+	// detector, maybe other test packages): the stale answers' background
+	// searches add to the p99 of the same burst answered from a fresh
+	// cache with the directory up.
+	limit := 2*r.warm(200, 0) + 100*time.Millisecond
 	r.hang()
 	cached := r.batch("cached", 200, 0, r.cachedUser)
 	r.checkP99("cached users, slapd stopped, 200 at once", cached, limit)
