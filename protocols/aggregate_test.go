@@ -248,3 +248,39 @@ type fakeAddr string
 
 func (a fakeAddr) Network() string { return "tcp" }
 func (a fakeAddr) String() string  { return string(a) }
+
+// A reload with changed limits carries what a /48 and the ceiling have
+// spent, as it does a client's: a SIGHUP is no fresh budget for a /48.
+func TestAggregateBudgetSurvivesReload(t *testing.T) {
+	res, _ := newDemoResolver(t, demoDomains())
+	o := LimitOptions{UnknownPerMinute: 0.001, UnknownBurst: 2, Clients48: 2, UnknownTotalPerSecond: 0.001}
+	h := NewHandler(res, Options{Limits: limitsFor(t, o)})
+	spend := func(h *Handler, peer string) bool {
+		settle, ok := h.ReserveLookup(netip.MustParseAddr(peer))
+		if ok {
+			settle(false)
+		}
+		return ok
+	}
+	// The ceiling's burst is 1: the first lookup spends it.
+	if !spend(h, "2001:db8:5:1::1") {
+		t.Fatal("first lookup refused")
+	}
+	if spend(h, "192.0.2.1") {
+		t.Fatal("the spent ceiling let a lookup through")
+	}
+	o.UnknownTotalPerSecond, o.MaxBodyBytes = 1000, 1000 // a changed section: the state is carried
+	h2 := NewHandler(res, Options{Limits: limitsFor(t, o), Previous: h})
+	for i := range 3 {
+		spend(h2, fmt.Sprintf("2001:db8:5:%x::1", 2+i))
+	}
+	n := 0
+	for i := range 100 {
+		if spend(h2, fmt.Sprintf("2001:db8:5:%x::1", 100+i)) {
+			n++
+		}
+	}
+	if n > 0 {
+		t.Errorf("after a reload, %d fresh /64s of a /48 that had spent 1 of its 4 got more than its remaining 3", n)
+	}
+}
