@@ -170,7 +170,7 @@ func (o *LimitOptions) Prepare() error {
 	case o.MaxPerClient < 0:
 		return fmt.Errorf("limits.max_per_client: %d: must not be negative (0 turns the bound off)", o.MaxPerClient)
 	case o.MaxConnsPerClient < 0:
-		return fmt.Errorf("limits.max_connections_per_client: %d: must not be negative (0 turns the bound off)", o.MaxConnsPerClient)
+		return fmt.Errorf("limits.max_connections_per_client: %d: must not be negative (0 leaves only the share of limits.max_connections, 1/16)", o.MaxConnsPerClient)
 	case o.MaxConns < 0:
 		return fmt.Errorf("limits.max_connections: %d: must not be negative (0 derives it from the file descriptor limit)", o.MaxConns)
 	case o.Clients48 < 0:
