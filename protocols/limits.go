@@ -99,7 +99,8 @@ type LimitOptions struct {
 	// per client. 0 turns the /48 aggregate off.
 	Clients48 int `mapstructure:"clients_per_48"`
 	// UnknownTotalPerSecond bounds the lookups of unknown addresses of all
-	// clients together, a second's worth at once. 0 turns it off.
+	// clients together, a second's worth at once. 0 turns it off, as does
+	// UnknownPerMinute 0.
 	UnknownTotalPerSecond float64 `mapstructure:"unknown_total_per_second"`
 	// MaxBodyBytes bounds every request body. 0 means 64 KiB.
 	MaxBodyBytes int64 `mapstructure:"max_body_bytes"`
@@ -349,7 +350,9 @@ func newLimiter(o LimitOptions, log *slog.Logger, prev *Handler) *limiter {
 			l.siteRate, l.siteBurst = l.unkRate*f, l.unkBurst*f
 		}
 	}
-	if o.UnknownTotalPerSecond > 0 {
+	// The budgets above the client's are part of it: with
+	// unknown_per_minute 0 none is kept.
+	if o.UnknownPerMinute > 0 && o.UnknownTotalPerSecond > 0 {
 		l.totRate, l.totBurst = o.UnknownTotalPerSecond/1e9, max(1, math.Ceil(o.UnknownTotalPerSecond))
 	}
 	l.perClient = int32(min(o.MaxPerClient, math.MaxInt32))
@@ -600,18 +603,16 @@ func (l *limiter) exempt(a netip.Addr) bool {
 // bucket gives back what the earlier ones gave. ok is false when the
 // client is exempt or nothing is limited: there is no token to give back.
 func (l *limiter) reserveUnknown(ip, key netip.Addr) (ok bool, err error) {
-	if (l.unkRate == 0 && l.totRate == 0) || l.exempt(ip) {
+	if l.unkRate == 0 || l.exempt(ip) {
 		return false, nil
 	}
 	now := l.now()
-	if l.unkRate > 0 {
-		sh, c := l.lock(key, now)
-		took, wait := c.unk.take(now, l.unkRate, l.unkBurst)
-		sh.clients[key] = c
-		sh.mu.Unlock()
-		if !took {
-			return false, &limitError{reason: limitUnknown, wait: wait}
-		}
+	sh, c := l.lock(key, now)
+	took, wait := c.unk.take(now, l.unkRate, l.unkBurst)
+	sh.clients[key] = c
+	sh.mu.Unlock()
+	if !took {
+		return false, &limitError{reason: limitUnknown, wait: wait}
 	}
 	site, perSite := l.siteKey(key)
 	if perSite {
@@ -680,7 +681,7 @@ func (h *Handler) ReserveLookup(peer netip.Addr) (settle func(served bool), ok b
 // refundUnknown gives back a token the request did not need: its address
 // was known. Every bucket reserveUnknown took from gets it back.
 func (l *limiter) refundUnknown(key netip.Addr) {
-	if l.opts.KeepKnownTokens {
+	if l.unkRate == 0 || l.opts.KeepKnownTokens {
 		return
 	}
 	now := l.now()
