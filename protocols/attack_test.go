@@ -158,8 +158,9 @@ func TestConnectionsPerClientBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: NewHandler(res, Options{Limits: o}), ReadHeaderTimeout: time.Minute, IdleTimeout: time.Minute}
-	go srv.Serve(LimitConnections(ln, o)) //nolint:errcheck // ends with Close
+	cl := NewConnLimiter(o, 1024)
+	srv := &http.Server{Handler: NewHandler(res, Options{Limits: o}), ReadHeaderTimeout: time.Minute, IdleTimeout: time.Minute, ConnState: cl.ConnState}
+	go srv.Serve(cl.Listener(ln)) //nolint:errcheck // ends with Close
 	t.Cleanup(func() { srv.Close() })
 	// ask sends a keep-alive request from src on a new connection and
 	// returns the connection and the answer's status, or the error.

@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"net/netip"
 	"reflect"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,8 +30,15 @@ import (
 //     client with many slow requests holds only its own slots;
 //   - a bound on all requests in progress (503 with Retry-After), taken
 //     only once a request's body is in;
-//   - a bound on each client's open connections, idle ones too
-//     (LimitConnections, on the listener);
+//   - above each client, an IPv6 /48 shares clients_per_48 clients'
+//     worth of unknown-address budget, and all clients together at most
+//     unknown_total_per_second unknown lookups a second, so that many
+//     addresses of one allocation, or many allocations, cannot multiply
+//     the budget;
+//   - a bound on all open connections, derived from RLIMIT_NOFILE, and on
+//     each client's and each IPv6 /48's share of it; near the bound the
+//     connections waiting longest for a request are closed to make room
+//     (ConnLimiter, on the listeners);
 //   - a bound on every request body (413 at once when the declared length
 //     is over it) and a deadline for reading it (408).
 //
@@ -79,11 +84,24 @@ type LimitOptions struct {
 	// not; beyond it that client's requests are refused at once with 429.
 	// 0 turns the bound off.
 	MaxPerClient int `mapstructure:"max_per_client"`
-	// MaxConnsPerClient bounds the connections one client holds open on a
-	// listener wrapped by LimitConnections, idle keep-alive ones too;
-	// beyond it a new connection is closed at once. Trusted proxies are
-	// not bounded. 0 turns the bound off.
+	// MaxConnsPerClient bounds the connections one client holds open on
+	// the listeners of a ConnLimiter, idle keep-alive ones too; beyond it
+	// a new connection is closed at once. Trusted proxies are not
+	// bounded. 0 leaves only the share of MaxConns (1/16).
 	MaxConnsPerClient int `mapstructure:"max_connections_per_client"`
+	// MaxConns bounds the connections open on all the listeners a
+	// ConnLimiter wraps together. 0 derives it from RLIMIT_NOFILE
+	// (MaxConnections). Whatever max_connections_per_client says, a client
+	// holds at most 1/16 of it, and an IPv6 /48 at most 1/4.
+	MaxConns int `mapstructure:"max_connections"`
+	// Clients48 is how many clients' worth an IPv6 /48 gets together: of
+	// the unknown-address budget (rate and burst) and of the connections
+	// per client. 0 turns the /48 aggregate off.
+	Clients48 int `mapstructure:"clients_per_48"`
+	// UnknownTotalPerSecond bounds the lookups of unknown addresses of all
+	// clients together, a second's worth at once. 0 turns it off, as does
+	// UnknownPerMinute 0.
+	UnknownTotalPerSecond float64 `mapstructure:"unknown_total_per_second"`
 	// MaxBodyBytes bounds every request body. 0 means 64 KiB.
 	MaxBodyBytes int64 `mapstructure:"max_body_bytes"`
 	// BodyTimeout bounds the time a request body may take to arrive once
@@ -120,8 +138,12 @@ func DefaultLimitOptions() LimitOptions {
 		MaxConcurrent:     512,
 		MaxPerClient:      32,
 		MaxConnsPerClient: 1024,
-		MaxBodyBytes:      defaultMaxBodyBytes,
-		BodyTimeout:       defaultBodyTimeout,
+		Clients48:         8,
+		// Well above what real users' typos cost, well below what a
+		// directory answers: a ceiling for floods from many addresses.
+		UnknownTotalPerSecond: 500,
+		MaxBodyBytes:          defaultMaxBodyBytes,
+		BodyTimeout:           defaultBodyTimeout,
 	}
 }
 
@@ -149,7 +171,13 @@ func (o *LimitOptions) Prepare() error {
 	case o.MaxPerClient < 0:
 		return fmt.Errorf("limits.max_per_client: %d: must not be negative (0 turns the bound off)", o.MaxPerClient)
 	case o.MaxConnsPerClient < 0:
-		return fmt.Errorf("limits.max_connections_per_client: %d: must not be negative (0 turns the bound off)", o.MaxConnsPerClient)
+		return fmt.Errorf("limits.max_connections_per_client: %d: must not be negative (0 leaves only the share of limits.max_connections, 1/16)", o.MaxConnsPerClient)
+	case o.MaxConns < 0:
+		return fmt.Errorf("limits.max_connections: %d: must not be negative (0 derives it from the file descriptor limit)", o.MaxConns)
+	case o.Clients48 < 0:
+		return fmt.Errorf("limits.clients_per_48: %d: must not be negative (0 turns the /48 aggregate off)", o.Clients48)
+	case o.UnknownTotalPerSecond < 0 || math.IsNaN(o.UnknownTotalPerSecond) || math.IsInf(o.UnknownTotalPerSecond, 0):
+		return fmt.Errorf("limits.unknown_total_per_second: %v: must be a positive number (0 turns the ceiling off)", o.UnknownTotalPerSecond)
 	case o.MaxBodyBytes < 0:
 		return fmt.Errorf("limits.max_body_bytes: %d: must not be negative (0 means %d)", o.MaxBodyBytes, defaultMaxBodyBytes)
 	case o.BodyTimeout < 0 || o.BodyTimeout > time.Minute:
@@ -230,15 +258,20 @@ const limiterShards = 64
 type limiter struct {
 	opts LimitOptions
 
-	reqRate, reqBurst float64 // tokens per nanosecond; bucket size
-	unkRate, unkBurst float64
-	perClient         int32
-	perShard          int
-	epoch             time.Time
+	reqRate, reqBurst   float64 // tokens per nanosecond; bucket size
+	unkRate, unkBurst   float64
+	siteRate, siteBurst float64 // an IPv6 /48's unknown-address budget
+	totRate, totBurst   float64 // every client's together
+	perClient           int32
+	perShard            int
+	epoch               time.Time
 
 	inflight    atomic.Int64
 	maxBody     int64
 	bodyTimeout time.Duration
+
+	totMu sync.Mutex
+	tot   bucket // the ceiling on all unknown lookups
 
 	shards [limiterShards]limiterShard
 }
@@ -246,8 +279,9 @@ type limiter struct {
 type limiterShard struct {
 	mu        sync.Mutex
 	clients   map[netip.Addr]clientState
+	sites     map[netip.Addr]bucket // IPv6 /48s: their unknown-address budget
 	lastSweep int64
-	_         [32]byte // keep shards on separate cache lines
+	_         [24]byte // keep shards on separate cache lines
 }
 
 // clientState is one client's buckets and requests in progress.
@@ -311,6 +345,15 @@ func newLimiter(o LimitOptions, log *slog.Logger, prev *Handler) *limiter {
 	}
 	if o.UnknownPerMinute > 0 {
 		l.unkRate, l.unkBurst = o.UnknownPerMinute/60e9, float64(o.UnknownBurst)
+		if o.Clients48 > 0 {
+			f := float64(o.Clients48)
+			l.siteRate, l.siteBurst = l.unkRate*f, l.unkBurst*f
+		}
+	}
+	// The budgets above the client's are part of it: with
+	// unknown_per_minute 0 none is kept.
+	if o.UnknownPerMinute > 0 && o.UnknownTotalPerSecond > 0 {
+		l.totRate, l.totBurst = o.UnknownTotalPerSecond/1e9, max(1, math.Ceil(o.UnknownTotalPerSecond))
 	}
 	l.perClient = int32(min(o.MaxPerClient, math.MaxInt32))
 	maxClients := o.MaxClients
@@ -320,6 +363,7 @@ func newLimiter(o LimitOptions, log *slog.Logger, prev *Handler) *limiter {
 	l.perShard = max(1, maxClients/limiterShards)
 	for i := range l.shards {
 		l.shards[i].clients = make(map[netip.Addr]clientState)
+		l.shards[i].sites = make(map[netip.Addr]bucket)
 	}
 	if prev != nil && prev.lim != nil {
 		l.carry(prev.lim)
@@ -350,8 +394,20 @@ func (l *limiter) carry(old *limiter) {
 				dst.clients[k] = n
 			}
 		}
+		for k, b := range sh.sites {
+			n := carryBucket(b, now, old.siteRate, old.siteBurst, l.siteBurst)
+			if n.last == 0 {
+				continue
+			}
+			if dst := l.shard(k); len(dst.sites) < l.perShard {
+				dst.sites[k] = n
+			}
+		}
 		sh.mu.Unlock()
 	}
+	old.totMu.Lock()
+	l.tot = carryBucket(old.tot, now, old.totRate, old.totBurst, l.totBurst)
+	old.totMu.Unlock()
 }
 
 // carryBucket is b, spent under rate and burst, with as much spent of
@@ -436,6 +492,40 @@ func (l *limiter) makeRoom(sh *limiterShard, now int64) {
 	}
 }
 
+// siteKey is the IPv6 /48 of a client key, whose clients share an
+// aggregate unknown-address budget. ok is false for IPv4, or when the
+// aggregate is off.
+func (l *limiter) siteKey(key netip.Addr) (site netip.Addr, ok bool) {
+	if l.siteRate == 0 || !key.Is6() {
+		return netip.Addr{}, false
+	}
+	p, _ := key.Prefix(48)
+	return p.Addr(), true
+}
+
+// lockSite returns the site's shard, locked, and its bucket, making room
+// as lock does: the /48s remembered are bounded as the clients are.
+// Their table is apart from the clients', whose keys a /48 could equal.
+func (l *limiter) lockSite(site netip.Addr, now int64) (*limiterShard, bucket) {
+	sh := l.shard(site)
+	sh.mu.Lock()
+	b, ok := sh.sites[site]
+	if !ok && len(sh.sites) >= l.perShard {
+		for k, v := range sh.sites {
+			if v.level(now, l.siteRate, l.siteBurst) >= l.siteBurst {
+				delete(sh.sites, k)
+			}
+		}
+		for k := range sh.sites {
+			if len(sh.sites) < l.perShard {
+				break
+			}
+			delete(sh.sites, k)
+		}
+	}
+	return sh, b
+}
+
 // admit takes a token from the client's request bucket and, when slot is
 // set, one of the client's own concurrency slots (given back by leave).
 func (l *limiter) admit(key netip.Addr, slot bool) error {
@@ -507,10 +597,11 @@ func (l *limiter) exempt(a netip.Addr) bool {
 }
 
 // reserveUnknown takes a token from the unknown-address bucket of the
-// client at ip (key is its clientKey), under the shard's lock: of any
-// number of concurrent requests, no more get one than the bucket holds.
-// ok is false when the client is exempt or nothing is limited: there is
-// no token to give back.
+// client at ip (key is its clientKey), of its IPv6 /48 and of the ceiling
+// on all clients, each under its lock: of any number of concurrent
+// requests, no more get one than each bucket holds. A refusal by a later
+// bucket gives back what the earlier ones gave. ok is false when the
+// client is exempt or nothing is limited: there is no token to give back.
 func (l *limiter) reserveUnknown(ip, key netip.Addr) (ok bool, err error) {
 	if l.unkRate == 0 || l.exempt(ip) {
 		return false, nil
@@ -523,7 +614,47 @@ func (l *limiter) reserveUnknown(ip, key netip.Addr) (ok bool, err error) {
 	if !took {
 		return false, &limitError{reason: limitUnknown, wait: wait}
 	}
+	site, perSite := l.siteKey(key)
+	if perSite {
+		sh, b := l.lockSite(site, now)
+		took, wait := b.take(now, l.siteRate, l.siteBurst)
+		sh.sites[site] = b
+		sh.mu.Unlock()
+		if !took {
+			l.giveClient(key, now)
+			return false, &limitError{reason: limitUnknown, wait: wait}
+		}
+	}
+	if l.totRate > 0 {
+		l.totMu.Lock()
+		took, wait := l.tot.take(now, l.totRate, l.totBurst)
+		l.totMu.Unlock()
+		if !took {
+			l.giveClient(key, now)
+			if perSite {
+				l.giveSite(site, now)
+			}
+			return false, &limitError{reason: limitUnknown, wait: wait}
+		}
+	}
 	return true, nil
+}
+
+func (l *limiter) giveClient(key netip.Addr, now int64) {
+	if l.unkRate == 0 {
+		return
+	}
+	sh, c := l.lock(key, now)
+	c.unk.give(now, l.unkRate, l.unkBurst)
+	sh.clients[key] = c
+	sh.mu.Unlock()
+}
+
+func (l *limiter) giveSite(site netip.Addr, now int64) {
+	sh, b := l.lockSite(site, now)
+	b.give(now, l.siteRate, l.siteBurst)
+	sh.sites[site] = b
+	sh.mu.Unlock()
 }
 
 // ReserveLookup takes a token of the unknown-address budget of the client
@@ -548,16 +679,21 @@ func (h *Handler) ReserveLookup(peer netip.Addr) (settle func(served bool), ok b
 }
 
 // refundUnknown gives back a token the request did not need: its address
-// was known.
+// was known. Every bucket reserveUnknown took from gets it back.
 func (l *limiter) refundUnknown(key netip.Addr) {
 	if l.unkRate == 0 || l.opts.KeepKnownTokens {
 		return
 	}
 	now := l.now()
-	sh, c := l.lock(key, now)
-	c.unk.give(now, l.unkRate, l.unkBurst)
-	sh.clients[key] = c
-	sh.mu.Unlock()
+	l.giveClient(key, now)
+	if site, ok := l.siteKey(key); ok {
+		l.giveSite(site, now)
+	}
+	if l.totRate > 0 {
+		l.totMu.Lock()
+		l.tot.give(now, l.totRate, l.totBurst)
+		l.totMu.Unlock()
+	}
 }
 
 // clients returns how many client addresses are remembered.
@@ -670,88 +806,4 @@ func parseHop(s string) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	return a.Unmap().WithZone(""), true
-}
-
-// LimitConnections bounds the connections each client holds open on ln
-// (limits.max_connections_per_client). Request limits end requests, not
-// connections: without this bound, one address could hold every file
-// descriptor of the process with idle keep-alive connections, each kept
-// alive by a request now and then (a 429 keeps it alive too), and every
-// other client would wait for an accept that never comes. The client is
-// the peer (its /64 for IPv6); connections from trusted proxies are not
-// bounded, since they carry many clients. o must be prepared.
-func LimitConnections(ln net.Listener, o LimitOptions) net.Listener {
-	if o.MaxConnsPerClient <= 0 {
-		return ln
-	}
-	return &connLimiter{Listener: ln, max: o.MaxConnsPerClient, trusted: o.trusted, open: map[netip.Addr]int{}}
-}
-
-type connLimiter struct {
-	net.Listener
-	max     int
-	trusted []netip.Prefix
-
-	mu   sync.Mutex
-	open map[netip.Addr]int // connections open per client key
-}
-
-// Accept returns the next connection of a client under its bound,
-// closing those over it.
-func (l *connLimiter) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		peer, ok := parseHop(c.RemoteAddr().String())
-		if !ok || slices.ContainsFunc(l.trusted, func(p netip.Prefix) bool { return p.Contains(peer) }) {
-			return c, nil
-		}
-		key := clientKey(peer)
-		l.mu.Lock()
-		n := l.open[key]
-		if n < l.max {
-			l.open[key] = n + 1
-		}
-		l.mu.Unlock()
-		if n >= l.max {
-			c.Close()
-			continue
-		}
-		return &limitedConn{Conn: c, l: l, key: key}, nil
-	}
-}
-
-func (l *connLimiter) release(key netip.Addr) {
-	l.mu.Lock()
-	if l.open[key] <= 1 {
-		delete(l.open, key)
-	} else {
-		l.open[key]--
-	}
-	l.mu.Unlock()
-}
-
-// limitedConn gives its client's place back when closed.
-type limitedConn struct {
-	net.Conn
-	l    *connLimiter
-	key  netip.Addr
-	once sync.Once
-}
-
-func (c *limitedConn) Close() error {
-	c.once.Do(func() { c.l.release(c.key) })
-	return c.Conn.Close()
-}
-
-// CloseWrite lets net/http half-close the connection after an answer to
-// a request whose body it did not read, as it does with a bare TCP
-// connection, so that the client gets the answer rather than a reset.
-func (c *limitedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
 }

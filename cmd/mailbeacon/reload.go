@@ -323,6 +323,9 @@ func needRestart(o, n config) []string {
 	check("server.acme", ao != an)
 	check("operations.listen", o.Operations.Listen != n.Operations.Listen)
 	check("limits.max_connections_per_client", o.Limits.MaxConnsPerClient != n.Limits.MaxConnsPerClient)
+	check("limits.max_connections", o.Limits.MaxConns != n.Limits.MaxConns)
+	// The /48 budgets follow at once; its connection share does not.
+	check("limits.clients_per_48", o.Limits.Clients48 != n.Limits.Clients48)
 	check("log", o.Log != n.Log)
 	check("state_dir", o.StateDir != n.StateDir)
 	return keys

@@ -90,6 +90,15 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // longer than a default CPU profile (/debug/pprof/profile, 30 s).
 const opsWriteTimeout = time.Minute
 
+// descriptorReserve is the file descriptors a derived
+// limits.max_connections leaves to the rest of the process: directory
+// connections (ldap.pool_size, twice while a reload retires the old
+// pool), the listeners, the operations listener's connections, log and
+// state files, ACME and the runtime's own.
+func descriptorReserve(cfg config) int {
+	return 256 + 2*cfg.LDAP.PoolSize
+}
+
 // errDegradedHint is how to start anyway.
 const errDegradedHint = "to start anyway and answer with the domain defaults until it is fixed: serve --start-degraded, or ldap.start_degraded: true"
 
@@ -185,6 +194,8 @@ func (s *server) run(ctx context.Context) error {
 		scheme string
 	}
 	var ls []listener
+	// One bound on the connections of the public listeners together.
+	conns := protocols.NewConnLimiter(cfg.Limits, protocols.MaxConnections(cfg.Limits, descriptorReserve(cfg)))
 	defer func() {
 		for _, l := range ls {
 			l.ln.Close()
@@ -195,8 +206,9 @@ func (s *server) run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", key, err)
 		}
-		if key != "operations.listen" {
-			ln = protocols.LimitConnections(ln, cfg.Limits)
+		public := key != "operations.listen"
+		if public {
+			ln = conns.Listener(ln)
 		}
 		srv := &http.Server{
 			Handler:           h,
@@ -207,6 +219,9 @@ func (s *server) run(ctx context.Context) error {
 			MaxHeaderBytes:    16 << 10,
 			// TLS handshake failures from scanners are no news.
 			ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		}
+		if public {
+			srv.ConnState = conns.ConnState
 		}
 		if plainOfTLS {
 			// The Autodiscover redirect probe redirects what arrives here.
@@ -258,6 +273,8 @@ func (s *server) run(ctx context.Context) error {
 			errc <- err
 		}()
 	}
+	all, perClient, perSite := conns.Bounds()
+	s.log.Info("connection bounds", "max_connections", all, "per_client", perClient, "per_ipv6_48", perSite)
 	for _, l := range ls {
 		if l.key == "server.listen" {
 			s.log.Info("mailbeacon listening", "addr", l.scheme+"://"+l.ln.Addr().String(), "version", versionString())
