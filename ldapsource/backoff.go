@@ -147,6 +147,11 @@ func (g *bindGate) held() error {
 	return err
 }
 
+// errBindQueue marks a dial that ran out of time waiting for another
+// service-account bind to end: that server did not fail to answer, so its
+// breaker stays closed.
+var errBindQueue = errors.New("waiting to bind as the service account")
+
 // bind runs one bind as the service account (f), at most one at a time,
 // and not at all with credentials known refused. A refusal is remembered
 // before the next bind may start, and logged once with the key and the
@@ -155,7 +160,7 @@ func (g *bindGate) bind(ctx context.Context, f func() error) error {
 	select {
 	case g.binding <- struct{}{}:
 	case <-ctx.Done():
-		return fmt.Errorf("waiting to bind as the service account: %w", ctx.Err())
+		return fmt.Errorf("%w: %w", errBindQueue, ctx.Err())
 	}
 	defer func() { <-g.binding }()
 	if err := g.held(); err != nil {

@@ -214,7 +214,7 @@ func (s *Source) failed(caller context.Context, idx int, err error) {
 	if d, ok := caller.Deadline(); caller.Err() != nil || ok && !time.Now().Before(d) {
 		return
 	}
-	if !unanswered(err) || errors.Is(err, errBreakerOpened) {
+	if !unanswered(err) || errors.Is(err, errBreakerOpened) || errors.Is(err, errBindQueue) {
 		return
 	}
 	if s.breakers[idx].trip(err) {
