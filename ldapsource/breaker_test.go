@@ -286,3 +286,27 @@ func TestBreakerUserBind(t *testing.T) {
 		}
 	}
 }
+
+// TestBreakerNotOpenedByBindQueue: a dial that runs out of its
+// dial_timeout waiting for another service-account bind to end (binds go
+// one at a time) says nothing about the server, which answered its
+// connection at once: its breaker stays closed, and the next lookup uses
+// it.
+func TestBreakerNotOpenedByBindQueue(t *testing.T) {
+	srv := ldaptest.Slapd(t)
+	cfg := slapdConfig(srv.CAFile, true, srv.URL)
+	cfg.DialTimeout, cfg.RequestTimeout = 300*time.Millisecond, 2*time.Second
+	src := slapdSource(t, cfg, "uid")
+	release := ldapsource.HoldServiceBinds(src)
+	_, err := lookup(src, "alice@example.com")
+	release()
+	if err == nil {
+		t.Fatal("a lookup found the service-account bind slot held and still bound")
+	}
+	if ldapsource.BreakerOpen(src, 0) {
+		t.Fatalf("the breaker opened after a dial that waited for the bind queue: %v", err)
+	}
+	if _, err := lookup(src, "alice@example.com"); err != nil {
+		t.Errorf("lookup once the bind slot is free: %v", err)
+	}
+}

@@ -8,3 +8,10 @@ func SetBreakerCooldown(s *Source, d time.Duration) { s.cooldown = d }
 
 // BreakerOpen reports whether the breaker of s's i-th URL is open.
 func BreakerOpen(s *Source, i int) bool { return s.breakers[i].opened() }
+
+// HoldServiceBinds takes the one service-account bind slot of s, as a bind
+// under way would, until the returned function is called.
+func HoldServiceBinds(s *Source) (release func()) {
+	s.gate.binding <- struct{}{}
+	return func() { <-s.gate.binding }
+}
