@@ -149,3 +149,53 @@ func TestConfigDepthReload(t *testing.T) {
 		t.Errorf("after the refused reload: %d %.300s", code, body)
 	}
 }
+
+// TestConfigDepthWorstWithinBounds decodes the costliest files the bounds
+// let through, for viper (keys nested in maps, up to the steps budget) and
+// for the YAML decoder (1 MiB of maps of 250 keys), and prints how long
+// each takes; they are not configurations, so decoding ends in an error
+// about their keys, never in a bound.
+func TestConfigDepthWorstWithinBounds(t *testing.T) {
+	var deep, maps, lists strings.Builder
+	// Two maps of 120 keys 61 levels down: 240 × 61² steps and the chain
+	// above them, 966,000: just under 10⁶.
+	deep.WriteString("deep: " + strings.Repeat("{a: ", 58) + "{")
+	for m := range 2 {
+		fmt.Fprintf(&deep, "m%d: {", m)
+		for i := range 120 {
+			fmt.Fprintf(&deep, "k%d: 1, ", i)
+		}
+		deep.WriteString("}, ")
+	}
+	deep.WriteString("}" + strings.Repeat("}", 58) + "\n")
+	// 250 maps of 250 keys, 3 levels down: 62,500 × 9 steps.
+	maps.WriteString("maps: {")
+	for m := range 250 {
+		fmt.Fprintf(&maps, "m%d: {", m)
+		for i := range 250 {
+			fmt.Fprintf(&maps, "k%d: 1, ", i)
+		}
+		maps.WriteString("}, ")
+	}
+	maps.WriteString("}\n")
+	// 1 MiB of maps of 250 keys in a list: viper does not flatten lists.
+	lists.WriteString("lists: [")
+	for lists.Len() < maxConfigBytes-3000 {
+		lists.WriteString("{")
+		for i := 0; i < 250 && lists.Len() < maxConfigBytes-3000; i++ {
+			fmt.Fprintf(&lists, "k%d: 1, ", i)
+		}
+		lists.WriteString("}, ")
+	}
+	lists.WriteString("]\n")
+	for _, text := range []string{deep.String(), maps.String(), lists.String()} {
+		name := text[:strings.IndexByte(text, ':')]
+		start := time.Now()
+		_, err := loadConfig(strings.NewReader(text), name)
+		took := time.Since(start)
+		t.Logf("%s (%d bytes): decoded in %v", name, len(text), took.Round(time.Millisecond))
+		if err == nil || !strings.Contains(err.Error(), "decoding failed") {
+			t.Errorf("%s: %v, want an error about its keys, past every bound", name, err)
+		}
+	}
+}
