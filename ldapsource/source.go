@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,7 +43,10 @@ type Source struct {
 	tls     *tls.Config
 	filter  filterTemplate
 	attrs   []string
-	log     *slog.Logger
+	// exactAttrs are attrs and the filter's address attributes, fetched
+	// for a non-ASCII address (Lookup).
+	exactAttrs []string
+	log        *slog.Logger
 
 	slots     chan struct{} // one per connection checked out or being dialed
 	binds     chan struct{} // one per user bind under way (bind.go), outside the pool
@@ -96,8 +100,17 @@ func New(cfg Config, attrs []string, log *slog.Logger, m *Metrics) (*Source, err
 			log.Warn("the service password goes to the directory unencrypted: use ldaps:// or ldap.start_tls", "url", t.url)
 		}
 	}
+	exactAttrs := slices.Clone(attrs)
+	for _, a := range f.addressAttrs {
+		if !slices.ContainsFunc(attrs, func(x string) bool { return strings.EqualFold(x, a) }) {
+			exactAttrs = append(exactAttrs, a)
+		}
+	}
 	if len(attrs) == 0 {
 		attrs = []string{"1.1"} // RFC 4511 §4.5.1.8: no attributes
+	}
+	if len(exactAttrs) == 0 {
+		exactAttrs = attrs
 	}
 	if m == nil {
 		m = NewMetrics(nil)
@@ -112,7 +125,7 @@ func New(cfg Config, attrs []string, log *slog.Logger, m *Metrics) (*Source, err
 		return nil, err
 	}
 	s := &Source{
-		cfg: cfg, targets: targets, tls: tc, filter: f, attrs: attrs, log: log, metrics: m, dialErrors: dialErrs,
+		cfg: cfg, targets: targets, tls: tc, filter: f, attrs: attrs, exactAttrs: exactAttrs, log: log, metrics: m, dialErrors: dialErrs,
 		slots:       make(chan struct{}, cfg.PoolSize),
 		binds:       make(chan struct{}, cfg.PoolSize),
 		idle:        make(chan *conn, cfg.PoolSize),
@@ -136,7 +149,20 @@ func isLoopback(host string) bool {
 // Lookup searches for the one entry matching q. It returns ErrNotFound or
 // ErrAmbiguous as answers, and other errors for directory failures.
 func (s *Source) Lookup(ctx context.Context, q Query) (*Entry, error) {
-	return s.findOne(ctx, searchSpec{base: s.cfg.BaseDN, scope: ldap.ScopeWholeSubtree, filter: s.filter.expand(q), attrs: s.attrs})
+	sp := searchSpec{base: s.cfg.BaseDN, scope: ldap.ScopeWholeSubtree, filter: s.filter.expand(q), attrs: s.attrs}
+	if q.ascii() {
+		return s.findOne(ctx, sp)
+	}
+	// The directory's matching may fold a non-ASCII address into another
+	// account's: fetch the address attributes, and keep the entry only if
+	// it holds the address as asked.
+	sp.attrs = s.exactAttrs
+	e, err := s.findOne(ctx, sp)
+	if err == nil && !s.filter.exactMatch(sp.filter, e) {
+		s.log.Debug("the directory matched a non-ASCII address to an entry that does not hold it; treated as not found", "dn", e.DN)
+		return nil, ErrNotFound
+	}
+	return e, err
 }
 
 // searchSpec is one search findOne runs: where, how deep, what for.

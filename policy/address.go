@@ -22,9 +22,12 @@ const (
 var ErrInvalidAddress = errors.New("invalid e-mail address")
 
 // Address is a validated, normalised e-mail address. The domain is lower-case
-// ASCII (IDNs in their A-label form); the local part keeps its characters but
-// is lower-cased too, since directories match mail attributes case-insensitively
-// and the cache must not hold one account under several keys.
+// ASCII (IDNs in their A-label form). The local part has its ASCII letters
+// lower-cased, since directories match mail attributes case-insensitively and
+// the cache must not hold one account under several keys; every other
+// character stays as sent (RFC 6531). Unicode case mapping or normalisation
+// would fold look-alikes into ASCII accounts: U+0130 and U+212A lower-case
+// to i and k, U+212A is canonically K, fullwidth letters are compatibly ASCII.
 type Address struct {
 	Local  string
 	Domain string
@@ -55,7 +58,22 @@ func ParseAddress(s string) (Address, error) {
 	if err != nil {
 		return Address{}, err
 	}
-	return Address{Local: strings.ToLower(local), Domain: d}, nil
+	return Address{Local: asciiLower(local), Domain: d}, nil
+}
+
+// asciiLower maps A-Z to a-z and leaves every other byte as it is.
+func asciiLower(s string) string {
+	i := strings.IndexFunc(s, func(r rune) bool { return r >= 'A' && r <= 'Z' })
+	if i < 0 {
+		return s
+	}
+	b := []byte(s)
+	for ; i < len(b); i++ {
+		if c := b[i]; c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // atextSpecials are the non-alphanumeric characters RFC 5322 allows in an atom.

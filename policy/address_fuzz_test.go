@@ -58,7 +58,8 @@ func TestParseAddressHostile(t *testing.T) {
 		{"mixed-case domain and local part", "Bob@EXAMPLE.Com", "bob@example.com"},
 		{"trailing dot", "bob@example.com.", "bob@example.com"},
 		{"IDN domain to A-label", "jörg@bücher.example", "jörg@xn--bcher-kva.example"},
-		{"IDN domain upper case", "JÖRG@BÜCHER.EXAMPLE", "jörg@xn--bcher-kva.example"},
+		// Only ASCII letters are lower-cased: Ö stays as sent (RFC 6531).
+		{"IDN domain upper case", "JÖRG@BÜCHER.EXAMPLE", "jÖrg@xn--bcher-kva.example"},
 		{"A-label kept", "x@xn--bcher-kva.example", "x@xn--bcher-kva.example"},
 		{"invalid A-label", "x@xn--zz.example", ""},
 		{"ASCII-only A-label", "x@xn--abc-.example", ""},

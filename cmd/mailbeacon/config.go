@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	_ "embed"
 	"fmt"
 	"io"
@@ -85,7 +86,9 @@ func defaultConfig() config {
 var demoConfig string
 
 // loadConfig reads YAML from r (nil: no file) over the defaults, applies
-// environment overrides, and rejects unknown keys.
+// environment overrides, and rejects unknown keys. A file over
+// maxConfigBytes or nested deeper than maxConfigDepth is refused before
+// viper reads it (configbounds.go).
 func loadConfig(r io.Reader, name string) (config, error) {
 	v := viper.NewWithOptions(viper.ExperimentalBindStruct())
 	v.SetConfigType("yaml")
@@ -93,7 +96,11 @@ func loadConfig(r io.Reader, name string) (config, error) {
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
 	if r != nil {
-		if err := v.ReadConfig(r); err != nil {
+		b, err := readBoundedConfig(r, name)
+		if err != nil {
+			return config{}, err
+		}
+		if err := v.ReadConfig(bytes.NewReader(b)); err != nil {
 			return config{}, fmt.Errorf("%s: not valid YAML: %w", name, err)
 		}
 	}
