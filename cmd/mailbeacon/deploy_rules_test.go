@@ -9,6 +9,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -367,7 +368,7 @@ func (s servedSeries) check(expr string) []string {
 						bad = append(bad, fmt.Sprintf("%s{%s=%q}", name, label, alt))
 					}
 				}
-				if !slices.ContainsFunc(slices.Collect(mapKeys(values)), re.MatchString) {
+				if !slices.ContainsFunc(slices.Collect(maps.Keys(values)), re.MatchString) {
 					bad = append(bad, fmt.Sprintf("%s{%s=~%q} matches nothing", name, label, value))
 				}
 			}
@@ -388,21 +389,11 @@ func (s servedSeries) check(expr string) []string {
 	return bad
 }
 
-func mapKeys(m map[string]bool) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
-
 // Every metric, label and label value the alert rules and the dashboard
 // name is served by a real server against a real slapd, once the metrics
 // that appear with their first event have had it: TLS handshakes refused
 // (ACME on, the unknown-address budget spent), a lookup while slapd is
-// down (a transient failure, breakers open) and one with the service
+// down (a transient failure) and one with the service
 // account's password refused (a configuration failure).
 func TestDeployMetricsExistSlapd(t *testing.T) {
 	srv := ldaptest.Slapd(t, ldaptest.WithExtraLDIF(ldaptest.HostedLDIF))
