@@ -393,8 +393,8 @@ func (s servedSeries) check(expr string) []string {
 // name is served by a real server against a real slapd, once the metrics
 // that appear with their first event have had it: TLS handshakes refused
 // (ACME on, the unknown-address budget spent), a lookup while slapd is
-// down (a transient failure) and one with the service
-// account's password refused (a configuration failure).
+// down (a transient failure) and one with the service account's password
+// refused (a configuration failure).
 func TestDeployMetricsExistSlapd(t *testing.T) {
 	srv := ldaptest.Slapd(t, ldaptest.WithExtraLDIF(ldaptest.HostedLDIF))
 	served := servedSeries{}
@@ -431,6 +431,7 @@ server:
 	if n := sniFlood(t, strings.TrimPrefix(s.addrs["server.listen"], "https://"), "127.0.0.2", 10, 2); n != 0 {
 		t.Errorf("%d handshakes with random names succeeded", n)
 	}
+	t.Logf("slapd before its stop: %d searches, %d binds", srv.SearchCount(), srv.BindCount())
 	srv.Stop()
 	lookup(s, "nobody-"+randomLabel()+"@hosted.example")
 	_, body := scrape(t, s.addrs["operations.listen"])
@@ -446,6 +447,7 @@ server:
 	lookup(s, "alice@example.com")
 	_, body = scrape(t, s.addrs["operations.listen"])
 	served.add(body)
+	t.Logf("slapd since its restart: %d searches, %d binds", srv.SearchCount(), srv.BindCount())
 
 	// The events happened (or the check below proves less than it says).
 	for _, series := range []string{
