@@ -4,7 +4,7 @@
 #                go vet, staticcheck, every test with the race detector, and
 #                the package and image checks (.ci/package-test)
 # Installing it (see README.md, "Install"):
-#   make deb     dist/mailbeacon_VERSION_ARCH.deb (nfpm)
+#   make deb     dist/mailbeacon_VERSION-1_ARCH.deb (nfpm) and its SBOM
 #   make image   dist/mailbeacon-image.tar, an OCI archive (buildah)
 #   make dist    static binaries for linux/amd64 and linux/arm64, their
 #                SBOMs and SHA256SUMS (signed with SIGN_KEY=an ssh key)
@@ -20,11 +20,18 @@ CYCLONEDX   ?= github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@v1.10.0
 # The version of this tree (see deploy/version: X.Y.Z from VERSION on the
 # release commit, X.Y.Z+gitDATE.N.COMMIT after it, X.Y.Z~archive outside a
 # git checkout), for the binary, the package and the image alike.
-PKGVERSION  ?= $(shell bash deploy/version)
-REVISION    ?= $(shell bash deploy/version revision)
-# Every time in the artifacts: the commit's (nfpm and the SBOM tool read it
-# from the environment; buildah gets --timestamp).
-SOURCE_DATE_EPOCH ?= $(shell bash deploy/version epoch)
+# Each is worked out once per make run (and may be given instead).
+ifndef PKGVERSION
+PKGVERSION  := $(shell bash deploy/version)
+endif
+ifndef REVISION
+REVISION    := $(shell bash deploy/version revision)
+endif
+# Every time in the artifacts: the commit's (nfpm reads it from the
+# environment; buildah gets --timestamp; the image's tar --mtime).
+ifndef SOURCE_DATE_EPOCH
+SOURCE_DATE_EPOCH := $(shell bash deploy/version epoch)
+endif
 export SOURCE_DATE_EPOCH
 SOURCE_URL  ?= https://github.com/mailbeacon/mailbeacon
 # An ssh private key (ssh-keygen -t ed25519): make dist signs SHA256SUMS
