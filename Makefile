@@ -138,7 +138,7 @@ image:
 	rm -f $(DIST)/mailbeacon-image.tar
 	tar -C $(DIST)/image-layout --sort=name --mtime=@$(SOURCE_DATE_EPOCH) --owner=0 --group=0 --numeric-owner \
 	  --mode=a+rX,u+w,go-w --format=posix --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
-	  -cf $(DIST)/mailbeacon-image.tar .
+	  -cf $(DIST)/mailbeacon-image.tar oci-layout index.json blobs
 	rm -rf $(DIST)/image-layout
 	$(call SBOM,$(DIST)/mailbeacon-image.cdx.json,$(DIST)/image-context/mailbeacon)
 
