@@ -6,14 +6,20 @@ import (
 	"runtime/debug"
 )
 
-// The version, commit and Go release come from the build information the
-// Go toolchain embeds (go build stamps the module version and the VCS
-// revision when it builds in a git checkout), so no linker flag can
-// disagree with the source.
+// The commit and Go release come from the build information the Go
+// toolchain embeds (go build stamps the VCS revision when it builds in a git
+// checkout). The version is the one deploy/version derives from the VERSION
+// file and the commit, stamped by the Makefile with -ldflags -X
+// main.version=..., so that the binary, the .deb and the image name the same
+// version, one that dpkg sorts; a plain go build falls back to the module
+// version the build information holds.
+
+// version is set by the linker (make build, dist, deb, image).
+var version string
 
 // buildInfo is what `mailbeacon version` prints.
 type buildInfo struct {
-	version  string // module version; "(devel)" outside a tagged or stamped build
+	version  string // stamped version, else the module version; "(devel)" for a plain go build
 	commit   string // vcs.revision; empty when not built in a checkout
 	time     string // vcs.time
 	modified bool   // vcs.modified: uncommitted changes were built
@@ -24,13 +30,18 @@ type buildInfo struct {
 func readBuildInfo() buildInfo {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
-		return buildInfo{version: "(devel)"}
+		bi = &debug.BuildInfo{}
 	}
-	return parseBuildInfo(bi)
+	return parseBuildInfo(bi, version)
 }
 
-func parseBuildInfo(bi *debug.BuildInfo) buildInfo {
+// parseBuildInfo reads bi; stamped, when not empty, is the version the
+// linker set, which wins over the module version.
+func parseBuildInfo(bi *debug.BuildInfo, stamped string) buildInfo {
 	b := buildInfo{version: bi.Main.Version, goVer: bi.GoVersion}
+	if stamped != "" {
+		b.version = stamped
+	}
 	if b.version == "" {
 		b.version = "(devel)"
 	}
