@@ -260,6 +260,7 @@ func (s *server) run(ctx context.Context) error {
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go s.tls.watch(wctx)
+	sd := notifier{s.log}
 
 	errc := make(chan error, len(ls))
 	for _, l := range ls {
@@ -282,18 +283,29 @@ func (s *server) run(ctx context.Context) error {
 			s.log.Info("listening", "key", l.key, "addr", l.scheme+"://"+l.ln.Addr().String())
 		}
 	}
+	sd.ready("serving")
+	go sd.watchdog(wctx)
 
 	for {
 		select {
 		case err := <-errc:
+			sd.stopping()
 			return fmt.Errorf("http server: %w", err)
 		case <-hup:
-			_ = s.reload()
+			// READY=1 after a failed reload too: the previous
+			// configuration goes on serving.
+			sd.reloading()
+			if err := s.reload(); err != nil {
+				sd.ready("serving; the last reload failed, see the journal")
+			} else {
+				sd.ready("serving")
+			}
 			continue
 		case <-ctx.Done():
 		}
 		break
 	}
+	sd.stopping()
 	s.log.Info("shutting down: draining requests", "timeout", sc.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sc.ShutdownTimeout)
 	defer cancel()
