@@ -54,6 +54,11 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return &exitError{exitConfig, err}
 	}
 	defer cleanup()
+	// The watchdog (WatchdogSec=) runs from here to the end of draining:
+	// the directory check at start and a slow shutdown are covered too.
+	wctx, stopWatchdog := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWatchdog()
+	go notifier{log}.watchdog(wctx)
 	if a.refusals.File() == "" && !c.demo && a.cfg.LDAP.BindDN != "" {
 		log.Warn("no state directory: refused service-account credentials are remembered until the process exits, so each restart binds with them once more; set state_dir (systemd's StateDirectory= sets it)")
 	}
@@ -284,7 +289,6 @@ func (s *server) run(ctx context.Context) error {
 		}
 	}
 	sd.ready("serving")
-	go sd.watchdog(wctx)
 
 	for {
 		select {
