@@ -123,12 +123,18 @@ func TestSystemdNotifySlapd(t *testing.T) {
 	stderr := &syncBuffer{}
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, args, io.Discard, stderr) }()
+	exit := -1 // serve's exit code, once it returned
 
 	watchdogs := 0
-	// next returns the next notification but watchdog pings.
+	// next returns the next notification but watchdog pings. Those sent
+	// just before serve returned are still read.
 	next := func(what string) string {
 		t.Helper()
 		timeout := time.After(15 * time.Second)
+		exited := done
+		if exit >= 0 {
+			exited = nil
+		}
 		for {
 			select {
 			case n := <-notes:
@@ -137,9 +143,12 @@ func TestSystemdNotifySlapd(t *testing.T) {
 					continue
 				}
 				return n
-			case code := <-done:
-				t.Fatalf("serve exited %d waiting for %s: %s", code, what, stderr.String())
+			case exit = <-exited:
+				exited, timeout = nil, time.After(time.Second)
 			case <-timeout:
+				if exit >= 0 {
+					t.Fatalf("serve exited %d waiting for %s: %s", exit, what, stderr.String())
+				}
 				t.Fatalf("no %s notification: %s", what, stderr.String())
 			}
 		}
@@ -199,8 +208,11 @@ func TestSystemdNotifySlapd(t *testing.T) {
 	if n := next("STOPPING=1"); lines(n)[0] != "STOPPING=1" {
 		t.Errorf("notification %q: want STOPPING=1", n)
 	}
-	if code := <-done; code != 0 {
-		t.Errorf("serve exited %d: %s", code, stderr.String())
+	if exit < 0 {
+		exit = <-done
+	}
+	if exit != 0 {
+		t.Errorf("serve exited %d: %s", exit, stderr.String())
 	}
 	if watchdogs < 2 {
 		t.Errorf("%d watchdog pings at WATCHDOG_USEC=200ms over %v: want some", watchdogs, time.Since(started))
@@ -295,6 +307,40 @@ func TestJournalPriorityPrefix(t *testing.T) {
 	}
 	if !strings.Contains(string(b), "\n<3>{") {
 		t.Errorf("a level above error: %q, want <3>", b)
+	}
+
+	// 300 goroutines at once, each at its own level: every line keeps
+	// its own prefix, whole.
+	f, _ = stderrFile(t, "together")
+	lw = newLogWriter(f, time.Millisecond)
+	log, err = newJournalLogger(lw, logConfig{Level: "debug", Format: "text"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	levels := []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError}
+	const n, each = 300, 20
+	ldaptest.Together(n, func(i int) {
+		l := log.With("g", i)
+		for j := range each {
+			l.Log(context.Background(), levels[i%4], "line", "j", j)
+		}
+	})
+	lw.Close()
+	b, _ = os.ReadFile(f.Name())
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if len(lines) != n*each {
+		t.Fatalf("%d lines, want %d", len(lines), n*each)
+	}
+	for _, l := range lines {
+		var g, j int
+		var level, prio string
+		if _, err := fmt.Sscanf(l[strings.Index(l, "level="):], "level=%s msg=line g=%d j=%d", &level, &g, &j); err != nil || !strings.HasPrefix(l, "<") {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		prio = l[:3]
+		if want := priority(levels[g%4]); prio != want || level != levels[g%4].String() {
+			t.Fatalf("line %q: prefix %s, want %s", l, prio, want)
+		}
 	}
 }
 
