@@ -364,6 +364,22 @@ func TestHealthCommand(t *testing.T) {
 	if code, out, _ := health("--url", ops+"/no-such-path"); code == 0 {
 		t.Errorf("health against a 404: exit 0: %s", out)
 	}
+	// --config: the file's operations.listen, a wildcard host asked on
+	// the loopback.
+	cfgFile := filepath.Join(t.TempDir(), "config.yaml")
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(ops, "http://"))
+	writeFile(t, cfgFile, demoConfig+`
+ldap:
+  urls: ["ldap://127.0.0.1:1"]
+  bind_dn: cn=svc,dc=example,dc=com
+  bind_password: secret
+  base_dn: dc=example,dc=com
+operations:
+  listen: ":`+port+`"
+`)
+	if code, out, _ := health("--config", cfgFile); code != 0 {
+		t.Errorf("health --config with operations.listen :%s: exit %d: %s", port, code, out)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
