@@ -90,7 +90,7 @@ func TestSystemdUnit(t *testing.T) {
 		"ExecReload=/bin/kill -HUP $MAINPID", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
 		"ExecStartPre=/usr/bin/mailbeacon config check /etc/mailbeacon/config.yaml",
 		"Environment=MAILBEACON_LDAP_BIND_PASSWORD_FILE=%d/ldap-password",
-		"Restart=on-failure", "RestartPreventExitStatus=78",
+		"Restart=on-failure", "RestartPreventExitStatus=78", "Type=notify", "WatchdogSec=30s",
 	} {
 		if !lines[want] {
 			t.Errorf("mailbeacon.service lacks %q", want)

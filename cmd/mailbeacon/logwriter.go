@@ -43,6 +43,16 @@ func (lw *logWriter) Write(p []byte) (int, error) {
 	return lw.buf.Write(p)
 }
 
+// writePrefixed writes prefix then p as one line of output.
+func (lw *logWriter) writePrefixed(prefix string, p []byte) (int, error) {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	if _, err := lw.buf.WriteString(prefix); err != nil {
+		return 0, err
+	}
+	return lw.buf.Write(p)
+}
+
 func (lw *logWriter) flush() {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()

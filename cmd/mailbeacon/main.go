@@ -23,11 +23,13 @@ import (
 const usage = `mailbeacon - e-mail client autoconfiguration from your LDAP directory
 
 Usage:
-  mailbeacon serve  [--config FILE] [--listen ADDR] [--demo [--demo-sign]]
+  mailbeacon serve  [--config FILE] [--listen ADDR] [--operations-listen ADDR]
+                    [--start-degraded] [--demo [--demo-sign]]
   mailbeacon lookup [--config FILE] [--demo] ADDRESS
   mailbeacon dns    [--config FILE] [--demo] [--target HOST | --address IP...] DOMAIN
   mailbeacon check  [--config FILE] [--demo] [--resolver IP:PORT] [--json] ADDRESS
   mailbeacon config check [--online] FILE
+  mailbeacon health [--url URL | --config FILE] [--timeout DURATION]
   mailbeacon version
 
 Commands:
@@ -40,6 +42,8 @@ Commands:
   config check
            validate a configuration file without serving (with --online, also
            bind to the directory and search once per domain)
+  health   exit 0 if a running serve answers its /healthz (a container's
+           health check)
   version  print the version, commit and Go release it was built from
 
   --demo runs against a built-in directory (domain example.com; users alice,
@@ -85,6 +89,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = checkCmd(ctx, args[1:], stdout, stderr)
 	case "config":
 		err = configCmd(ctx, args[1:], stdout, stderr)
+	case "health":
+		err = healthCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		readBuildInfo().write(stdout)
 		return 0
@@ -103,11 +109,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, errUsage):
 		return 2
 	}
+	// The reason a command failed is an error in the journal.
+	prefix := "mailbeacon:"
+	if journalStream(stderr) {
+		prefix = prioError + prefix
+	}
 	if ee := (*exitError)(nil); errors.As(err, &ee) {
-		fmt.Fprintln(stderr, "mailbeacon:", err)
+		fmt.Fprintln(stderr, prefix, err)
 		return ee.code
 	}
-	fmt.Fprintln(stderr, "mailbeacon:", err)
+	fmt.Fprintln(stderr, prefix, err)
 	return 1
 }
 
@@ -152,7 +163,11 @@ func setup(c commonFlags, stderr io.Writer) (a *app, log *slog.Logger, cleanup f
 		return nil, nil, nil, err
 	}
 	lw := newLogWriter(stderr, logFlushInterval)
-	log, err = newLogger(lw, cfg.Log)
+	if journalStream(stderr) {
+		log, err = newJournalLogger(lw, cfg.Log)
+	} else {
+		log, err = newLogger(lw, cfg.Log)
+	}
 	if err != nil {
 		lw.Close()
 		return nil, nil, nil, err

@@ -54,6 +54,11 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return &exitError{exitConfig, err}
 	}
 	defer cleanup()
+	// The watchdog (WatchdogSec=) runs from here to the end of draining:
+	// the directory check at start and a slow shutdown are covered too.
+	wctx, stopWatchdog := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWatchdog()
+	go notifier{log}.watchdog(wctx)
 	if a.refusals.File() == "" && !c.demo && a.cfg.LDAP.BindDN != "" {
 		log.Warn("no state directory: refused service-account credentials are remembered until the process exits, so each restart binds with them once more; set state_dir (systemd's StateDirectory= sets it)")
 	}
@@ -260,6 +265,7 @@ func (s *server) run(ctx context.Context) error {
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go s.tls.watch(wctx)
+	sd := notifier{s.log}
 
 	errc := make(chan error, len(ls))
 	for _, l := range ls {
@@ -282,18 +288,28 @@ func (s *server) run(ctx context.Context) error {
 			s.log.Info("listening", "key", l.key, "addr", l.scheme+"://"+l.ln.Addr().String())
 		}
 	}
+	sd.ready("serving")
 
 	for {
 		select {
 		case err := <-errc:
+			sd.stopping()
 			return fmt.Errorf("http server: %w", err)
 		case <-hup:
-			_ = s.reload()
+			// READY=1 after a failed reload too: the previous
+			// configuration goes on serving.
+			sd.reloading()
+			if err := s.reload(); err != nil {
+				sd.ready("serving; the last reload failed, see the journal")
+			} else {
+				sd.ready("serving")
+			}
 			continue
 		case <-ctx.Done():
 		}
 		break
 	}
+	sd.stopping()
 	s.log.Info("shutting down: draining requests", "timeout", sc.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sc.ShutdownTimeout)
 	defer cancel()

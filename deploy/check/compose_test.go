@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"testing"
 
 	"github.com/compose-spec/compose-go/v2/cli"
@@ -49,6 +51,19 @@ func TestComposeFile(t *testing.T) {
 	}
 	if !mb.ReadOnly || len(mb.CapDrop) != 1 || mb.CapDrop[0] != "ALL" {
 		t.Errorf("mailbeacon: want read_only and cap_drop ALL")
+	}
+	// The scratch image has no shell: the binary is the probe, asking
+	// the operations listener the configuration opens.
+	hc := mb.HealthCheck
+	configText, err := os.ReadFile("../compose/config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hc == nil || len(hc.Test) < 4 || hc.Test[0] != "CMD" || hc.Test[1] != "/usr/bin/mailbeacon" || hc.Test[2] != "health" {
+		t.Errorf("mailbeacon healthcheck %+v: want [CMD /usr/bin/mailbeacon health ...]", hc)
+	} else if ops := regexp.MustCompile(`(?m)^operations:\n  listen: :(\d+)$`).FindStringSubmatch(string(configText)); ops == nil ||
+		!slices.Contains(hc.Test, "http://127.0.0.1:"+ops[1]+"/healthz") {
+		t.Errorf("mailbeacon healthcheck %q: want --url http://127.0.0.1:PORT/healthz, PORT of operations.listen in compose/config.yaml", hc.Test)
 	}
 	if len(mb.Configs) != 1 || mb.Configs[0].Target != "/etc/mailbeacon/config.yaml" {
 		t.Fatalf("mailbeacon configs %+v: want the configuration at /etc/mailbeacon/config.yaml", mb.Configs)
