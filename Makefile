@@ -70,9 +70,10 @@ lint:
 test:
 	$(GO) test -race -count=1 -timeout 30m ./...
 
-# deploy/kubernetes and deploy/compose.yaml, decoded strictly by the
-# Kubernetes API types and loaded by the Compose loader: offline, in a
-# module of its own (deploy/check) that keeps those out of go.mod.
+# deploy/kubernetes (built with kustomize's Go API, every object decoded
+# strictly by the Kubernetes API types) and deploy/compose.yaml (loaded by
+# the Compose loader): offline, in a module of its own (deploy/check) that
+# keeps those out of go.mod.
 deploy-check:
 	cd deploy/check && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./... && $(GO) test -count=1 ./...
 

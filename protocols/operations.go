@@ -76,9 +76,11 @@ func (o *OperationsOptions) Prepare() error {
 // operationsRoutes are the health, readiness and metrics endpoints.
 func (h *Handler) operationsRoutes() []route {
 	get := []string{http.MethodGet, http.MethodHead}
+	readyz := h.readyz()
 	rs := []route{
 		{name: "operations", match: paths("/healthz"), methods: get, ops: true, serve: healthz},
-		{name: "operations", match: paths("/readyz"), methods: get, ops: true, serve: h.readyz()},
+		{name: "operations", match: paths("/readyz"), methods: get, ops: true, serve: readyz},
+		{name: "operations", match: paths("/readyz/serving"), methods: get, ops: true, serve: h.servingReadyz(readyz)},
 	}
 	if h.opts.Operations.Metrics {
 		metrics := promhttp.HandlerFor(h.met.gatherer, promhttp.HandlerOpts{})
@@ -167,6 +169,22 @@ func (h *Handler) readyz() func(*call) error {
 			h.log.Info("ready again: directory reachable")
 		}
 		c.send(http.StatusOK, textContentType, noStore, []byte("ready\n"))
+		return nil
+	}
+}
+
+// servingReadyz says whether this process can answer lookups, for a load
+// balancer's readiness probe: /readyz takes every replica out of service
+// during a directory outage, although with cache.on_directory_error:
+// defaults each answers from its cache or with the domain's defaults.
+// Then it is ready without asking the directory; under "fail" an address
+// not cached gets 503, so it is /readyz, the directory check.
+func (h *Handler) servingReadyz(readyz func(*call) error) func(*call) error {
+	return func(c *call) error {
+		if !h.opts.AnswersWithoutDirectory {
+			return readyz(c)
+		}
+		c.send(http.StatusOK, textContentType, noStore, []byte("ready: answering from the directory, the cache or the domain defaults\n"))
 		return nil
 	}
 }

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,6 +114,50 @@ func TestReadinessRecovers(t *testing.T) {
 	}
 	if !strings.Contains(text, "ready again") {
 		t.Errorf("no recovery line:\n%s", text)
+	}
+}
+
+// /readyz/serving is ready while the handler answers every address
+// without the directory (cache.on_directory_error: defaults), and asks
+// the directory nothing then; otherwise it is /readyz. /readyz keeps its
+// strict meaning either way.
+func TestServingReadiness(t *testing.T) {
+	down := errors.New("ldap://10.0.0.1: connection refused")
+	for _, tc := range []struct {
+		name            string
+		withoutDir      bool
+		dirErr          error
+		readyz, serving int
+		servingAsks     bool // /readyz/serving calls Ready
+	}{
+		{"defaults, directory up", true, nil, 200, 200, false},
+		{"defaults, directory down", true, down, 503, 200, false},
+		{"fail, directory up", false, nil, 200, 200, true},
+		{"fail, directory down", false, down, 503, 503, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var asked atomic.Int64
+			ready := func(context.Context) error { asked.Add(1); return tc.dirErr }
+			res, _ := newDemoResolver(t, demoDomains())
+			o := DefaultOperationsOptions()
+			o.Listen = ""
+			h := NewHandler(res, Options{Log: slog.New(slog.DiscardHandler), Operations: o, Ready: ready, AnswersWithoutDirectory: tc.withoutDir})
+			// Both where operations.listen puts them and on the main
+			// listener (operations.listen: "").
+			for _, srv := range []http.Handler{h.Operations(), h} {
+				if rec := get(t, srv, "GET", "", "/readyz"); rec.Code != tc.readyz {
+					t.Errorf("/readyz: %d %q, want %d", rec.Code, rec.Body.String(), tc.readyz)
+				}
+				before := asked.Load()
+				rec := get(t, srv, "GET", "", "/readyz/serving")
+				if rec.Code != tc.serving {
+					t.Errorf("/readyz/serving: %d %q, want %d", rec.Code, rec.Body.String(), tc.serving)
+				}
+				if got := asked.Load() > before; got != tc.servingAsks {
+					t.Errorf("/readyz/serving asked the directory: %v, want %v", got, tc.servingAsks)
+				}
+			}
+		})
 	}
 }
 

@@ -61,6 +61,11 @@ type Options struct {
 	Limits       LimitOptions      // limits.go
 	// Ready reports whether the directory can be reached (for /readyz).
 	Ready func(context.Context) error
+	// AnswersWithoutDirectory says the resolver answers every address
+	// while the directory fails, from the cache or with the domain's
+	// defaults (cache.on_directory_error: defaults): /readyz/serving then
+	// says ready without asking the directory.
+	AnswersWithoutDirectory bool
 	// Metrics records every request; NewMetrics registers them on a
 	// registry. Nil: a registry of the handler's own, served at /metrics.
 	Metrics *Metrics

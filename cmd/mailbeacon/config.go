@@ -272,5 +272,9 @@ func (a *app) handlerOptions(log *slog.Logger) protocols.Options {
 		Log: log, Autodiscover: a.cfg.Autodiscover, Apple: a.cfg.Apple,
 		Operations: a.cfg.Operations, Limits: lim, Ready: a.ready,
 		ReadTimeout: a.cfg.Server.ReadTimeout, Metrics: a.metrics.requests,
+		// Every address gets an answer while the directory fails, unless
+		// the configuration says to fail, or the domains themselves come
+		// from the directory (one not cached cannot be known).
+		AnswersWithoutDirectory: a.cfg.Cache.OnDirectoryError != "fail" && !a.cfg.DomainSource.Active(),
 	}
 }

@@ -12,34 +12,25 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 )
 
-// The configurations shipped in deploy/ (Kubernetes ConfigMap, compose)
-// pass `config check` with the password where their Secret puts it (and
-// state_dir, the pod's emptyDir, in a directory of the test's).
-// (deploy/check validates the manifests themselves; .ci/package-test the
-// package and the image.)
+// The configurations shipped in deploy/ (the Kubernetes base's and example
+// overlay's config.yaml, compose) pass `config check` with the password
+// where their Secret puts it (and state_dir, the pod's emptyDir, in a
+// directory of the test's).
+// (deploy/check builds and validates the manifests themselves;
+// .ci/package-test the package and the image.)
 func TestDeployConfigurationsPassConfigCheck(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join(deployDir, "kubernetes", "configmap.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cm struct {
-		Data map[string]string `yaml:"data"`
-	}
-	if err := yaml.Unmarshal(b, &cm); err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	kube := filepath.Join(dir, "kubernetes.yaml")
-	writeFile(t, kube, cm.Data["config.yaml"])
 	pw := filepath.Join(dir, "ldap-password")
 	writeFile(t, pw, "secret\n")
 	t.Setenv("MAILBEACON_LDAP_BIND_PASSWORD_FILE", pw)
 	t.Setenv("MAILBEACON_STATE_DIR", filepath.Join(dir, "state"))
-	for _, f := range []string{kube, filepath.Join(deployDir, "compose", "config.yaml")} {
+	for _, f := range []string{
+		filepath.Join(deployDir, "kubernetes", "base", "config.yaml"),
+		filepath.Join(deployDir, "kubernetes", "overlays", "example", "config.yaml"),
+		filepath.Join(deployDir, "compose", "config.yaml"),
+	} {
 		if code, out, errOut := runConfigCheck(t, f); code != 0 {
 			t.Errorf("%s: exit %d\n%s%s", f, code, out, errOut)
 		}
