@@ -27,7 +27,7 @@ Usage:
   mailbeacon lookup [--config FILE] [--demo] ADDRESS
   mailbeacon dns    [--config FILE] [--demo] [--target HOST | --address IP...] DOMAIN
   mailbeacon check  [--config FILE] [--demo] [--resolver IP:PORT] [--json] ADDRESS
-  mailbeacon config check [--online] FILE
+  mailbeacon config check [--online] [--strict] FILE
   mailbeacon version
 
 Commands:
