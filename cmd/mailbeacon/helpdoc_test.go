@@ -176,7 +176,6 @@ func bashComplete(t *testing.T, script, line string) []string {
 	return strings.Fields(string(out))
 }
 
-
 // The bash completion offers every command, every flag each command's
 // --help lists, and the fixed words (bash|zsh).
 func TestBashCompletionOffersEveryCommandAndFlag(t *testing.T) {
