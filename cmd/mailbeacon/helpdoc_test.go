@@ -145,12 +145,20 @@ func TestManPageRendersWithoutWarnings(t *testing.T) {
 		}
 	}
 	for _, path := range commandPaths(t) {
-		if !strings.Contains(text, "   "+strings.Join(path, " ")+"\n") {
-			t.Errorf("no section for %q", strings.Join(path, " "))
+		name := strings.Join(path, " ")
+		_, section, ok := strings.Cut(text, "\n   "+name+"\n")
+		if !ok {
+			t.Errorf("no section for %q", name)
+			continue
+		}
+		// The section ends at the next subsection or section heading.
+		if end := regexp.MustCompile(`\n {0,3}[a-zA-Z]`).FindStringIndex(section); end != nil {
+			section = section[:end[0]]
 		}
 		for _, f := range helpFlags(t, path...) {
-			if !strings.Contains(text, f) {
-				t.Errorf("%s: flag %s is not in the page", strings.Join(path, " "), f)
+			// Each flag is an item of its command's section.
+			if !regexp.MustCompile(`(?m)^ {7}` + f + `( |$)`).MatchString(section) {
+				t.Errorf("%s: flag %s is not an item of its section:\n%s", name, f, section)
 			}
 		}
 	}
