@@ -193,7 +193,15 @@ func (d helpDoc) writeZsh(w io.Writer) {
 			var specs []string
 			for _, c := range children {
 				full := strings.TrimSpace(path + " " + c)
-				specs = append(specs, zshQuote(c+":"+summaries[full]))
+				summary := summaries[full]
+				if summary == "" { // a group ("config"): what its commands do
+					var subs []string
+					for _, sub := range d.children(full) {
+						subs = append(subs, sub+": "+summaries[full+" "+sub])
+					}
+					summary = strings.Join(subs, "; ")
+				}
+				specs = append(specs, zshQuote(c+":"+summary))
 			}
 			p("\t\tcmds=(%s)", strings.Join(specs, " "))
 			p("\t\t_describe -t commands 'mailbeacon command' cmds")

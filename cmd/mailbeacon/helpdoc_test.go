@@ -239,3 +239,56 @@ func TestZshCompletionNamesEveryCommandAndFlag(t *testing.T) {
 		}
 	}
 }
+
+// zshCompleteScript types "mailbeacon WORDS<TAB>" into an interactive zsh
+// (on a pseudo-terminal, with compinit and the completion on $fpath) and
+// prints the screen once it shows $2, or after 10 seconds.
+const zshCompleteScript = `zmodload zsh/zpty
+zpty z 'zsh -f -i'
+# wait SHOWN: read the terminal until it shows SHOWN (10 s at most).
+wait() {
+	integer i
+	for ((i = 0; i < 100; i++)); do
+		while zpty -r -t z chunk; do all+=$chunk; done
+		[[ $all == *"$1"* ]] && return
+		sleep 0.1
+	done
+}
+local all= chunk
+zpty -w z "PS1='%%%% '; fpath=($0 \$fpath); autoload -Uz compinit; compinit -u -D; mailbeacon() { :; }; LISTMAX=1000; echo ready''y"
+wait readyy
+wait '%% '
+all=
+zpty -w -n z "mailbeacon $1"$'\t'
+wait "$2"
+print -r -- "$all"
+zpty -d z
+`
+
+// In a real zsh, the completion lists each command's flags and the fixed
+// words, from the committed file.
+func TestZshCompletionCompletesInZsh(t *testing.T) {
+	needTool(t, "zsh")
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "_mailbeacon"), runOut(t, "completion", "zsh"))
+	for _, tc := range []struct {
+		line string
+		want []string
+	}{
+		{"config check --", []string{"--online", "--strict"}},
+		{"serve --", helpFlags(t, "serve")},
+		{"completion ", []string{"bash", "zsh"}},
+		{"con", []string{"config"}},
+	} {
+		last := tc.want[len(tc.want)-1]
+		out, err := exec.Command("zsh", "-f", "-c", zshCompleteScript, dir, tc.line, last).CombinedOutput()
+		if err != nil {
+			t.Fatalf("zsh: %v: %s", err, out)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(string(out), w) {
+				t.Errorf("%q: zsh offers no %q:\n%s", tc.line, w, out)
+			}
+		}
+	}
+}
