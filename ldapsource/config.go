@@ -7,7 +7,9 @@ package ldapsource
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/url"
 	"os"
@@ -118,7 +120,7 @@ func (cfg *Config) validate() ([]target, *tls.Config, error) {
 	if cfg.BindPasswordFile != "" {
 		b, err := os.ReadFile(cfg.BindPasswordFile)
 		if err != nil {
-			return nil, nil, fmt.Errorf("ldap.bind_password_file: %w", err)
+			return nil, nil, passwordFileError(cfg.BindPasswordFile, err)
 		}
 		cfg.BindPassword = strings.TrimRight(string(b), "\r\n")
 		cfg.BindPasswordFile = ""
@@ -173,3 +175,17 @@ func hostPort(u *url.URL, defPort string) string {
 
 // usesTLS reports whether connections to t are encrypted.
 func (cfg *Config) usesTLS(t target) bool { return t.ldaps || cfg.StartTLS }
+
+// passwordFileError names the key, the file and the commands that make it
+// right: root-owned, mode 0600 (the shipped systemd unit reads it as root
+// and hands it to the service as a credential).
+func passwordFileError(file string, err error) error {
+	create := fmt.Sprintf("install -m 0600 -o root -g root /dev/null %[1]s && printf '%%s\\n' 'the-service-password' > %[1]s", file)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("ldap.bind_password_file: %q does not exist: create it, mode 0600 owned by root, holding the service account's password as its first line: %s (the systemd unit reads it as root and hands it to the service as a credential; without the unit, make it readable by the user mailbeacon runs as only) (%w)", file, create, err)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("ldap.bind_password_file: %q cannot be read by this user (uid %d): run mailbeacon under the systemd unit, which reads it as root, or as root; or make it readable by the user mailbeacon runs as only (chown USER %s; chmod 0600 %s) (%w)", file, os.Getuid(), file, file, err)
+	}
+	return fmt.Errorf("ldap.bind_password_file: %q: %w", file, err)
+}

@@ -38,6 +38,9 @@ type config struct {
 
 	// noState: remember refusals in memory only (--demo).
 	noState bool
+	// placeholders are warnings about config.example.yaml's placeholder
+	// hosts and domains left in place (configwarn.go).
+	placeholders []string
 }
 
 type serverConfig struct {
@@ -106,8 +109,9 @@ func loadConfig(r io.Reader, name string) (config, error) {
 	}
 	cfg := defaultConfig()
 	if err := v.UnmarshalExact(&cfg); err != nil {
-		return config{}, fmt.Errorf("%s: %w (every key is documented in config.example.yaml)", name, err)
+		return config{}, fmt.Errorf("%s: %w", name, decodeErrors(err, v.AllSettings()))
 	}
+	cfg.placeholders = placeholders(v.AllSettings())
 	return cfg, nil
 }
 

@@ -38,7 +38,7 @@ func (e *exitError) Unwrap() error { return e.err }
 
 func configCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "check" {
-		fmt.Fprint(stderr, "Usage: mailbeacon config check [--online] FILE\n")
+		fmt.Fprint(stderr, "Usage: mailbeacon config check [--online] [--strict] FILE\n")
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
 			return flag.ErrHelp
 		}
@@ -55,16 +55,21 @@ func configCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func configCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("config check", flag.ContinueOnError)
 	online := fs.Bool("online", false, "also bind to the directory as the service account and search once per domain")
+	strict := fs.Bool("strict", false, "treat warnings (the example's placeholder hosts and domains left in place) as errors: exit 78")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: mailbeacon config check [--online] FILE\n\n"+
+		fmt.Fprint(fs.Output(), "Usage: mailbeacon config check [--online] [--strict] FILE\n\n"+
 			"Check a configuration without serving: every key (as serve reads them, with the\n"+
 			"MAILBEACON_* environment overrides), the password, CA, TLS and signing files\n"+
 			"they name. With --online, also bind as ldap.bind_dn, read domain_source.base_dn\n"+
 			"if set, and search for postmaster@DOMAIN in each listed domain. Each problem is printed with the key at\n"+
 			"fault and the fix.\n\n"+
+			"Values left from config.example.yaml's placeholders (names under example.com,\n"+
+			"example.net, example.org) are warned about, each by its key; with --strict\n"+
+			"they make the check fail with status 78.\n\n"+
 			"Service-account credentials the directory refused before (remembered in\n"+
 			"state_dir) are not sent again: the check says so without binding.\n\n"+
-			"Exit status: 0 valid, 78 (EX_CONFIG) invalid configuration, 2 usage error,\n"+
+			"Exit status: 0 valid (warnings or not), 78 (EX_CONFIG) invalid configuration\n"+
+			"(or warnings, with --strict), 2 usage error,\n"+
 			"3 (--online) the directory cannot be reached or a search failed (a bind or a\n"+
 			"base DN the directory refuses for a configuration reason, such as the password,\n"+
 			"the CA, or a referral to another server, is status 78).\n\n")
@@ -104,6 +109,12 @@ func configCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	apple := "unsigned"
 	if a.cfg.Apple.Signed() {
 		apple = "signed"
+	}
+	for _, w := range a.cfg.placeholders {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", file, w)
+	}
+	if *strict && len(a.cfg.placeholders) > 0 {
+		return &exitError{exitConfigInvalid, fmt.Errorf("%s: %d warning(s), and --strict makes each an error", file, len(a.cfg.placeholders))}
 	}
 	domains := domainNames(a.cfg.Domains)
 	fmt.Fprintf(stdout, "%s: valid: %d domain(s) %v, %s, Apple profiles %s\n", file, len(domains), domains, https, apple)

@@ -28,9 +28,11 @@ Usage:
   mailbeacon lookup [--config FILE] [--demo] ADDRESS
   mailbeacon dns    [--config FILE] [--demo] [--target HOST | --address IP...] DOMAIN
   mailbeacon check  [--config FILE] [--demo] [--resolver IP:PORT] [--json] ADDRESS
-  mailbeacon config check [--online] FILE
+  mailbeacon config check [--online] [--strict] FILE
   mailbeacon health [--url URL | --config FILE] [--timeout DURATION]
   mailbeacon version
+  mailbeacon completion bash|zsh
+  mailbeacon help [--man]
 
 Commands:
   serve    answer client discovery requests over HTTP
@@ -45,6 +47,9 @@ Commands:
   health   exit 0 if a running serve answers its /healthz (a container's
            health check)
   version  print the version, commit and Go release it was built from
+  completion
+           print the bash or zsh completion script
+  help     print this text (--man: the manual page, made from the same help)
 
   --demo runs against a built-in directory (domain example.com; users alice,
   bob, carol, dave) served in-process, with the built-in demo configuration
@@ -58,9 +63,17 @@ is wrong or the directory refuses it (serve and config check: a restart does
 not help; systemd's RestartPreventExitStatus=78), 3 (config check --online)
 the directory cannot be reached.
 
-Configuration: YAML, every key documented in config.example.yaml.
-Environment variables MAILBEACON_<SECTION>_<KEY> override it, e.g.
-MAILBEACON_LDAP_BIND_PASSWORD.
+Configuration: YAML, every key documented in config.example.yaml (the
+package installs it in /usr/share/doc/mailbeacon/examples/). config check
+warns about the example's placeholder hosts and domains left in place.
+
+Environment: MAILBEACON_<SECTION>_<KEY> overrides a key of the file, e.g.
+MAILBEACON_LDAP_BIND_PASSWORD or MAILBEACON_LDAP_BIND_PASSWORD_FILE.
+
+Files: /etc/mailbeacon/config.yaml, the package's configuration (mode 0640,
+group mailbeacon-config); /etc/mailbeacon/ldap-password, the service
+account's password (root's, mode 0600: the systemd unit hands it to the
+service as a credential); /var/lib/mailbeacon, the unit's state directory.
 
 Run 'mailbeacon COMMAND --help' for a command's flags.
 `
@@ -91,10 +104,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = configCmd(ctx, args[1:], stdout, stderr)
 	case "health":
 		err = healthCmd(ctx, args[1:], stdout, stderr)
+	case "completion":
+		err = completionCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		readBuildInfo().write(stdout)
 		return 0
 	case "help", "-h", "--help":
+		if len(args) > 1 && args[1] == "--man" {
+			helpMan(ctx, stdout)
+			return 0
+		}
 		fmt.Fprint(stdout, usage)
 		return 0
 	default:

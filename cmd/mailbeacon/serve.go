@@ -59,6 +59,11 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	wctx, stopWatchdog := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWatchdog()
 	go notifier{log}.watchdog(wctx)
+	if !c.demo { // the demo's domain is example.com
+		for _, w := range a.cfg.placeholders {
+			log.Warn(w) // as config check prints them
+		}
+	}
 	if a.refusals.File() == "" && !c.demo && a.cfg.LDAP.BindDN != "" {
 		log.Warn("no state directory: refused service-account credentials are remembered until the process exits, so each restart binds with them once more; set state_dir (systemd's StateDirectory= sets it)")
 	}
