@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,23 +19,6 @@ import (
 	"github.com/mailbeacon/mailbeacon/ldapsource"
 	"github.com/mailbeacon/mailbeacon/ldapsource/ldaptest"
 )
-
-// hang stops srv with SIGSTOP and returns the function that resumes it,
-// which also runs when the test ends, failed or not.
-func hang(t *testing.T, srv *ldaptest.Server) (resume func()) {
-	t.Helper()
-	pid := srv.PID()
-	if pid == 0 {
-		t.Fatal("slapd not running")
-	}
-	var once sync.Once
-	resume = func() { once.Do(func() { _ = syscall.Kill(pid, syscall.SIGCONT) }) }
-	t.Cleanup(resume)
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	return resume
-}
 
 // waitBreaker waits up to 5 s until the breaker of src's i-th URL is open
 // (or closed), and returns how long that took.
@@ -104,7 +86,7 @@ func TestBreakerStates(t *testing.T) {
 	}
 	pooled := p.MaxOpen()
 
-	resume := hang(t, srv)
+	resume := srv.Hang()
 	// The first lookup finds the server hung on a pooled connection: it
 	// waits its request timeout, once, and opens the breaker.
 	start := time.Now()
@@ -213,7 +195,7 @@ func TestBreakerHungAndHealthyServer(t *testing.T) {
 		}
 	})
 
-	hang(t, s1)
+	s1.Hang()
 	// 40 lookups at once on a pool of connections to a server that just
 	// hung: 8 wait on its pooled connections, the others for a pool slot;
 	// none outlives the request timeout by much.
@@ -268,7 +250,7 @@ func TestBreakerUserBind(t *testing.T) {
 	if err := src.Authenticate(ctx, aliceDN, ldaptest.UserPassword); err != nil {
 		t.Fatalf("Authenticate while the server answers: %v", err)
 	}
-	hang(t, srv)
+	srv.Hang()
 	start := time.Now()
 	err := src.Authenticate(ctx, aliceDN, ldaptest.UserPassword)
 	t.Logf("user bind on the hung server: %v after %v", err, time.Since(start).Round(time.Millisecond))

@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -103,13 +102,7 @@ func (r *breakerRig) login(addr string) (string, time.Duration, error) {
 // test ends whatever happened.
 func (r *breakerRig) hang() {
 	r.t.Helper()
-	pid := r.srv.PID()
-	var once sync.Once
-	r.resume = func() { once.Do(func() { _ = syscall.Kill(pid, syscall.SIGCONT) }) }
-	r.t.Cleanup(r.resume)
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		r.t.Fatal(err)
-	}
+	r.resume = r.srv.Hang()
 }
 
 var breakerGaugeRE = regexp.MustCompile(`(?m)^mailbeacon_directory_breaker_open\{url="[^"]*"\} (\S+)$`)
