@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -129,35 +128,17 @@ func TestAliasDomainConcurrentMissesCollapse(t *testing.T) {
 	gate := make(chan struct{})
 	dir.set(func(f *fakeDirectory) { f.gate = gate })
 	const n = 300
-	var wg, started sync.WaitGroup
-	errs := make(chan error, n)
-	for i := range n {
+	gatedBurst(t, n, gate, func() { time.Sleep(50 * time.Millisecond) }, func(i int) error {
 		addr := "u9@alias.example"
 		if i%3 == 0 {
 			addr = "u9@hosted.example"
 		}
-		wg.Add(1)
-		started.Add(1)
-		go func() {
-			defer wg.Done()
-			started.Done()
-			a, err := r.Resolve(context.Background(), mustAddr(t, addr))
-			if err == nil && (!a.Known || kinds(a) != "imap,smtp") {
-				err = fmt.Errorf("%s: %+v", addr, a)
-			}
-			errs <- err
-		}()
-	}
-	started.Wait()
-	time.Sleep(50 * time.Millisecond)
-	close(gate)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
+		a, err := r.Resolve(context.Background(), mustAddr(t, addr))
+		if err == nil && (!a.Known || kinds(a) != "imap,smtp") {
+			err = fmt.Errorf("%s: %+v", addr, a)
 		}
-	}
+		return err
+	})
 	if got := dir.searches.Load(); got != 2 {
 		t.Errorf("%d concurrent lookups of an alias address and its primary made %d searches, want 2", n, got)
 	}

@@ -153,35 +153,18 @@ func TestDomainSourceConcurrentLookupsCollapse(t *testing.T) {
 	fd.gate = gate
 	fd.mu.Unlock()
 	const n = 300
-	var wg, started sync.WaitGroup
-	errs := make(chan error, 2*n)
-	for i := range 2 * n {
+	// Let them reach the flight before the directory answers.
+	gatedBurst(t, 2*n, gate, func() { time.Sleep(50 * time.Millisecond) }, func(i int) error {
 		name := "hosted.example"
 		if i%2 == 1 {
 			name = "unknown.example"
 		}
-		wg.Add(1)
-		started.Add(1)
-		go func() {
-			defer wg.Done()
-			started.Done()
-			_, err := r.Domain(context.Background(), name)
-			if name == "unknown.example" && errors.Is(err, ErrUnknownDomain) {
-				err = nil
-			}
-			errs <- err
-		}()
-	}
-	started.Wait()
-	time.Sleep(50 * time.Millisecond) // let them reach the flight
-	close(gate)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
+		_, err := r.Domain(context.Background(), name)
+		if name == "unknown.example" && errors.Is(err, ErrUnknownDomain) {
+			err = nil
 		}
-	}
+		return err
+	})
 	if got := fd.searches.Load(); got != 2 {
 		t.Errorf("%d concurrent lookups of two domains made %d searches, want 2", 2*n, got)
 	}

@@ -112,36 +112,19 @@ func TestResolveConcurrentMissesCollapse(t *testing.T) {
 	gate := make(chan struct{})
 	dir.set(func(f *fakeDirectory) { f.gate = gate })
 	const n = 100
-	var wg sync.WaitGroup
-	var started sync.WaitGroup
-	errs := make(chan error, n)
-	for range n {
-		wg.Add(1)
-		started.Add(1)
-		go func() {
-			defer wg.Done()
-			started.Done()
-			a, err := r.Resolve(context.Background(), mustAddr(t, "bob@example.com"))
-			if err == nil && (!a.Known || a.Services[0].Login != "bob.login") {
-				err = errors.New("wrong account")
-			}
-			errs <- err
-		}()
-	}
-	started.Wait()
-	// Let every goroutine reach the resolver before the directory answers.
-	for dir.searches.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	time.Sleep(20 * time.Millisecond)
-	close(gate)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
+	gatedBurst(t, n, gate, func() {
+		// Let every goroutine reach the resolver before the directory answers.
+		for dir.searches.Load() == 0 {
+			time.Sleep(time.Millisecond)
 		}
-	}
+		time.Sleep(20 * time.Millisecond)
+	}, func(int) error {
+		a, err := r.Resolve(context.Background(), mustAddr(t, "bob@example.com"))
+		if err == nil && (!a.Known || a.Services[0].Login != "bob.login") {
+			err = errors.New("wrong account")
+		}
+		return err
+	})
 	if got := dir.searches.Load(); got != 1 {
 		t.Errorf("%d concurrent first requests caused %d directory searches, want 1", n, got)
 	}
@@ -390,5 +373,34 @@ func TestBreakerStaleAnswerWhileDirectoryHangs(t *testing.T) {
 			t.Fatalf("after the directory answered: %v %+v; want the new entry", err, a)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// gatedBurst runs f(0) … f(n-1) at once, each in a goroutine of its own,
+// while the fake directory holds its answers back on gate: once all have
+// started and settle has let them reach the resolver, gate opens. It
+// fails the test with the first error f returned.
+func gatedBurst(t *testing.T, n int, gate chan struct{}, settle func(), f func(i int) error) {
+	t.Helper()
+	var wg, started sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		started.Add(1)
+		go func() {
+			defer wg.Done()
+			started.Done()
+			errs <- f(i)
+		}()
+	}
+	started.Wait()
+	settle()
+	close(gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 }
