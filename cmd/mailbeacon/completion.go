@@ -43,6 +43,16 @@ func helpMan(ctx context.Context, stdout io.Writer) {
 
 // paths returns every command path and every prefix of one ("config"
 // for "config check"), sorted.
+// pathPattern is the shell case pattern matching every command path,
+// each quoted: "config" | "config check" | ...
+func (d helpDoc) pathPattern() string {
+	var quoted []string
+	for _, path := range d.paths() {
+		quoted = append(quoted, fmt.Sprintf("%q", path))
+	}
+	return strings.Join(quoted, " | ")
+}
+
 func (d helpDoc) paths() []string {
 	seen := map[string]bool{}
 	for _, c := range d.commands {
@@ -92,17 +102,13 @@ func positionalWords(c commandDoc) []string {
 
 func (d helpDoc) writeBash(w io.Writer) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
-	var quoted []string
-	for _, path := range d.paths() {
-		quoted = append(quoted, fmt.Sprintf("%q", path))
-	}
 	p("# bash completion for mailbeacon. Generated from its help: mailbeacon completion bash")
 	p("_mailbeacon() {")
 	p("\tlocal cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]} cmdpath= i")
 	p("\t# The command: the leading words that name one.")
 	p("\tfor ((i = 1; i < COMP_CWORD; i++)); do")
 	p("\t\tcase \"$cmdpath${cmdpath:+ }${COMP_WORDS[i]}\" in")
-	p("\t\t%s) cmdpath=\"$cmdpath${cmdpath:+ }${COMP_WORDS[i]}\" ;;", strings.Join(quoted, " | "))
+	p("\t\t%s) cmdpath=\"$cmdpath${cmdpath:+ }${COMP_WORDS[i]}\" ;;", d.pathPattern())
 	p("\t\t*) break ;;")
 	p("\t\tesac")
 	p("\tdone")
@@ -161,10 +167,6 @@ func (d helpDoc) writeZsh(w io.Writer) {
 	for _, c := range d.commands {
 		summaries[c.path] = c.summary
 	}
-	var quoted []string
-	for _, path := range d.paths() {
-		quoted = append(quoted, fmt.Sprintf("%q", path))
-	}
 	p("#compdef mailbeacon")
 	p("# zsh completion for mailbeacon. Generated from its help: mailbeacon completion zsh")
 	p("_mailbeacon() {")
@@ -172,7 +174,7 @@ func (d helpDoc) writeZsh(w io.Writer) {
 	p("\tlocal -a cmds")
 	p("\tfor ((i = 2; i < CURRENT; i++)); do")
 	p("\t\tcase \"$cmdpath${cmdpath:+ }${words[i]}\" in")
-	p("\t\t%s) cmdpath=\"$cmdpath${cmdpath:+ }${words[i]}\" n=$((n + 1)) ;;", strings.Join(quoted, " | "))
+	p("\t\t%s) cmdpath=\"$cmdpath${cmdpath:+ }${words[i]}\" n=$((n + 1)) ;;", d.pathPattern())
 	p("\t\t*) break ;;")
 	p("\t\tesac")
 	p("\tdone")
