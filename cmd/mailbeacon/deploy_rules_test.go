@@ -409,20 +409,7 @@ func TestDeployMetricsExistSlapd(t *testing.T) {
 		return code
 	}
 
-	dir := t.TempDir()
-	cfgFile := filepath.Join(dir, "config.yaml")
-	writeFile(t, cfgFile, hostedConfigText(t, srv, time.Minute, time.Minute)+fmt.Sprintf(`
-limits:
-  unknown_per_minute: 1
-  unknown_burst: 2
-server:
-  listen: 127.0.0.1:0
-  http_listen: 127.0.0.1:0
-  acme:
-    enabled: true
-    directory_url: https://127.0.0.1:%d/dir
-    cache_dir: %q
-`, freePort(t), filepath.Join(dir, "acme")))
+	cfgFile := acmeHostedConfig(t, srv, "  unknown_per_minute: 1\n  unknown_burst: 2\n", "  http_listen: 127.0.0.1:0\n")
 	s := startServe(t, []string{"--config", cfgFile}, "operations.listen", "server.http_listen")
 	if code := lookup(s, "hanna@hosted.example"); code != 200 {
 		t.Fatalf("hanna@hosted.example: %d", code)
@@ -441,7 +428,7 @@ server:
 
 	// The service account's password refused: serve starts degraded and
 	// lookups of the demo domain fail on the configuration.
-	cfgFile = filepath.Join(dir, "refused.yaml")
+	cfgFile = filepath.Join(t.TempDir(), "refused.yaml")
 	writeFile(t, cfgFile, slapdConfigText(t, srv, slapdOptions{password: "not-" + ldaptest.ServicePassword}))
 	s = startServe(t, []string{"--config", cfgFile, "--listen", "127.0.0.1:0", "--start-degraded"}, "operations.listen")
 	lookup(s, "alice@example.com")

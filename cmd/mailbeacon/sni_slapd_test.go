@@ -57,6 +57,25 @@ func sniFlood(t *testing.T, addr, src string, n, workers int) int {
 	return int(ok.Load())
 }
 
+// acmeHostedConfig writes a configuration file serving srv's directory
+// domains (ldaptest.HostedLDIF) over TLS with ACME on, against a CA
+// nobody answers: a handshake's server name reaches the budget and the
+// directory, never a CA. limits are lines under limits:, server extra
+// lines under server:. It returns the file's path.
+func acmeHostedConfig(t *testing.T, srv *ldaptest.Server, limits, server string) string {
+	t.Helper()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "config.yaml")
+	writeFile(t, file, hostedConfigText(t, srv, time.Minute, time.Minute)+"limits:\n"+limits+fmt.Sprintf(`server:
+  listen: 127.0.0.1:0
+%s  acme:
+    enabled: true
+    directory_url: https://127.0.0.1:%d/dir
+    cache_dir: %q
+`, server, freePort(t), filepath.Join(dir, "acme")))
+	return file
+}
+
 // refill is how many tokens a bucket of perMinute regains in d.
 func refill(perMinute int, d time.Duration) int {
 	return int(float64(perMinute) * d.Minutes())
@@ -75,21 +94,12 @@ func TestSNIBudgetSlapd(t *testing.T) {
 		flood     = 10_000
 		workers   = 200
 	)
-	dir := t.TempDir()
-	cfgFile := filepath.Join(dir, "config.yaml")
 	// The ACME CA is never reached: no name of the flood gets that far.
-	writeFile(t, cfgFile, hostedConfigText(t, srv, time.Minute, time.Minute)+fmt.Sprintf(`
-limits:
+	cfgFile := acmeHostedConfig(t, srv, fmt.Sprintf(`
   unknown_per_minute: %d
   unknown_burst: %d
   exempt: [127.0.0.3/32]
-server:
-  listen: 127.0.0.1:0
-  acme:
-    enabled: true
-    directory_url: https://127.0.0.1:%d/dir
-    cache_dir: %q
-`, perMinute, burst, freePort(t), filepath.Join(dir, "acme")))
+`, perMinute, burst), "")
 	s := startServe(t, []string{"--config", cfgFile}, "operations.listen")
 	addr := strings.TrimPrefix(s.addrs["server.listen"], "https://")
 	// SearchCount counts from slapd's start: the test counts differences.
@@ -177,19 +187,7 @@ server:
 // A name found not served is refused again without a search or a token.
 func TestSNIRefusedNameCachedSlapd(t *testing.T) {
 	srv := ldaptest.Slapd(t, ldaptest.WithExtraLDIF(ldaptest.HostedLDIF))
-	dir := t.TempDir()
-	cfgFile := filepath.Join(dir, "config.yaml")
-	writeFile(t, cfgFile, hostedConfigText(t, srv, time.Minute, time.Minute)+fmt.Sprintf(`
-limits:
-  unknown_per_minute: 1
-  unknown_burst: 3
-server:
-  listen: 127.0.0.1:0
-  acme:
-    enabled: true
-    directory_url: https://127.0.0.1:%d/dir
-    cache_dir: %q
-`, freePort(t), filepath.Join(dir, "acme")))
+	cfgFile := acmeHostedConfig(t, srv, "  unknown_per_minute: 1\n  unknown_burst: 3\n", "")
 	s := startServe(t, []string{"--config", cfgFile})
 	addr := strings.TrimPrefix(s.addrs["server.listen"], "https://")
 	before := srv.SearchCount()
