@@ -80,6 +80,7 @@ type options struct {
 	ldif     string
 	extra    []string
 	referral string
+	schemas  []string
 }
 
 // WithExtraLDIF adds LDIF content records, loaded after the base data (the
@@ -88,6 +89,14 @@ type options struct {
 // core, cosine, inetorgperson, nis and misc.
 func WithExtraLDIF(ldif string) Option {
 	return func(o *options) { o.extra = append(o.extra, ldif) }
+}
+
+// WithSchema adds a schema file's text (slapd.conf syntax: attributetype
+// and objectclass statements) after core, cosine, inetorgperson, nis, misc
+// and mailbeacon.schema, so that LDIF may use a vendor's mail schema. The
+// vendors' test schemas are in Schema.
+func WithSchema(text string) Option {
+	return func(o *options) { o.schemas = append(o.schemas, text) }
 }
 
 // WithLDIF replaces the demo directory as the base data. It must create
@@ -163,7 +172,15 @@ func Slapd(t testing.TB, opts ...Option) *Server {
 	if err := os.WriteFile(filepath.Join(dir, "mailbeacon.schema"), []byte(mailbeaconSchema), 0o644); err != nil {
 		t.Fatalf("ldaptest: %v", err)
 	}
-	conf := s.config(ol, ca, cert, key, o.referral)
+	var extraSchemas []string
+	for i, text := range o.schemas {
+		f := filepath.Join(dir, fmt.Sprintf("extra%d.schema", i))
+		if err := os.WriteFile(f, []byte(text), 0o644); err != nil {
+			t.Fatalf("ldaptest: %v", err)
+		}
+		extraSchemas = append(extraSchemas, f)
+	}
+	conf := s.config(ol, ca, cert, key, o.referral, extraSchemas)
 	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
 		t.Fatalf("ldaptest: %v", err)
 	}
@@ -295,13 +312,17 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-func (s *Server) config(ol openLDAP, ca, cert, key, referral string) string {
+func (s *Server) config(ol openLDAP, ca, cert, key, referral string, extraSchemas []string) string {
 	q := func(p string) string { return `"` + p + `"` }
 	var b strings.Builder
 	for _, f := range []string{"core", "cosine", "inetorgperson", "nis", "misc"} {
 		fmt.Fprintf(&b, "include %s\n", q(filepath.Join(ol.schemaDir, f+".schema")))
 	}
-	fmt.Fprintf(&b, "include %s\n\n", q(filepath.Join(s.Dir, "mailbeacon.schema")))
+	fmt.Fprintf(&b, "include %s\n", q(filepath.Join(s.Dir, "mailbeacon.schema")))
+	for _, f := range extraSchemas {
+		fmt.Fprintf(&b, "include %s\n", q(f))
+	}
+	b.WriteString("\n")
 	fmt.Fprintf(&b, "pidfile %s\nargsfile %s\n", q(s.pidFile), q(filepath.Join(s.Dir, "slapd.args")))
 	if ol.moduleDir != "" {
 		fmt.Fprintf(&b, "modulepath %s\nmoduleload back_mdb\n", q(ol.moduleDir))
