@@ -17,9 +17,10 @@ import (
 // turns one domain entry into the services mailbeacon answers with. Fields
 // left empty take the value of the preset.
 type DomainSourceConfig struct {
-	// Preset: "openldap" (iRedMail), "active-directory" (the forest's
-	// domains and UPN suffixes) or "active-directory-ou" (uPNSuffixes on
-	// an organizational unit per domain). Empty: nothing preset.
+	// Preset: "iredmail" (its old name "openldap" still works),
+	// "active-directory" (the forest's domains and UPN suffixes) or
+	// "active-directory-ou" (uPNSuffixes on an organizational unit per
+	// domain). Empty: nothing preset.
 	Preset string `mapstructure:"preset"`
 
 	ldapsource.DomainSearchConfig `mapstructure:",squash"`
@@ -68,12 +69,12 @@ type ServiceTemplateConfig struct {
 
 // domainPresets are named starting points for DomainSourceConfig.
 var domainPresets = map[string]DomainSourceConfig{
-	// openldap: iRedMail's domain entries, objectClass mailDomain, found
+	// iredmail: iRedMail's domain entries, objectClass mailDomain, found
 	// by domainName or by one of their domainAliasName values, served
 	// while accountStatus is active. A domain lists the services it turns
 	// off for all its users in disabledService (mailbeacon's test schema;
 	// iRedMail has no such attribute, so nothing is turned off there).
-	"openldap": {
+	"iredmail": {
 		DomainSearchConfig: ldapsource.DomainSearchConfig{
 			Scope:  "one",
 			Filter: "(&(objectClass=mailDomain)(|(domainName={domain})(domainAliasName={domain})))",
@@ -152,7 +153,11 @@ type serviceTemplate struct {
 func NewDomainTemplate(cfg DomainSourceConfig) (*DomainTemplate, error) {
 	merged := cfg
 	if cfg.Preset != "" {
-		base, ok := domainPresets[cfg.Preset]
+		name := cfg.Preset
+		if n, old := PresetReplacement(name); old {
+			name = n
+		}
+		base, ok := domainPresets[name]
 		if !ok {
 			return nil, fmt.Errorf("domain_source.preset: unknown preset %q (one of %s)", cfg.Preset, strings.Join(DomainPresetNames(), ", "))
 		}

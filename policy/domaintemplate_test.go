@@ -9,13 +9,13 @@ import (
 	"github.com/mailbeacon/mailbeacon/ldapsource"
 )
 
-// iredmailTemplate is the openldap preset with a template such as the
+// iredmailTemplate is the iredmail preset with a template such as the
 // README's: IMAP and SMTP on mail.<domain>, SMTP's host from mtaTransport
 // when that names one, POP3, and ActiveSync by URL.
 func iredmailTemplate(t testing.TB) *DomainTemplate {
 	t.Helper()
 	dt, err := NewDomainTemplate(DomainSourceConfig{
-		Preset:             "openldap",
+		Preset:             "iredmail",
 		DomainSearchConfig: ldapsource.DomainSearchConfig{BaseDN: "o=domains,dc=example,dc=com"},
 		Template: DomainTemplateConfig{
 			Provider: "{cn}",
@@ -132,20 +132,20 @@ func TestDomainTemplateConfigErrors(t *testing.T) {
 	}{
 		{DomainSourceConfig{Preset: "zimbra"}, "domain_source.preset: unknown preset"},
 		{DomainSourceConfig{Template: DomainTemplateConfig{Services: []ServiceTemplateConfig{imap}}}, "domain_source.filter: missing"},
-		{DomainSourceConfig{Preset: "openldap"}, "domain_source.template.services: no service"},
-		{DomainSourceConfig{Preset: "openldap", Template: DomainTemplateConfig{Services: []ServiceTemplateConfig{
+		{DomainSourceConfig{Preset: "iredmail"}, "domain_source.template.services: no service"},
+		{DomainSourceConfig{Preset: "iredmail", Template: DomainTemplateConfig{Services: []ServiceTemplateConfig{
 			{ServiceConfig: ServiceConfig{Type: "imap", Host: "mail.{domain"}}}}}, "domain_source.template.services[0]: host: unclosed"},
-		{DomainSourceConfig{Preset: "openldap", Template: DomainTemplateConfig{Services: []ServiceTemplateConfig{
+		{DomainSourceConfig{Preset: "iredmail", Template: DomainTemplateConfig{Services: []ServiceTemplateConfig{
 			{ServiceConfig: ServiceConfig{Type: "imap", Host: "mail_{domain}!"}}}}}, "domain_source.template.services[0]: host:"},
-		{DomainSourceConfig{Preset: "openldap", Template: DomainTemplateConfig{Services: []ServiceTemplateConfig{
+		{DomainSourceConfig{Preset: "iredmail", Template: DomainTemplateConfig{Services: []ServiceTemplateConfig{
 			{ServiceConfig: ServiceConfig{Type: "caldav", URL: "https://dav.{domain}/"}, HostAttribute: "mailHost"}}}}, "host_attribute"},
-		{DomainSourceConfig{Preset: "openldap", ServiceRules: map[string]*Rule{"fax": {Present: "x"}},
+		{DomainSourceConfig{Preset: "iredmail", ServiceRules: map[string]*Rule{"fax": {Present: "x"}},
 			Template: DomainTemplateConfig{Services: []ServiceTemplateConfig{imap}}}, "domain_source.service_rules.fax"},
-		{DomainSourceConfig{Preset: "openldap", Enabled: &Rule{},
+		{DomainSourceConfig{Preset: "iredmail", Enabled: &Rule{},
 			Template: DomainTemplateConfig{Services: []ServiceTemplateConfig{imap}}}, "domain_source.enabled"},
-		{DomainSourceConfig{Preset: "openldap", Template: DomainTemplateConfig{Services: []ServiceTemplateConfig{imap},
+		{DomainSourceConfig{Preset: "iredmail", Template: DomainTemplateConfig{Services: []ServiceTemplateConfig{imap},
 			DefaultServices: []string{"pop3"}}}, "domain_source.template.default_services: pop3 is not among"},
-		{DomainSourceConfig{Preset: "openldap", Template: DomainTemplateConfig{Services: []ServiceTemplateConfig{imap},
+		{DomainSourceConfig{Preset: "iredmail", Template: DomainTemplateConfig{Services: []ServiceTemplateConfig{imap},
 			DefaultServices: []string{"fax"}}}, "domain_source.template.default_services"},
 	} {
 		if _, err := NewDomainTemplate(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.errHas) {
@@ -184,7 +184,7 @@ func TestDomainClientHosts(t *testing.T) {
 // one; a kind the domain switched off stays off.
 func TestDomainTemplateDefaultServices(t *testing.T) {
 	cfg := DomainSourceConfig{
-		Preset:             "openldap",
+		Preset:             "iredmail",
 		DomainSearchConfig: ldapsource.DomainSearchConfig{BaseDN: "o=domains,dc=example,dc=com"},
 		Template: DomainTemplateConfig{
 			Services: []ServiceTemplateConfig{

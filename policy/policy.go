@@ -82,12 +82,12 @@ type Policy struct {
 	groups        []string // member_of group DNs, when nestedGroups
 }
 
-// New merges cfg over its preset (default "openldap"), validates the
+// New merges cfg over its preset (default DefaultPreset), validates the
 // result and compiles it. Errors name the configuration key at fault.
 func New(cfg Config) (*Policy, error) {
 	name := cfg.Preset
 	if name == "" {
-		name = "openldap"
+		name = DefaultPreset
 	}
 	base, err := Preset(name)
 	if err != nil {

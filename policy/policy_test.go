@@ -35,7 +35,7 @@ func kinds(a *Account) string {
 	return strings.Join(ks, ",")
 }
 
-func TestOpenLDAPPreset(t *testing.T) {
+func TestPresetIRedMail(t *testing.T) {
 	pol, err := New(Config{Login: "{uid}", HostAttribute: "mailHost"})
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +136,7 @@ func TestGenericPreset(t *testing.T) {
 
 func TestConfigOverridesPreset(t *testing.T) {
 	pol, err := New(Config{
-		Preset:         "openldap",
+		Preset:         "iredmail",
 		AccountEnabled: &Rule{Present: "mail"},
 		ServiceRules:   map[string]*Rule{"POP3": {Has: "enabledService", Value: "pop3"}},
 		Login:          "EXAMPLE\\{uid}",

@@ -21,36 +21,201 @@ var presets = map[string]func() Config{
 			HostOverrideKinds: []string{string(IMAP), string(POP3), string(SMTP)},
 		}
 	},
-	// openldap: iRedMail-style entries (objectClass mailUser). accountStatus
-	// must be "active", and enabledService lists what a user may use. The
-	// "secured" values are the ones iRedMail's Dovecot and Postfix check on
-	// TLS connections, and every service mailbeacon offers is TLS-secured by
-	// default; "mail" is iRedMail's master switch for all mail services.
-	"openldap": func() Config {
-		svc := func(v string) *Rule {
-			return &Rule{All: []Rule{{Has: "enabledService", Value: "mail"}, {Has: "enabledService", Value: v}}}
-		}
-		return Config{
-			Filter:            "(&(objectClass=mailUser)(|(mail={email})(shadowAddress={email})))",
-			DisplayName:       []string{"displayName", "cn"},
-			PrimaryAddress:    "mail",
-			Login:             "{mail}",
-			AccountEnabled:    &Rule{Equals: "accountStatus", Value: "active"},
-			HostOverrideKinds: []string{string(IMAP), string(POP3), string(SMTP)},
-			ServiceRules: map[string]*Rule{
-				string(IMAP):       svc("imapsecured"),
-				string(POP3):       svc("pop3secured"),
-				string(SMTP):       svc("smtpsecured"),
-				string(ActiveSync): {Has: "enabledService", Value: "activesync"},
-			},
-		}
-	},
+	// iredmail: iRedMail's entries. See iredmail.
+	"iredmail": iredmail,
 	// active-directory: user objects of Active Directory (or Samba AD).
 	// See activeDirectory.
 	"active-directory": activeDirectory,
 	// exchange: active-directory plus the per-mailbox protocol switches
 	// Exchange keeps in the directory. See exchange.
 	"exchange": exchange,
+	// univention: Univention Corporate Server. See univention.
+	"univention": univention,
+	// kolab: Kolab on 389 Directory Server. See kolab.
+	"kolab": kolab,
+	// qmail-ldap: qmail-ldap's qmailUser entries. See qmailLDAP.
+	"qmail-ldap": qmailLDAP,
+	// postfix-book: the schema of "The Book of Postfix". See postfixBook.
+	"postfix-book": postfixBook,
+}
+
+// presetAliases are names a preset used to have: still accepted, and
+// warned about (PresetReplacement).
+var presetAliases = map[string]string{
+	// openldap named the iredmail preset after the directory rather than
+	// the mail stack whose attributes it reads.
+	"openldap": "iredmail",
+}
+
+// PresetReplacement returns the current name of a preset that name used
+// to be, and whether name is such an old name: configurations still
+// naming it work, and should be told the new name.
+func PresetReplacement(name string) (string, bool) {
+	n, ok := presetAliases[name]
+	return n, ok
+}
+
+// DefaultPreset is the preset of a configuration that names none.
+const DefaultPreset = "iredmail"
+
+// iredmail is the iredmail preset: iRedMail's entries (objectClass
+// mailUser), found by mail or by one of their shadowAddress aliases.
+// accountStatus must be "active", and enabledService lists what a user may
+// use. The "secured" values are the ones iRedMail's Dovecot and Postfix
+// check on TLS connections, and every service mailbeacon offers is
+// TLS-secured by default; "mail" is iRedMail's master switch for all mail
+// services.
+func iredmail() Config {
+	svc := func(v string) *Rule {
+		return &Rule{All: []Rule{{Has: "enabledService", Value: "mail"}, {Has: "enabledService", Value: v}}}
+	}
+	return Config{
+		Filter:            "(&(objectClass=mailUser)(|(mail={email})(shadowAddress={email})))",
+		DisplayName:       []string{"displayName", "cn"},
+		PrimaryAddress:    "mail",
+		Login:             "{mail}",
+		AccountEnabled:    &Rule{Equals: "accountStatus", Value: "active"},
+		HostOverrideKinds: []string{string(IMAP), string(POP3), string(SMTP)},
+		ServiceRules: map[string]*Rule{
+			string(IMAP):       svc("imapsecured"),
+			string(POP3):       svc("pop3secured"),
+			string(SMTP):       svc("smtpsecured"),
+			string(ActiveSync): {Has: "enabledService", Value: "activesync"},
+		},
+	}
+}
+
+// univention is the univention preset: users of Univention Corporate
+// Server's mail stack, objectClass univentionMail, found by
+// mailPrimaryAddress or one of their mailAlternativeAddress values
+// (UCS's mail.schema, https://github.com/univention/univention-corporate-server,
+// management/univention-ldap/schema/mail.schema). The login is the
+// mailPrimaryAddress, the user name UCS's Dovecot gives a mailbox
+// (mail/univention-mail-dovecot/conffiles/etc/dovecot/dovecot-ldap.conf.ext:
+// user = %{ldap:mailPrimaryAddress}), and univentionMailHomeServer, the
+// server holding the mailbox, replaces the domain's host.
+//
+// UCS's Dovecot checks passwords through PAM, with pam_ldap and then
+// pam_krb5 (conffiles/etc/pam.d/dovecot), so an account is refused where
+// UCS deactivates it. A deactivated user has, per UCS's "Account status
+// flags in UDM users/user"
+// (management/univention-directory-manager-modules/README-users-user-account-states.md),
+// the Kerberos flag 0x80 ("invalid" in Heimdal's krb5-kdc.schema) set in
+// krb5KDCFlags, sambaAcctFlags containing D, or shadowExpire 1 (a
+// password hash starting with "!" too, which mailbeacon does not read).
+// The preset reads the first and the last: UDM sets them together when
+// an account is deactivated. An expiry date in the past (shadowExpire
+// above 1) is not read. UCS has no per-user switch for single protocols,
+// so no service has a rule.
+func univention() Config {
+	return Config{
+		Filter:         "(&(objectClass=univentionMail)(|(mailPrimaryAddress={email})(mailAlternativeAddress={email})))",
+		DisplayName:    []string{"displayName", "cn"},
+		PrimaryAddress: "mailPrimaryAddress",
+		Login:          "{mailPrimaryAddress}",
+		AccountEnabled: &Rule{All: []Rule{
+			{BitClear: "krb5KDCFlags", Mask: "0x80"},
+			{Not: &Rule{Equals: "shadowExpire", Value: "1"}},
+		}},
+		ServiceRules:      map[string]*Rule{},
+		HostAttribute:     "univentionMailHomeServer",
+		HostOverrideKinds: []string{string(IMAP), string(POP3), string(SMTP)},
+	}
+}
+
+// kolab is the kolab preset: Kolab's users on 389 Directory Server,
+// objectClass kolabInetOrgPerson, found by mail, by one of their alias
+// values (Kolab's schema: "alias used to provide alternative rfc822 email
+// addresses for kolab users", kolab-schema.ldif in the Kolab source,
+// docker/ds389/, https://git.kolab.org/source/kolab/) or by
+// mailAlternateAddress (389 DS's mailRecipient). The login is the mail
+// address, and mailHost replaces the domain's host.
+//
+// An account is disabled when inetUserStatus says so: Kolab keeps a bit
+// field there (src/app/User.php: 0x4 suspended, 0x8 deleted; its Postfix
+// lookups leave out users with the suspended bit), 389 DS's schema the
+// words "active", "inactive" or "deleted" (attribute 2.16.840.1.113730.3.1.692);
+// or when 389 DS's nsAccountLock is "true" (the directory then refuses
+// the user's binds). No inetUserStatus means active.
+//
+// Kolab gives services by managed role, in nsRoleDN: a user with the role
+// cn=activesync-user,<root DN> may use ActiveSync (Kolab's LDAP backend,
+// src/app/Backends/LDAP.php, sets it from the "activesync" entitlement).
+// The rule compares the role's first RDN only, since the root DN is the
+// deployment's. cn=imap-user is not read: Kolab gives it to users without
+// the groupware entitlement, and users with it keep IMAP.
+func kolab() Config {
+	return Config{
+		Filter:         "(&(objectClass=kolabInetOrgPerson)(|(mail={email})(alias={email})(mailAlternateAddress={email})))",
+		DisplayName:    []string{"displayName", "cn"},
+		PrimaryAddress: "mail",
+		Login:          "{mail}",
+		AccountEnabled: &Rule{All: []Rule{
+			{BitClear: "inetUserStatus", Mask: "0xC"},
+			{Not: &Rule{Equals: "inetUserStatus", Value: "inactive"}},
+			{Not: &Rule{Equals: "inetUserStatus", Value: "deleted"}},
+			{Not: &Rule{Equals: "nsAccountLock", Value: "true"}},
+		}},
+		ServiceRules: map[string]*Rule{
+			string(ActiveSync): {HasPrefix: "nsRoleDN", Value: "cn=activesync-user,"},
+		},
+		HostAttribute:     "mailHost",
+		HostOverrideKinds: []string{string(IMAP), string(POP3), string(SMTP)},
+	}
+}
+
+// qmailLDAP is the qmail-ldap preset: qmail-ldap's entries, objectClass
+// qmailUser, found by mail or one of their mailAlternateAddress values
+// (qmail.schema, https://github.com/qmail-ldap/qmail-ldap/blob/master/qmail.schema).
+// The login is uid, "the username for POP3 and IMAP", and mailHost, "on
+// which qmail server the messagestore of this user is located", replaces
+// the domain's host (QLDAPINSTALL, DEFAULT LDAP PARAMETER FIELDS,
+// https://github.com/qmail-ldap/qmail-ldap/blob/master/QLDAPINSTALL).
+//
+// accountStatus, per QLDAPINSTALL: "active" (no restrictions), "nopop"
+// (mail delivery but no POP access), "disabled" and "deleted" (incoming
+// mail bounced); no accountStatus is active. So disabled and deleted
+// accounts are disabled, and nopop takes POP3 away. qmail-ldap's
+// checkpassword, which its IMAP authenticator (auth_imap) shares with
+// auth_pop, refuses nopop accounts too: where IMAP logins go through it,
+// add imap: {not: {equals: accountStatus, value: nopop}}.
+func qmailLDAP() Config {
+	return Config{
+		Filter:         "(&(objectClass=qmailUser)(|(mail={email})(mailAlternateAddress={email})))",
+		DisplayName:    []string{"displayName", "cn"},
+		PrimaryAddress: "mail",
+		Login:          "{uid}",
+		AccountEnabled: &Rule{All: []Rule{
+			{Not: &Rule{Equals: "accountStatus", Value: "disabled"}},
+			{Not: &Rule{Equals: "accountStatus", Value: "deleted"}},
+		}},
+		ServiceRules: map[string]*Rule{
+			string(POP3): {Not: &Rule{Equals: "accountStatus", Value: "nopop"}},
+		},
+		HostAttribute:     "mailHost",
+		HostOverrideKinds: []string{string(IMAP), string(POP3), string(SMTP)},
+	}
+}
+
+// postfixBook is the postfix-book preset: entries of the schema written
+// for "The Book of Postfix" (postfix-book.schema, OIDs under
+// 1.3.6.1.4.1.29426; published with the book and in
+// https://github.com/variablenix/ldap-mail-schema), objectClass
+// PostfixBookMailAccount, found by mail or one of their mailAlias values.
+// mailEnabled is "TRUE to enable, FALSE to disable account" (the schema's
+// description); the lookups built on it ask for mailEnabled=TRUE, so an
+// entry without it is disabled too. The schema has no per-service switch
+// and no per-user host. The login is the mail address.
+func postfixBook() Config {
+	return Config{
+		Filter:            "(&(objectClass=PostfixBookMailAccount)(|(mail={email})(mailAlias={email})))",
+		DisplayName:       []string{"displayName", "cn"},
+		PrimaryAddress:    "mail",
+		Login:             "{mail}",
+		AccountEnabled:    &Rule{Equals: "mailEnabled", Value: "TRUE"},
+		ServiceRules:      map[string]*Rule{},
+		HostOverrideKinds: []string{string(IMAP), string(POP3), string(SMTP)},
+	}
 }
 
 // activeDirectory is the active-directory preset.
@@ -138,8 +303,12 @@ func PresetNames() []string {
 	return names
 }
 
-// Preset returns a fresh copy of the named preset.
+// Preset returns a fresh copy of the named preset; an old name of a
+// preset (PresetReplacement) gives the preset it names.
 func Preset(name string) (Config, error) {
+	if n, ok := presetAliases[name]; ok {
+		name = n
+	}
 	p, ok := presets[name]
 	if !ok {
 		return Config{}, fmt.Errorf("unknown preset %q (one of %v)", name, PresetNames())
