@@ -81,6 +81,9 @@ type options struct {
 	extra    []string
 	referral string
 	schemas  []string
+	// baseOnly leaves misc.schema and mailbeacon.schema out
+	// (WithBaseSchemasOnly).
+	baseOnly bool
 }
 
 // WithExtraLDIF adds LDIF content records, loaded after the base data (the
@@ -97,6 +100,17 @@ func WithExtraLDIF(ldif string) Option {
 // vendors' test schemas are in Schema.
 func WithSchema(text string) Option {
 	return func(o *options) { o.schemas = append(o.schemas, text) }
+}
+
+// WithBaseSchemasOnly leaves misc.schema and mailbeacon.schema out: the
+// server loads core, cosine, inetorgperson and nis, then the WithSchema
+// files. It is for a vendor schema that gives one of their names or OIDs
+// a definition of its own, as directories built for that vendor do:
+// qmail-ldap's accountStatus and mailHost, postfix-book's mailEnabled, 389
+// Directory Server's mailAlternateAddress (misc.schema's mailLocalAddress
+// OID). The data must then use neither: give it with WithLDIF.
+func WithBaseSchemasOnly() Option {
+	return func(o *options) { o.baseOnly = true }
 }
 
 // WithLDIF replaces the demo directory as the base data. It must create
@@ -180,7 +194,7 @@ func Slapd(t testing.TB, opts ...Option) *Server {
 		}
 		extraSchemas = append(extraSchemas, f)
 	}
-	conf := s.config(ol, ca, cert, key, o.referral, extraSchemas)
+	conf := s.config(ol, ca, cert, key, o.referral, !o.baseOnly, extraSchemas)
 	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
 		t.Fatalf("ldaptest: %v", err)
 	}
@@ -312,13 +326,19 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-func (s *Server) config(ol openLDAP, ca, cert, key, referral string, extraSchemas []string) string {
+func (s *Server) config(ol openLDAP, ca, cert, key, referral string, ours bool, extraSchemas []string) string {
 	q := func(p string) string { return `"` + p + `"` }
 	var b strings.Builder
-	for _, f := range []string{"core", "cosine", "inetorgperson", "nis", "misc"} {
+	for _, f := range []string{"core", "cosine", "inetorgperson", "nis"} {
 		fmt.Fprintf(&b, "include %s\n", q(filepath.Join(ol.schemaDir, f+".schema")))
 	}
-	fmt.Fprintf(&b, "include %s\n", q(filepath.Join(s.Dir, "mailbeacon.schema")))
+	// Indexed attributes must be defined: mailbeacon.schema's only with it.
+	index := "objectClass,uid,mail"
+	if ours {
+		fmt.Fprintf(&b, "include %s\n", q(filepath.Join(ol.schemaDir, "misc.schema")))
+		fmt.Fprintf(&b, "include %s\n", q(filepath.Join(s.Dir, "mailbeacon.schema")))
+		index += ",shadowAddress,accountStatus,enabledService,domainName,domainAliasName"
+	}
 	for _, f := range extraSchemas {
 		fmt.Fprintf(&b, "include %s\n", q(f))
 	}
@@ -352,7 +372,7 @@ suffix %q
 rootdn %q
 rootpw %s
 directory %s
-index objectClass,uid,mail,shadowAddress,accountStatus,enabledService,domainName,domainAliasName eq
+index %s eq
 access to attrs=userPassword
     by anonymous auth
     by self write
@@ -366,7 +386,7 @@ database monitor
 access to *
     by dn.exact=%q read
     by * none
-`, BaseDN, RootDN, ssha(s.RootPassword), q(filepath.Join(s.Dir, "db")), ServiceDN, RootDN)
+`, BaseDN, RootDN, ssha(s.RootPassword), q(filepath.Join(s.Dir, "db")), index, ServiceDN, RootDN)
 	return b.String()
 }
 

@@ -1,0 +1,299 @@
+package main
+
+// The presets of the mail stacks, end to end: a real slapd loaded with the
+// stack's schema (ldaptest/schema) and entries written as the stack writes
+// them, mailbeacon built from a configuration that names nothing but the
+// preset, and Thunderbird's and Outlook's answers for an enabled user, a
+// disabled one, one asked by an alias, and one per per-service switch the
+// stack has. Skips without slapd, fails under CI=true (ldaptest).
+
+import (
+	"context"
+	"encoding/xml"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/mailbeacon/mailbeacon/ldapsource/ldaptest"
+	"github.com/mailbeacon/mailbeacon/protocols"
+)
+
+// presetBaseLDIF is the tree every preset test starts from: the suffix,
+// the service account the test server lets read, and ou=people.
+const presetBaseLDIF = `dn: dc=example,dc=com
+objectClass: dcObject
+objectClass: organization
+dc: example
+o: Example
+
+dn: ou=services,dc=example,dc=com
+objectClass: organizationalUnit
+ou: services
+
+dn: cn=mailbeacon,ou=services,dc=example,dc=com
+objectClass: organizationalRole
+objectClass: simpleSecurityObject
+cn: mailbeacon
+userPassword: ` + ldaptest.ServicePassword + `
+
+dn: ou=people,dc=example,dc=com
+objectClass: organizationalUnit
+ou: people
+`
+
+// presetConfigText is a configuration naming only the preset, the demo's
+// domain (IMAP 993, POP3 995, SMTP 465 and 587, ActiveSync) and the test
+// server.
+func presetConfigText(t *testing.T, srv *ldaptest.Server, preset string) string {
+	t.Helper()
+	pw := t.TempDir() + "/ldap-password"
+	if err := os.WriteFile(pw, []byte(ldaptest.ServicePassword+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf(`policy:
+  preset: %s
+domains:
+  - name: example.com
+    services:
+      - {type: imap, host: mail.example.com, port: 993, socket: tls}
+      - {type: pop3, host: mail.example.com, port: 995, socket: tls}
+      - {type: smtp, host: mail.example.com, port: 465, socket: tls}
+      - {type: smtp, host: mail.example.com, port: 587, socket: starttls}
+      - {type: activesync, url: "https://mail.example.com/Microsoft-Server-ActiveSync"}
+ldap:
+  urls: [%q]
+  start_tls: true
+  ca_file: %q
+  bind_dn: %q
+  bind_password_file: %q
+  base_dn: %q
+`, preset, srv.URL, srv.CAFile, ldaptest.ServiceDN, pw, ldaptest.BaseDN)
+}
+
+// presetCase is one address asked, and what its answers must say: the
+// login and mail host of every service, and whether POP3 and ActiveSync
+// are offered (IMAP and SMTP are, in every case here). A disabled account
+// gets the domain's services with the address as login, the answer of an
+// address nobody has; whether the preset found the account enabled is
+// checked with lookup's explanation.
+type presetCase struct {
+	name, addr  string
+	enabled     bool
+	login, host string
+	pop3, eas   bool
+}
+
+// presetAutoconfig is what these tests read from Thunderbird's answer.
+type presetAutoconfig struct {
+	Servers []struct {
+		XMLName  xml.Name
+		Type     string `xml:"type,attr"`
+		Hostname string `xml:"hostname"`
+		Port     int    `xml:"port"`
+		Username string `xml:"username"`
+	} `xml:",any"`
+}
+
+// autoconfigServers lists type:port/username@hostname for each incoming
+// and outgoing server of the answer.
+func autoconfigServers(t *testing.T, h http.Handler, addr string) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/mail/config-v1.1.xml?emailaddress="+addr, nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("autoconfig %s: %d %s", addr, rec.Code, rec.Body)
+	}
+	var doc struct {
+		Provider presetAutoconfig `xml:"emailProvider"`
+	}
+	if err := xml.Unmarshal(rec.Body.Bytes(), &doc); err != nil {
+		t.Fatalf("autoconfig %s: %v\n%s", addr, err, rec.Body)
+	}
+	var out []string
+	for _, s := range doc.Provider.Servers {
+		if s.XMLName.Local == "incomingServer" || s.XMLName.Local == "outgoingServer" {
+			out = append(out, fmt.Sprintf("%s:%d/%s@%s", s.Type, s.Port, s.Username, s.Hostname))
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// want is the autoconfig and POX answer tc describes.
+func (tc presetCase) want() (autoconfig, pox string) {
+	srv := func(typ string, port int) string { return fmt.Sprintf("%s:%d/%s@%s", typ, port, tc.login, tc.host) }
+	ac := []string{srv("imap", 993)}
+	px := []string{fmt.Sprintf("IMAP:993/%s@%s/on/SSL", tc.login, tc.host)}
+	if tc.pop3 {
+		ac = append(ac, srv("pop3", 995))
+		px = append(px, fmt.Sprintf("POP3:995/%s@%s/on/SSL", tc.login, tc.host))
+	}
+	ac = append(ac, srv("smtp", 465), srv("smtp", 587))
+	px = append(px, fmt.Sprintf("SMTP:465/%s@%s/on/SSL", tc.login, tc.host), fmt.Sprintf("SMTP:587/%s@%s/on/TLS", tc.login, tc.host))
+	return strings.Join(ac, " "), strings.Join(px, " ")
+}
+
+// checkPresetSlapd starts slapd with the stack's schema and entries,
+// builds mailbeacon with the preset, and checks each case's autoconfig,
+// POX and mobilesync answers. Each address costs the directory one
+// search: the three answers share the cached account.
+func checkPresetSlapd(t *testing.T, preset, schema, entries string, cases []presetCase, opts ...ldaptest.Option) {
+	t.Helper()
+	opts = append(opts, ldaptest.WithSchema(ldaptest.Schema(schema)), ldaptest.WithLDIF(presetBaseLDIF+"\n"+entries))
+	srv := ldaptest.Slapd(t, opts...)
+	cfg, err := loadConfig(strings.NewReader(presetConfigText(t, srv, preset)), preset+" test config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := build(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.source.Close)
+	h := protocols.NewHandler(a.resolver, a.handlerOptions(nil))
+	before := srv.SearchCount()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			wantAC, wantPOX := tc.want()
+			if got := autoconfigServers(t, h, tc.addr); got != wantAC {
+				t.Errorf("autoconfig\n got %s\nwant %s", got, wantAC)
+			}
+			rec, ans := adPOST(t, h, tc.addr, adOutlookSchema, "", "")
+			if rec.Code != http.StatusOK || ans.protocols() != wantPOX {
+				t.Errorf("POX %d\n got %s\nwant %s", rec.Code, ans.protocols(), wantPOX)
+			}
+			_, ans = adPOST(t, h, tc.addr, adMobilesyncSchema, "", "")
+			if got := ans.Response.Action.Settings != nil; got != tc.eas {
+				t.Errorf("ActiveSync offered: %v, want %v (%+v)", got, tc.eas, ans.Response.Action)
+			}
+		})
+	}
+	if got := srv.SearchCount() - before; got != len(cases) {
+		t.Errorf("%d searches for %d addresses", got, len(cases))
+	}
+	for _, tc := range cases {
+		_, ex, err := a.resolver.Explain(context.Background(), mustParse(t, tc.addr))
+		if err != nil || !ex.Found || ex.Enabled != tc.enabled {
+			t.Errorf("%s: lookup %v found=%v enabled=%v, want found, enabled=%v (%s)", tc.addr, err, ex != nil && ex.Found, ex != nil && ex.Enabled, tc.enabled, ex.Reason)
+		}
+	}
+}
+
+func TestPresetUniventionSlapd(t *testing.T) {
+	// A UCS user as UDM writes it: posix, Kerberos and mail classes;
+	// krb5KDCFlags 126 is an active account, 254 one UDM deactivated
+	// (which also sets shadowExpire 1).
+	user := func(uid, flags string, extra ...string) string {
+		return fmt.Sprintf(`dn: uid=%[1]s,ou=people,dc=example,dc=com
+objectClass: inetOrgPerson
+objectClass: shadowAccount
+objectClass: krb5KDCEntry
+objectClass: univentionMail
+uid: %[1]s
+cn: %[1]s
+sn: %[1]s
+krb5PrincipalName: %[1]s@EXAMPLE.COM
+krb5KeyVersionNumber: 1
+krb5KDCFlags: %[2]s
+mailPrimaryAddress: %[1]s@example.com
+%[3]s
+`, uid, flags, strings.Join(extra, "\n"))
+	}
+	entries := user("ute", "126", "mailAlternativeAddress: ute.alias@example.com") + "\n" +
+		user("dirk", "254", "shadowExpire: 1") + "\n" +
+		user("hanna", "126", "univentionMailHomeServer: mail2.example.com")
+	checkPresetSlapd(t, "univention", "univention", entries, []presetCase{
+		{"enabled", "ute@example.com", true, "ute@example.com", "mail.example.com", true, true},
+		{"alias", "ute.alias@example.com", true, "ute@example.com", "mail.example.com", true, true},
+		{"deactivated", "dirk@example.com", false, "dirk@example.com", "mail.example.com", true, true},
+		{"home server", "hanna@example.com", true, "hanna@example.com", "mail2.example.com", true, true},
+	})
+}
+
+func TestPresetKolabSlapd(t *testing.T) {
+	// A Kolab user as Kolab's LDAP backend writes it: inetUserStatus a
+	// bit field (0x2 active, 0x10 LDAP ready, 0x20 IMAP ready; 0x4
+	// suspended), services as managed roles under the root DN.
+	user := func(uid, status string, extra ...string) string {
+		return fmt.Sprintf(`dn: uid=%[1]s,ou=people,dc=example,dc=com
+objectClass: inetOrgPerson
+objectClass: inetUser
+objectClass: kolabInetOrgPerson
+objectClass: mailRecipient
+objectClass: mailbeaconDSOperational
+uid: %[1]s
+cn: %[1]s
+sn: %[1]s
+mail: %[1]s@example.com
+inetUserStatus: %[2]s
+%[3]s
+`, uid, status, strings.Join(extra, "\n"))
+	}
+	entries := user("kim", "50", "alias: kim.alias@example.com", "mailAlternateAddress: kim.alt@example.com",
+		"nsRoleDN: cn=activesync-user,dc=example,dc=com", "nsRoleDN: cn=imap-user,dc=example,dc=com") + "\n" +
+		user("kai", "50", "nsRoleDN: cn=imap-user,dc=example,dc=com") + "\n" +
+		user("sue", "54", "nsRoleDN: cn=activesync-user,dc=example,dc=com") + "\n" +
+		user("lou", "50", "nsAccountLock: true") + "\n" +
+		user("mia", "50", "mailHost: imap2.example.com")
+	checkPresetSlapd(t, "kolab", "kolab", entries, []presetCase{
+		{"enabled with activesync role", "kim@example.com", true, "kim@example.com", "mail.example.com", true, true},
+		{"alias", "kim.alias@example.com", true, "kim@example.com", "mail.example.com", true, true},
+		{"mailAlternateAddress", "kim.alt@example.com", true, "kim@example.com", "mail.example.com", true, true},
+		{"no activesync role", "kai@example.com", true, "kai@example.com", "mail.example.com", true, false},
+		{"suspended", "sue@example.com", false, "sue@example.com", "mail.example.com", true, true},
+		{"nsAccountLock", "lou@example.com", false, "lou@example.com", "mail.example.com", true, true},
+		{"mailHost", "mia@example.com", true, "mia@example.com", "imap2.example.com", true, false},
+	}, ldaptest.WithBaseSchemasOnly())
+}
+
+func TestPresetQmailLDAPSlapd(t *testing.T) {
+	user := func(uid string, extra ...string) string {
+		return fmt.Sprintf(`dn: uid=%[1]s,ou=people,dc=example,dc=com
+objectClass: inetOrgPerson
+objectClass: qmailUser
+uid: %[1]s
+cn: %[1]s
+sn: %[1]s
+mail: %[1]s@example.com
+%[2]s
+`, uid, strings.Join(extra, "\n"))
+	}
+	entries := user("quinn", "accountStatus: active", "mailAlternateAddress: q.alias@example.com") + "\n" +
+		user("nora", "accountStatus: nopop") + "\n" +
+		user("dana", "accountStatus: disabled") + "\n" +
+		user("del", "accountStatus: deleted") + "\n" +
+		user("hugo", "mailHost: qmail2.example.com")
+	checkPresetSlapd(t, "qmail-ldap", "qmail", entries, []presetCase{
+		{"active", "quinn@example.com", true, "quinn", "mail.example.com", true, true},
+		{"alias", "q.alias@example.com", true, "quinn", "mail.example.com", true, true},
+		{"nopop", "nora@example.com", true, "nora", "mail.example.com", false, true},
+		{"disabled", "dana@example.com", false, "dana@example.com", "mail.example.com", true, true},
+		{"deleted", "del@example.com", false, "del@example.com", "mail.example.com", true, true},
+		{"no status and mailHost", "hugo@example.com", true, "hugo", "qmail2.example.com", true, true},
+	}, ldaptest.WithBaseSchemasOnly())
+}
+
+func TestPresetPostfixBookSlapd(t *testing.T) {
+	user := func(uid string, extra ...string) string {
+		return fmt.Sprintf(`dn: uid=%[1]s,ou=people,dc=example,dc=com
+objectClass: inetOrgPerson
+objectClass: PostfixBookMailAccount
+uid: %[1]s
+cn: %[1]s
+sn: %[1]s
+mail: %[1]s@example.com
+%[2]s
+`, uid, strings.Join(extra, "\n"))
+	}
+	entries := user("paula", "mailEnabled: TRUE", "mailAlias: p.alias@example.com") + "\n" +
+		user("fritz", "mailEnabled: FALSE") + "\n" +
+		user("otto")
+	checkPresetSlapd(t, "postfix-book", "postfixbook", entries, []presetCase{
+		{"enabled", "paula@example.com", true, "paula@example.com", "mail.example.com", true, true},
+		{"alias", "p.alias@example.com", true, "paula@example.com", "mail.example.com", true, true},
+		{"disabled", "fritz@example.com", false, "fritz@example.com", "mail.example.com", true, true},
+		{"no mailEnabled", "otto@example.com", false, "otto@example.com", "mail.example.com", true, true},
+	}, ldaptest.WithBaseSchemasOnly())
+}
