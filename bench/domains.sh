@@ -105,10 +105,10 @@ ldap:
   base_dn: dc=example,dc=com
   pool_size: $LDAP_CONNS
 policy:
-  preset: openldap
+  preset: iredmail
   login: "{uid}"
 domain_source:
-  preset: openldap
+  preset: iredmail
   base_dn: o=domains,dc=example,dc=com
   template:
     provider: "{cn}"

@@ -38,9 +38,9 @@ type config struct {
 
 	// noState: remember refusals in memory only (--demo).
 	noState bool
-	// placeholders are warnings about config.example.yaml's placeholder
-	// hosts and domains left in place (configwarn.go).
-	placeholders []string
+	// warnings are about config.example.yaml's placeholder hosts and
+	// domains left in place, and deprecated names (configwarn.go).
+	warnings []string
 }
 
 type serverConfig struct {
@@ -111,7 +111,7 @@ func loadConfig(r io.Reader, name string) (config, error) {
 	if err := v.UnmarshalExact(&cfg); err != nil {
 		return config{}, fmt.Errorf("%s: %w", name, decodeErrors(err, v.AllSettings()))
 	}
-	cfg.placeholders = placeholders(v.AllSettings())
+	cfg.warnings = append(placeholders(v.AllSettings()), deprecated(cfg)...)
 	return cfg, nil
 }
 

@@ -55,7 +55,7 @@ func configCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func configCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("config check", flag.ContinueOnError)
 	online := fs.Bool("online", false, "also bind to the directory as the service account and search once per domain")
-	strict := fs.Bool("strict", false, "treat warnings (the example's placeholder hosts and domains left in place) as errors: exit 78")
+	strict := fs.Bool("strict", false, "treat warnings (the example's placeholder hosts and domains left in place, deprecated names) as errors: exit 78")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: mailbeacon config check [--online] [--strict] FILE\n\n"+
 			"Check a configuration without serving: every key (as serve reads them, with the\n"+
@@ -64,8 +64,8 @@ func configCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 			"if set, and search for postmaster@DOMAIN in each listed domain. Each problem is printed with the key at\n"+
 			"fault and the fix.\n\n"+
 			"Values left from config.example.yaml's placeholders (names under example.com,\n"+
-			"example.net, example.org) are warned about, each by its key; with --strict\n"+
-			"they make the check fail with status 78.\n\n"+
+			"example.net, example.org) and deprecated names (preset: openldap) are warned\n"+
+			"about, each by its key; with --strict they make the check fail with status 78.\n\n"+
 			"Service-account credentials the directory refused before (remembered in\n"+
 			"state_dir) are not sent again: the check says so without binding.\n\n"+
 			"Exit status: 0 valid (warnings or not), 78 (EX_CONFIG) invalid configuration\n"+
@@ -110,11 +110,11 @@ func configCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	if a.cfg.Apple.Signed() {
 		apple = "signed"
 	}
-	for _, w := range a.cfg.placeholders {
+	for _, w := range a.cfg.warnings {
 		fmt.Fprintf(stderr, "%s: warning: %s\n", file, w)
 	}
-	if *strict && len(a.cfg.placeholders) > 0 {
-		return &exitError{exitConfigInvalid, fmt.Errorf("%s: %d warning(s), and --strict makes each an error", file, len(a.cfg.placeholders))}
+	if *strict && len(a.cfg.warnings) > 0 {
+		return &exitError{exitConfigInvalid, fmt.Errorf("%s: %d warning(s), and --strict makes each an error", file, len(a.cfg.warnings))}
 	}
 	domains := domainNames(a.cfg.Domains)
 	fmt.Fprintf(stdout, "%s: valid: %d domain(s) %v, %s, Apple profiles %s\n", file, len(domains), domains, https, apple)

@@ -102,12 +102,12 @@ func TestConfigDepthAtBoundAccepted(t *testing.T) {
 	padded := validWith(t, "", "#")
 	padded += strings.Repeat("x", maxConfigBytes-len(padded)-1) + "\n"
 	var wide strings.Builder
-	wide.WriteString("policy:\n  preset: openldap\n  login: \"{uid}\"\n  services:\n")
+	wide.WriteString("policy:\n  preset: iredmail\n  login: \"{uid}\"\n  services:\n")
 	for _, k := range []string{"imap", "pop3", "smtp", "activesync"} {
 		// Rules 60 levels deep under each kind.
 		wide.WriteString("    " + k + ": " + nots(57) + "\n")
 	}
-	keys := strings.Replace(validWith(t, "", ""), "policy:\n  preset: openldap\n  login: \"{uid}\"\n", wide.String(), 1)
+	keys := strings.Replace(validWith(t, "", ""), "policy:\n  preset: iredmail\n  login: \"{uid}\"\n", wide.String(), 1)
 	for _, tc := range []struct{ name, text string }{
 		{"64 levels", atDepth},
 		{"1 MiB", padded},

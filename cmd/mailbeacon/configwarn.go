@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+
+	"github.com/mailbeacon/mailbeacon/policy"
 )
 
 // placeholderDomains are the names config.example.yaml writes its hosts
@@ -112,4 +114,20 @@ func what(key string) string {
 		return "server's URL"
 	}
 	return "value"
+}
+
+// deprecated returns a warning for each setting naming a preset by an old
+// name, led by its key: the old name works, and the new one should be
+// written instead.
+func deprecated(cfg config) []string {
+	var out []string
+	for _, s := range []struct{ key, name string }{
+		{"policy.preset", cfg.Policy.Preset},
+		{"domain_source.preset", cfg.DomainSource.Preset},
+	} {
+		if n, old := policy.PresetReplacement(s.name); old {
+			out = append(out, fmt.Sprintf("%s: %s is deprecated, the old name of the %s preset (the same rules): write %s", s.key, s.name, n, n))
+		}
+	}
+	return out
 }

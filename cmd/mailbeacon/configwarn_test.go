@@ -177,3 +177,51 @@ func TestConfigCheckMissingPasswordFileGivesCommands(t *testing.T) {
 		t.Errorf("exit %d, stderr:\n%s", code, errOut)
 	}
 }
+
+// policy.preset and domain_source.preset still take the old name of the
+// iredmail preset, and config check and serve say to write the new one;
+// --strict refuses it.
+func TestPresetOpenLDAPDeprecationWarning(t *testing.T) {
+	b, err := os.ReadFile("testdata/configcheck/valid.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "old.yaml")
+	writeFile(t, file, strings.Replace(string(b), "preset: iredmail", "preset: openldap", 1))
+	const want = "policy.preset: openldap is deprecated, the old name of the iredmail preset (the same rules): write iredmail"
+	code, out, errOut := runConfigCheck(t, file)
+	if code != 0 || !strings.Contains(out, "valid") || !strings.Contains(errOut, file+": warning: "+want) {
+		t.Errorf("exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+	if code, _, errOut := runConfigCheck(t, "--strict", file); code != exitConfigInvalid {
+		t.Errorf("--strict: exit %d, want %d\n%s", code, exitConfigInvalid, errOut)
+	}
+	if _, _, errOut := runConfigCheck(t, "testdata/configcheck/valid.yaml"); strings.Contains(errOut, "deprecated") {
+		t.Errorf("iredmail warned about:\n%s", errOut)
+	}
+
+	var cfg config
+	cfg.Policy.Preset, cfg.DomainSource.Preset = "openldap", "openldap"
+	got := deprecated(cfg)
+	if len(got) != 2 || got[0] != want || !strings.HasPrefix(got[1], "domain_source.preset: openldap is deprecated") || !strings.HasSuffix(got[1], "write iredmail") {
+		t.Errorf("deprecated: %q", got)
+	}
+	cfg.Policy.Preset, cfg.DomainSource.Preset = "iredmail", ""
+	if got := deprecated(cfg); len(got) != 0 {
+		t.Errorf("deprecated(iredmail): %q", got)
+	}
+
+	srv, err := embedded.Start(embedded.Demo(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	conf := filepath.Join(t.TempDir(), "c.yaml")
+	writeFile(t, conf, fmt.Sprintf("%sldap:\n  urls: [%s]\n  bind_dn: %q\n  bind_password: %q\n  base_dn: %q\n",
+		strings.Replace(demoConfig, "preset: iredmail", "preset: openldap", 1), srv.URL, embedded.DemoBindDN, embedded.DemoPassword, embedded.DemoBaseDN))
+	s := startServe(t, []string{"--config", conf, "--listen", "127.0.0.1:0"})
+	s.stop()
+	if log := s.stderr.String(); !strings.Contains(log, want) {
+		t.Errorf("serve's log has no warning %q:\n%s", want, log)
+	}
+}

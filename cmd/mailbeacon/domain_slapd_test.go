@@ -30,7 +30,7 @@ import (
 	"github.com/mailbeacon/mailbeacon/ldapsource/ldaptest"
 )
 
-// hostedConfigText is the README's openldap domain_source example pointed
+// hostedConfigText is the README's iredmail domain_source example pointed
 // at srv, with short TTLs: no domains list at all.
 func hostedConfigText(t *testing.T, srv *ldaptest.Server, ttl, negativeTTL time.Duration) string {
 	t.Helper()
@@ -45,13 +45,13 @@ ldap:
   bind_password_file: %q
   base_dn: %q
 policy:
-  preset: openldap
+  preset: iredmail
   login: "{uid}"
 cache:
   ttl: %s
   negative_ttl: %s
 domain_source:
-  preset: openldap
+  preset: iredmail
   base_dn: o=domains,dc=example,dc=com
   template:
     provider: "{cn}"
@@ -354,7 +354,7 @@ func TestREADMEDomainSourceExamples(t *testing.T) {
 	}
 	ldapAndPolicy, _, _ := strings.Cut(blocks[1], "domain_source:")
 	blocks[2] = ldapAndPolicy + blocks[2]
-	for i, want := range []string{"openldap", "active-directory", "active-directory-ou"} {
+	for i, want := range []string{"iredmail", "active-directory", "active-directory-ou"} {
 		cfg, err := loadConfig(strings.NewReader(blocks[i]), "README.md")
 		if err != nil {
 			t.Fatalf("block %d: %v", i, err)

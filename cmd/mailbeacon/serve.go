@@ -60,7 +60,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer stopWatchdog()
 	go notifier{log}.watchdog(wctx)
 	if !c.demo { // the demo's domain is example.com
-		for _, w := range a.cfg.placeholders {
+		for _, w := range a.cfg.warnings {
 			log.Warn(w) // as config check prints them
 		}
 	}

@@ -175,7 +175,7 @@ server:
 operations:
   listen: 127.0.0.1:0
 policy:
-  preset: openldap
+  preset: iredmail
   login: "{uid}"
   host_attribute: mailHost
 domains:

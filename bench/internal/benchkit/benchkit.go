@@ -14,10 +14,10 @@ import (
 	"github.com/mailbeacon/mailbeacon/policy"
 )
 
-// Resolver returns a resolver over dir with the demo policy (openldap,
+// Resolver returns a resolver over dir with the demo policy (iredmail,
 // login {uid}, mailHost) and the demo domain example.com, or exits.
 func Resolver(dir policy.Directory, cache policy.CacheConfig) *policy.Resolver {
-	pol, err := policy.New(policy.Config{Preset: "openldap", Login: "{uid}", HostAttribute: "mailHost"})
+	pol, err := policy.New(policy.Config{Preset: "iredmail", Login: "{uid}", HostAttribute: "mailHost"})
 	if err != nil {
 		log.Fatal(err)
 	}
