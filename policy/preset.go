@@ -101,12 +101,12 @@ func iredmail() Config {
 // flags in UDM users/user"
 // (management/univention-directory-manager-modules/README-users-user-account-states.md),
 // the Kerberos flag 0x80 ("invalid" in Heimdal's krb5-kdc.schema) set in
-// krb5KDCFlags, sambaAcctFlags containing D, or shadowExpire 1 (a
-// password hash starting with "!" too, which mailbeacon does not read).
-// The preset reads the first and the last: UDM sets them together when
-// an account is deactivated. An expiry date in the past (shadowExpire
-// above 1) is not read. UCS has no per-user switch for single protocols,
-// so no service has a rule.
+// krb5KDCFlags, sambaAcctFlags containing D, or shadowExpire 1 or a day
+// before today (a password hash starting with "!" too, which mailbeacon
+// does not read). The preset reads the first and the last: UDM sets them
+// together when an account is deactivated, and shadowExpire also holds
+// the account's expiry date, which pam_unix and pam_ldap check. UCS has
+// no per-user switch for single protocols, so no service has a rule.
 func univention() Config {
 	return Config{
 		Filter:         "(&(objectClass=univentionMail)(|(mailPrimaryAddress={email})(mailAlternativeAddress={email})))",
@@ -115,7 +115,7 @@ func univention() Config {
 		Login:          "{mailPrimaryAddress}",
 		AccountEnabled: &Rule{All: []Rule{
 			{BitClear: "krb5KDCFlags", Mask: "0x80"},
-			{Not: &Rule{Equals: "shadowExpire", Value: "1"}},
+			{Not: &Rule{DaysPast: "shadowExpire"}},
 		}},
 		ServiceRules:      map[string]*Rule{},
 		HostAttribute:     "univentionMailHomeServer",

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -62,7 +63,8 @@ func TestPresetUnivention(t *testing.T) {
 		{"enabled", user(), true, allKinds, "bob@example.com", defHost},
 		{"kerberos invalid flag", map[string][]string{"mailPrimaryAddress": {"bob@example.com"}, "krb5KDCFlags": {"254"}}, false, allKinds, asked, defHost},
 		{"shadowExpire 1", user("shadowExpire", "1"), false, allKinds, asked, defHost},
-		{"an expiry date is not read", user("shadowExpire", "20000"), true, allKinds, "bob@example.com", defHost},
+		{"expired in 2024", user("shadowExpire", "20000"), false, allKinds, asked, defHost},
+		{"expires in 2243", user("shadowExpire", "99999"), true, allKinds, "bob@example.com", defHost},
 		{"no kerberos flags", map[string][]string{"mailPrimaryAddress": {"bob@example.com"}}, true, allKinds, "bob@example.com", defHost},
 		{"home server", user("univentionMailHomeServer", "Mail2.Example.com"), true, allKinds, "bob@example.com", "mail2.example.com"},
 	})
@@ -193,5 +195,49 @@ func TestPresetOpenLDAPDomainSource(t *testing.T) {
 	}
 	if names := DomainPresetNames(); slices.Contains(names, "openldap") || !slices.Contains(names, "iredmail") {
 		t.Errorf("DomainPresetNames() = %v", names)
+	}
+}
+
+// days_past, which the univention preset reads shadowExpire with: a day
+// count since 1970-01-01 that the day of the decision has reached.
+func TestPresetRuleDaysPast(t *testing.T) {
+	today := decisionTime.Unix() / secondsPerDay // 2026-06-01
+	yes, no := true, false
+	for _, tc := range []struct {
+		vals      []string
+		ifMissing *bool
+		want      bool
+		why       string
+	}{
+		{[]string{strconv.FormatInt(today, 10)}, nil, true, "is true (2026-06-01)"},
+		{[]string{strconv.FormatInt(today-1, 10)}, nil, true, "is true"},
+		{[]string{"1"}, nil, true, "(1970-01-02)"},
+		{[]string{strconv.FormatInt(today+1, 10)}, nil, false, "is false (2026-06-02)"},
+		{[]string{"0"}, nil, false, "(never)"},
+		{[]string{"-1"}, nil, false, "(never)"},
+		{[]string{"soon"}, nil, false, "(never)"},
+		{[]string{"9223372036854775807"}, nil, false, "(never)"},
+		{nil, nil, false, "(never)"},
+		{nil, &yes, true, "missing, if_missing=true"},
+		{nil, &no, false, "missing, if_missing=false"},
+	} {
+		r := Rule{DaysPast: "shadowExpire", IfMissing: tc.ifMissing}
+		if err := r.Validate("policy.account_enabled"); err != nil {
+			t.Fatal(err)
+		}
+		attrs := map[string][]string{}
+		if tc.vals != nil {
+			attrs["shadowExpire"] = tc.vals
+		}
+		got, why := r.Eval(adEntry(attrs, nil, nil))
+		if got != tc.want || !strings.Contains(why, tc.why) {
+			t.Errorf("%v: %v %q, want %v %q", tc.vals, got, why, tc.want, tc.why)
+		}
+	}
+	if attrs := (&Rule{DaysPast: "shadowExpire"}).Attributes(nil); !slices.Equal(attrs, []string{"shadowExpire"}) {
+		t.Errorf("attributes %v", attrs)
+	}
+	if err := (&Rule{DaysPast: "shadowExpire", Value: "1"}).Validate("p"); err == nil {
+		t.Error("days_past with a value validated")
 	}
 }

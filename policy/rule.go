@@ -19,11 +19,12 @@ import (
 //	{bit_set: userAccountControl, mask: 2}      an integer attribute with all mask bits set
 //	{bit_clear: userAccountControl, mask: 2}
 //	{filetime_past: accountExpires}             a Windows FILETIME before now (0 and 2^63-1: never)
+//	{days_past: shadowExpire}                   a day count since 1970-01-01 that today has reached (0: never)
 //	{member_of: "cn=pop-users,ou=groups,dc=example,dc=com"}
 //	{all: [...]} / {any: [...]} / {not: {...}}
 //
 // A leaf may say what a missing attribute means with if_missing: true|false;
-// without it, has/has_prefix/equals/present/bit_set/filetime_past/member_of
+// without it, has/has_prefix/equals/present/bit_set/filetime_past/days_past/member_of
 // are false and absent and bit_clear are true when the attribute is missing.
 //
 // member_of reads the memberOf attribute, unless the directory resolved the
@@ -38,6 +39,7 @@ type Rule struct {
 	BitSet       string `mapstructure:"bit_set" json:"bit_set,omitempty"`
 	BitClear     string `mapstructure:"bit_clear" json:"bit_clear,omitempty"`
 	FiletimePast string `mapstructure:"filetime_past" json:"filetime_past,omitempty"`
+	DaysPast     string `mapstructure:"days_past" json:"days_past,omitempty"`
 	MemberOf     string `mapstructure:"member_of" json:"member_of,omitempty"`
 	All          []Rule `mapstructure:"all" json:"all,omitempty"`
 	Any          []Rule `mapstructure:"any" json:"any,omitempty"`
@@ -62,7 +64,7 @@ func (r *Rule) operators() []string {
 	}{
 		{"has", r.Has != ""}, {"has_prefix", r.HasPrefix != ""}, {"equals", r.Equals != ""}, {"present", r.Present != ""},
 		{"absent", r.Absent != ""}, {"bit_set", r.BitSet != ""}, {"bit_clear", r.BitClear != ""},
-		{"filetime_past", r.FiletimePast != ""}, {"member_of", r.MemberOf != ""},
+		{"filetime_past", r.FiletimePast != ""}, {"days_past", r.DaysPast != ""}, {"member_of", r.MemberOf != ""},
 		{"all", r.All != nil}, {"any", r.Any != nil}, {"not", r.Not != nil},
 	} {
 		if o.set {
@@ -78,7 +80,7 @@ func (r *Rule) Validate(path string) error {
 	ops := r.operators()
 	switch len(ops) {
 	case 0:
-		return fmt.Errorf("%s: empty rule: give one of has, has_prefix, equals, present, absent, bit_set, bit_clear, filetime_past, member_of, all, any, not", path)
+		return fmt.Errorf("%s: empty rule: give one of has, has_prefix, equals, present, absent, bit_set, bit_clear, filetime_past, days_past, member_of, all, any, not", path)
 	case 1:
 	default:
 		return fmt.Errorf("%s: one operator per rule, found %s: nest them under all/any", path, strings.Join(ops, " and "))
@@ -128,7 +130,7 @@ func (r *Rule) Validate(path string) error {
 
 // attr is the attribute a leaf rule reads ("" for all/any/not).
 func (r *Rule) attr() string {
-	for _, a := range []string{r.Has, r.HasPrefix, r.Equals, r.Present, r.Absent, r.BitSet, r.BitClear, r.FiletimePast} {
+	for _, a := range []string{r.Has, r.HasPrefix, r.Equals, r.Present, r.Absent, r.BitSet, r.BitClear, r.FiletimePast, r.DaysPast} {
 		if a != "" {
 			return a
 		}
@@ -266,6 +268,20 @@ func (r *Rule) eval(e Entry, explain bool) (bool, string) {
 			return ok, fmt.Sprintf("%s is %t (%s)", r, ok, t.Format(time.RFC3339))
 		}
 		return ok, fmt.Sprintf("%s is %t (never)", r, ok)
+	case r.DaysPast != "":
+		now := time.Now()
+		if c, isClock := e.(clockEntry); isClock {
+			now = c.Now()
+		}
+		days, expires := firstDays(vals)
+		ok = expires && now.Unix()/secondsPerDay >= days
+		if !explain {
+			return ok, ""
+		}
+		if expires {
+			return ok, fmt.Sprintf("%s is %t (%s)", r, ok, time.Unix(days*secondsPerDay, 0).UTC().Format(time.DateOnly))
+		}
+		return ok, fmt.Sprintf("%s is %t (never)", r, ok)
 	case r.Equals != "":
 		ok = len(vals) > 0 && strings.EqualFold(vals[0], r.Value)
 	case r.Present != "":
@@ -294,6 +310,8 @@ func (r *Rule) String() string {
 		return fmt.Sprintf("%s has_prefix %q", r.HasPrefix, r.Value)
 	case r.FiletimePast != "":
 		return r.FiletimePast + " filetime_past"
+	case r.DaysPast != "":
+		return r.DaysPast + " days_past"
 	case r.Equals != "":
 		return fmt.Sprintf("%s equals %q", r.Equals, r.Value)
 	case r.Present != "":
@@ -349,6 +367,22 @@ func firstFiletime(vals []string) (time.Time, bool) {
 	// is 11644473600 seconds before the Unix epoch.
 	const perSecond, unixOffset = 10_000_000, 11_644_473_600
 	return time.Unix(n/perSecond-unixOffset, (n%perSecond)*100).UTC(), true
+}
+
+const secondsPerDay = 24 * 60 * 60
+
+// firstDays reads the first value as a count of days since 1970-01-01,
+// the format of shadowExpire (shadow(5)). A value that is missing, not an
+// integer, not above 0 or beyond any date means "never".
+func firstDays(vals []string) (int64, bool) {
+	if len(vals) == 0 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(vals[0]), 10, 64)
+	if err != nil || n <= 0 || n > math.MaxInt64/secondsPerDay {
+		return 0, false
+	}
+	return n, true
 }
 
 func containsFold(vals []string, want string) bool {

@@ -184,7 +184,8 @@ func checkPresetSlapd(t *testing.T, preset, schema, entries string, cases []pres
 func TestPresetUniventionSlapd(t *testing.T) {
 	// A UCS user as UDM writes it: posix, Kerberos and mail classes;
 	// krb5KDCFlags 126 is an active account, 254 one UDM deactivated
-	// (which also sets shadowExpire 1).
+	// (which also sets shadowExpire 1); shadowExpire is also the day the
+	// account expires (20000: 2024-10-04).
 	user := func(uid, flags string, extra ...string) string {
 		return fmt.Sprintf(`dn: uid=%[1]s,ou=people,dc=example,dc=com
 objectClass: inetOrgPerson
@@ -203,11 +204,13 @@ mailPrimaryAddress: %[1]s@example.com
 	}
 	entries := user("ute", "126", "mailAlternativeAddress: ute.alias@example.com") + "\n" +
 		user("dirk", "254", "shadowExpire: 1") + "\n" +
+		user("eve", "126", "shadowExpire: 20000") + "\n" +
 		user("hanna", "126", "univentionMailHomeServer: mail2.example.com")
 	checkPresetSlapd(t, "univention", "univention", entries, []presetCase{
 		{"enabled", "ute@example.com", true, "ute@example.com", "mail.example.com", true, true},
 		{"alias", "ute.alias@example.com", true, "ute@example.com", "mail.example.com", true, true},
 		{"deactivated", "dirk@example.com", false, "dirk@example.com", "mail.example.com", true, true},
+		{"expired", "eve@example.com", false, "eve@example.com", "mail.example.com", true, true},
 		{"home server", "hanna@example.com", true, "hanna@example.com", "mail2.example.com", true, true},
 	})
 }
