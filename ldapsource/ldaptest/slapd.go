@@ -96,8 +96,9 @@ func WithExtraLDIF(ldif string) Option {
 
 // WithSchema adds a schema file's text (slapd.conf syntax: attributetype
 // and objectclass statements) after core, cosine, inetorgperson, nis, misc
-// and mailbeacon.schema, so that LDIF may use a vendor's mail schema. The
-// vendors' test schemas are in Schema.
+// and mailbeacon.schema (the last two not with WithBaseSchemasOnly), so
+// that LDIF may use a vendor's mail schema. The vendors' test schemas are
+// in Schema.
 func WithSchema(text string) Option {
 	return func(o *options) { o.schemas = append(o.schemas, text) }
 }
