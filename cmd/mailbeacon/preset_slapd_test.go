@@ -135,13 +135,17 @@ func (tc presetCase) want() (autoconfig, pox string) {
 	return strings.Join(ac, " "), strings.Join(px, " ")
 }
 
-// checkPresetSlapd starts slapd with the stack's schema and entries,
-// builds mailbeacon with the preset, and checks each case's autoconfig,
-// POX and mobilesync answers. Each address costs the directory one
-// search: the three answers share the cached account.
+// checkPresetSlapd starts slapd with the stack's schema (ldaptest.Schema;
+// "": mailbeacon.schema's only) and entries, builds mailbeacon with the
+// preset, and checks each case's autoconfig, POX and mobilesync answers.
+// Each address costs the directory one search: the three answers share
+// the cached account.
 func checkPresetSlapd(t *testing.T, preset, schema, entries string, cases []presetCase, opts ...ldaptest.Option) {
 	t.Helper()
-	opts = append(opts, ldaptest.WithSchema(ldaptest.Schema(schema)), ldaptest.WithLDIF(presetBaseLDIF+"\n"+entries))
+	if schema != "" {
+		opts = append(opts, ldaptest.WithSchema(ldaptest.Schema(schema)))
+	}
+	opts = append(opts, ldaptest.WithLDIF(presetBaseLDIF+"\n"+entries))
 	srv := ldaptest.Slapd(t, opts...)
 	cfg, err := loadConfig(strings.NewReader(presetConfigText(t, srv, preset)), preset+" test config")
 	if err != nil {
@@ -299,4 +303,35 @@ mail: %[1]s@example.com
 		{"disabled", "fritz@example.com", false, "fritz@example.com", "mail.example.com", true, true},
 		{"no mailEnabled", "otto@example.com", false, "otto@example.com", "mail.example.com", true, true},
 	}, ldaptest.WithBaseSchemasOnly())
+}
+
+func TestPresetIRedMailSlapd(t *testing.T) {
+	// iRedMail's users: mailUser with accountStatus and the services
+	// enabledService lists ("mail" is the switch for all of them), in
+	// mailbeacon.schema, which the test server loads by default.
+	user := func(uid, status string, services ...string) string {
+		return fmt.Sprintf(`dn: mail=%[1]s@example.com,ou=people,dc=example,dc=com
+objectClass: inetOrgPerson
+objectClass: mailUser
+uid: %[1]s
+cn: %[1]s
+sn: %[1]s
+mail: %[1]s@example.com
+shadowAddress: %[1]s.alias@example.com
+accountStatus: %[2]s
+enabledService: %[3]s
+`, uid, status, strings.Join(services, "\nenabledService: "))
+	}
+	all := []string{"mail", "imapsecured", "pop3secured", "smtpsecured", "activesync"}
+	entries := user("ida", "active", all...) + "\n" +
+		user("ben", "active", "mail", "imapsecured", "smtpsecured") + "\n" +
+		user("pia", "active", "mail", "imapsecured", "pop3secured", "smtpsecured") + "\n" +
+		user("cleo", "disabled", all...)
+	checkPresetSlapd(t, "iredmail", "", entries, []presetCase{
+		{"enabled", "ida@example.com", true, "ida@example.com", "mail.example.com", true, true},
+		{"alias", "ida.alias@example.com", true, "ida@example.com", "mail.example.com", true, true},
+		{"no pop3, no activesync", "ben@example.com", true, "ben@example.com", "mail.example.com", false, false},
+		{"no activesync", "pia@example.com", true, "pia@example.com", "mail.example.com", true, false},
+		{"disabled", "cleo@example.com", false, "cleo@example.com", "mail.example.com", true, true},
+	})
 }
