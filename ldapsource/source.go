@@ -328,6 +328,9 @@ func (s *Source) get(ctx context.Context) (*conn, error) {
 	case <-s.closed:
 		return nil, ErrClosed
 	}
+	if s.srv != nil {
+		s.srv.refreshExpired(s)
+	}
 	if c := s.takeIdle(); c != nil {
 		return c, nil
 	}

@@ -346,10 +346,7 @@ func (st *srvSet) targetsOf(ctx context.Context, s *Source, i int) ([]int, error
 		st.mu.Lock()
 		if e.list != nil {
 			list := e.list
-			if !e.refreshing && !st.now().Before(e.expires) {
-				e.refreshing = true
-				go st.refresh(s, e)
-			}
+			st.refreshDue(s, e)
 			st.mu.Unlock()
 			return list, nil
 		}
@@ -384,14 +381,41 @@ func (st *srvSet) targetsOf(ctx context.Context, s *Source, i int) ([]int, error
 	}
 }
 
+// refreshExpired starts the refresh of every list whose TTL ran out: a
+// source that keeps its connections dials no new one, and would otherwise
+// never learn that DNS names other servers now.
+func (st *srvSet) refreshExpired(s *Source) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, e := range st.entries {
+		st.refreshDue(s, e)
+	}
+}
+
+// refreshDue starts the refresh of e in the background if its list's TTL
+// ran out and none is under way. The mutex is held.
+func (st *srvSet) refreshDue(s *Source, e *srvEntry) {
+	if e.list != nil && !e.refreshing && !st.now().Before(e.expires) {
+		e.refreshing = true
+		go st.refresh(s, e)
+	}
+}
+
 // refresh asks DNS again for e's servers, in the background.
 func (st *srvSet) refresh(s *Source, e *srvEntry) {
+	defer func() {
+		st.mu.Lock()
+		e.refreshing = false
+		st.mu.Unlock()
+	}()
+	select {
+	case <-s.closed:
+		return
+	default:
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*st.res.timeout*time.Duration(len(e.spec.names())*len(st.res.servers)))
 	defer cancel()
 	_ = st.resolve(ctx, s, e)
-	st.mu.Lock()
-	e.refreshing = false
-	st.mu.Unlock()
 }
 
 // resolve asks DNS for e's servers and keeps the answer; when DNS fails,
