@@ -222,8 +222,8 @@ func TestSRVDNSFailureKeepsLastList(t *testing.T) {
 	t.Parallel()
 	s1 := ldaptest.Slapd(t)
 	for _, c := range []struct {
-		name  string
-		break_ func(d *ldaptest.DNS)
+		name string
+		fail func(d *ldaptest.DNS)
 	}{
 		{"hang", func(d *ldaptest.DNS) { d.Hang(true) }},
 		{"NXDOMAIN", func(d *ldaptest.DNS) { d.Set(t) }},
@@ -237,7 +237,7 @@ func TestSRVDNSFailureKeepsLastList(t *testing.T) {
 			if _, err := lookup(src, "alice@example.com"); err != nil {
 				t.Fatalf("Lookup: %v", err)
 			}
-			c.break_(d)
+			c.fail(d)
 			asked := d.Queries()
 			deadline := time.Now().Add(10 * time.Second)
 			for d.Queries() == asked || time.Now().Before(deadline.Add(-9*time.Second)) {
