@@ -78,6 +78,7 @@ type target struct {
 	host    string // host name for certificate checks
 	ldaps   bool
 	srv     *srvSpec // a dns-srv: entry, which stands for the targets DNS names
+	via     *srvSpec // the dns-srv: entry whose records named this target
 }
 
 // validate checks cfg and returns the parsed targets and TLS settings.

@@ -431,7 +431,7 @@ func (s *Source) dial(ctx context.Context) (*conn, error) {
 			}
 			return c, nil
 		}
-		err = classify(err, s.passwordKey, s.cfg.BindDN)
+		err = s.classifyTarget(idx, err)
 		errs = append(errs, err)
 		s.dialErrors[idx].Inc()
 		s.failed(ctx, idx, err)

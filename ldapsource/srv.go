@@ -434,7 +434,7 @@ func (st *srvSet) resolve(ctx context.Context, s *Source, e *srvEntry) error {
 	}
 	var list []int
 	for _, rr := range rrs {
-		if idx := st.add(s, rr); idx >= 0 {
+		if idx := st.add(s, rr, e.spec); idx >= 0 {
 			list = append(list, idx)
 		}
 	}
@@ -474,7 +474,7 @@ func (st *srvSet) failure(e *srvEntry, err error) error {
 
 // add returns the target index of rr's server, adding it to s if it is
 // new, or -1 when s holds maxSRVTargets already. The mutex is held.
-func (st *srvSet) add(s *Source, rr *dns.SRV) int {
+func (st *srvSet) add(s *Source, rr *dns.SRV, via *srvSpec) int {
 	k := srvKey(rr)
 	if idx, ok := st.index[k]; ok {
 		return idx
@@ -489,7 +489,7 @@ func (st *srvSet) add(s *Source, rr *dns.SRV) int {
 	}
 	host := strings.TrimSuffix(rr.Target, ".")
 	url := "ldap://" + k
-	s.targets[n] = target{url: url, hostout: k, host: host}
+	s.targets[n] = target{url: url, hostout: k, host: host, via: via}
 	s.breakers[n] = newBreaker(url, s.log, s.metrics.breakerOpen.WithLabelValues(url))
 	s.dialErrors[n] = s.metrics.dialErrors.WithLabelValues(url)
 	st.index[k] = n
@@ -508,4 +508,17 @@ func (st *srvSet) retire(old []int) {
 			st.live[idx].Store(true)
 		}
 	}
+}
+
+// classifyTarget is classify for an error of target idx: a certificate
+// that does not name a server DNS found is the record's or the
+// certificate's fault, which ldap.tls_server_name does not mend.
+func (s *Source) classifyTarget(idx int, err error) error {
+	err = classify(err, s.passwordKey, s.cfg.BindDN)
+	t := s.targets[idx]
+	if ce := ConfigurationError(err); ce != nil && t.via != nil && ce.Key == "ldap.tls_server_name" {
+		return &Error{Kind: Configuration, Key: t.via.key, Reason: fmt.Sprintf("the DC's certificate does not name %s, the host name its SRV record gives", t.host),
+			Fix: "give the DC a certificate that names its host name as DNS publishes it, or correct the SRV record's target; keep ldap.tls_server_name empty", Err: ce.Err}
+	}
+	return err
 }

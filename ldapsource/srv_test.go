@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -288,6 +289,7 @@ func TestSRVNXDomainAtStart(t *testing.T) {
 	d := ldaptest.NewDNS(t, "example.com. 60 IN A 127.0.0.1")
 	src := slapdSource(t, srvConfig(d, "", "dns-srv:example.com"))
 	err := ping(src)
+	t.Logf("Ping: %v", err)
 	ce := ldapsource.ConfigurationError(err)
 	if ce == nil || ce.Key != "ldap.urls[0]" {
 		t.Fatalf("Ping: %v; want a configuration error on ldap.urls[0]", err)
@@ -308,10 +310,41 @@ func TestSRVCertificateNameMismatch(t *testing.T) {
 	src := slapdSource(t, srvConfig(d, s1.CAFile, "dns-srv:example.com"))
 	before := s1.BindCount()
 	err := ping(src)
-	if ldapsource.ConfigurationError(err) == nil || !strings.Contains(err.Error(), "dc9.example.com") || !strings.Contains(err.Error(), "certificate") {
-		t.Fatalf("Ping: %v; want a certificate error naming dc9.example.com", err)
+	t.Logf("Ping: %v", err)
+	ce := ldapsource.ConfigurationError(err)
+	if ce == nil || ce.Key != "ldap.urls[0]" || !strings.Contains(ce.Reason, "does not name dc9.example.com, the host name its SRV record gives") ||
+		!strings.Contains(err.Error(), "x509: certificate is valid for localhost, not dc9.example.com") {
+		t.Fatalf("Ping: %v; want a certificate error on ldap.urls[0] naming dc9.example.com", err)
 	}
 	if got := s1.BindCount() - before; got != 0 {
 		t.Errorf("the service account bound %d times to a server whose certificate does not match; want 0", got)
+	}
+}
+
+// TestSRVConcurrentStartAsksDNSOnce: lookups that arrive together before
+// the first list share one DNS query.
+func TestSRVConcurrentStartAsksDNSOnce(t *testing.T) {
+	t.Parallel()
+	s1 := ldaptest.Slapd(t)
+	d := ldaptest.NewDNS(t, srvRecord(60, 0, 100, "localhost", s1))
+	src := slapdSource(t, srvConfig(d, s1.CAFile, "dns-srv:example.com"), "uid")
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := lookup(src, "alice@example.com"); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("Lookup: %v", err)
+	}
+	if got := d.Queries(); got != 1 {
+		t.Errorf("8 concurrent first lookups sent DNS %d queries; want 1", got)
 	}
 }
