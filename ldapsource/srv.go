@@ -271,6 +271,7 @@ type srvEntry struct {
 	list       []int // target indices, in order; nil before DNS answered
 	expires    time.Time
 	err        error         // the last failure, while list is nil
+	retry      time.Time     // while list is nil, DNS is not asked before
 	pending    chan struct{} // closed when the resolution under way ends
 	refreshing bool
 	failing    bool // DNS failed since the last answer (logged once)
@@ -339,7 +340,8 @@ func (s *Source) usable(idx int) bool { return s.srv == nil || s.srv.live[idx].L
 
 // targetsOf returns the servers of the dns-srv: entry ldap.urls[i]. A list
 // whose TTL ran out is still used while a refresh runs in the background;
-// before the first list, the caller waits for DNS.
+// before the first list, the caller waits for DNS, or gets its last
+// failure for a breaker cooldown after it.
 func (st *srvSet) targetsOf(ctx context.Context, s *Source, i int) ([]int, error) {
 	e := st.entries[i]
 	for {
@@ -349,6 +351,13 @@ func (st *srvSet) targetsOf(ctx context.Context, s *Source, i int) ([]int, error
 			st.refreshDue(s, e)
 			st.mu.Unlock()
 			return list, nil
+		}
+		if e.pending == nil && e.err != nil && st.now().Before(e.retry) {
+			// DNS failed a moment ago: each lookup does not wait for it
+			// again.
+			err := e.err
+			st.mu.Unlock()
+			return nil, err
 		}
 		if e.pending == nil {
 			e.pending = make(chan struct{})
@@ -430,6 +439,7 @@ func (st *srvSet) resolve(ctx context.Context, s *Source, e *srvEntry) error {
 	if err != nil {
 		err = st.failure(e, err)
 		e.expires = st.now().Add(st.minTTL)
+		e.retry = st.now().Add(s.cooldown)
 		return err
 	}
 	var list []int

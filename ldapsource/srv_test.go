@@ -258,12 +258,14 @@ func TestSRVDNSFailureKeepsLastList(t *testing.T) {
 // answer fails the lookup after the DNS timeout, not the request's.
 func TestSRVDNSHangAtStart(t *testing.T) {
 	t.Parallel()
+	s1 := ldaptest.Slapd(t)
 	d := ldaptest.NewDNS(t)
 	d.Hang(true)
-	cfg := srvConfig(d, "", "dns-srv:example.com")
+	cfg := srvConfig(d, s1.CAFile, "dns-srv:example.com")
 	cfg.DialTimeout = 200 * time.Millisecond
 	cfg.RequestTimeout = 20 * time.Second
 	src := slapdSource(t, cfg)
+	ldapsource.SetBreakerCooldown(src, time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -279,6 +281,26 @@ func TestSRVDNSHangAtStart(t *testing.T) {
 	}
 	if took := time.Since(start); took > cfg.RequestTimeout/2 {
 		t.Errorf("Lookup took %v; want it bounded by the DNS timeout, well under the request timeout %v", took, cfg.RequestTimeout)
+	}
+	// The next lookups, within the breaker's cooldown, do not wait on
+	// DNS again; once DNS answers, the one after the cooldown finds the
+	// server.
+	asked := d.Queries()
+	if _, err := src.Lookup(ctx, slapdQuery("alice@example.com")); err == nil || d.Queries() != asked {
+		t.Errorf("second Lookup: %v after %d more DNS queries; want the same failure and none", err, d.Queries()-asked)
+	}
+	d.Set(t, srvRecord(60, 0, 100, "localhost", s1))
+	d.Hang(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		e, err := src.Lookup(ctx, slapdQuery("alice@example.com"))
+		if err == nil && e.DN == aliceDN {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Lookup 10s after DNS answers again: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
