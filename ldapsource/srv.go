@@ -339,8 +339,9 @@ func (s *Source) dialOrder(ctx context.Context) ([]int, error) {
 func (s *Source) usable(idx int) bool { return s.srv == nil || s.srv.live[idx].Load() }
 
 // targetsOf returns the servers of the dns-srv: entry ldap.urls[i]. A list
-// whose TTL ran out is still used while a refresh runs in the background;
-// before the first list, the caller waits for DNS, or gets its last
+// whose TTL ran out is still used while a refresh runs in the background.
+// Before the first list, callers wait for the one DNS resolution under way
+// (which a caller that gives up does not cut short), or get the last
 // failure for a breaker cooldown after it.
 func (st *srvSet) targetsOf(ctx context.Context, s *Source, i int) ([]int, error) {
 	e := st.entries[i]
@@ -353,41 +354,39 @@ func (st *srvSet) targetsOf(ctx context.Context, s *Source, i int) ([]int, error
 			return list, nil
 		}
 		if e.pending == nil && e.err != nil && st.now().Before(e.retry) {
-			// DNS failed a moment ago: each lookup does not wait for it
-			// again.
 			err := e.err
 			st.mu.Unlock()
 			return nil, err
 		}
 		if e.pending == nil {
 			e.pending = make(chan struct{})
-			pending := e.pending
-			st.mu.Unlock()
-			err := st.resolve(ctx, s, e)
-			st.mu.Lock()
-			e.pending = nil
-			st.mu.Unlock()
-			close(pending)
-			if err != nil {
-				return nil, err
-			}
-			continue
+			go st.first(s, e, e.pending)
 		}
 		pending := e.pending
 		st.mu.Unlock()
 		select {
 		case <-pending:
-			st.mu.Lock()
-			list, err := e.list, e.err
-			st.mu.Unlock()
-			if list == nil {
-				return nil, err
-			}
-			return list, nil
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%s: waiting for DNS: %w", e.spec.key, ctx.Err())
 		}
 	}
+}
+
+// first resolves e while it has no list, and closes pending when done.
+func (st *srvSet) first(s *Source, e *srvEntry, pending chan struct{}) {
+	ctx, cancel := context.WithTimeout(context.Background(), st.budget(e))
+	defer cancel()
+	st.resolve(ctx, s, e)
+	st.mu.Lock()
+	e.pending = nil
+	st.mu.Unlock()
+	close(pending)
+}
+
+// budget bounds one resolution of e: each of its names asked of each
+// server, over UDP and maybe TCP, each query within the timeout.
+func (st *srvSet) budget(e *srvEntry) time.Duration {
+	return 2 * st.res.timeout * time.Duration(len(e.spec.names())*len(st.res.servers))
 }
 
 // refreshExpired starts the refresh of every list whose TTL ran out: a
@@ -422,14 +421,14 @@ func (st *srvSet) refresh(s *Source, e *srvEntry) {
 		return
 	default:
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*st.res.timeout*time.Duration(len(e.spec.names())*len(st.res.servers)))
+	ctx, cancel := context.WithTimeout(context.Background(), st.budget(e))
 	defer cancel()
-	_ = st.resolve(ctx, s, e)
+	st.resolve(ctx, s, e)
 }
 
 // resolve asks DNS for e's servers and keeps the answer; when DNS fails,
 // e keeps its last list, and DNS is asked again after the minimum TTL.
-func (st *srvSet) resolve(ctx context.Context, s *Source, e *srvEntry) error {
+func (st *srvSet) resolve(ctx context.Context, s *Source, e *srvEntry) {
 	st.mu.Lock()
 	rnd := rand.New(rand.NewPCG(st.rnd.Uint64(), st.rnd.Uint64()))
 	st.mu.Unlock()
@@ -437,16 +436,18 @@ func (st *srvSet) resolve(ctx context.Context, s *Source, e *srvEntry) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if err != nil {
-		err = st.failure(e, err)
-		e.expires = st.now().Add(st.minTTL)
-		e.retry = st.now().Add(s.cooldown)
-		return err
+		st.failure(s, e, err)
+		return
 	}
 	var list []int
 	for _, rr := range rrs {
 		if idx := st.add(s, rr, e.spec); idx >= 0 {
 			list = append(list, idx)
 		}
+	}
+	if len(list) == 0 {
+		st.failure(s, e, fmt.Errorf("DNS named %d servers, none of them among the %d a source keeps", len(rrs), maxSRVTargets))
+		return
 	}
 	if e.failing {
 		st.log.Info("DNS answers again for the directory servers", "url", e.spec.key, "servers", len(list))
@@ -455,20 +456,23 @@ func (st *srvSet) resolve(ctx context.Context, s *Source, e *srvEntry) error {
 	e.list, e.err, e.failing = list, nil, false
 	st.retire(old)
 	e.expires = st.now().Add(min(max(ttl, st.minTTL), st.maxTTL))
-	return nil
 }
 
-// failure records that DNS failed for e, and returns the error for the
-// caller that has no list yet. The mutex is held.
-func (st *srvSet) failure(e *srvEntry, err error) error {
+// failure records that DNS failed for e: a list e has stays in use, and DNS
+// is asked again after the minimum TTL; without one, e keeps the error for
+// the callers, and DNS is asked again after a breaker cooldown. The mutex
+// is held.
+func (st *srvSet) failure(s *Source, e *srvEntry, err error) {
 	names := strings.Join(e.spec.names(), " and ")
+	e.expires = st.now().Add(st.minTTL)
+	e.retry = st.now().Add(s.cooldown)
 	if e.list != nil {
 		if !e.failing {
-			st.log.Warn("DNS does not answer for the directory servers: the last list stays in use, and DNS is asked again every "+st.minTTL.String(),
+			st.log.Warn("DNS fails for the directory servers: the last list stays in use, and DNS is asked again every "+st.minTTL.String(),
 				"url", e.spec.key, "names", names, "err", err)
 		}
 		e.failing = true
-		return nil
+		return
 	}
 	if errors.Is(err, errNoSRV) {
 		err = &Error{Kind: Configuration, Key: e.spec.key,
@@ -479,7 +483,6 @@ func (st *srvSet) failure(e *srvEntry, err error) error {
 		err = fmt.Errorf("%s: asking DNS for %s: %w", e.spec.key, names, err)
 	}
 	e.err = err
-	return err
 }
 
 // add returns the target index of rr's server, adding it to s if it is
