@@ -143,6 +143,17 @@ func TestSRVFailover(t *testing.T) {
 	if server, err := src.Check(ctx); err != nil || server != want2 {
 		t.Errorf("Check: %q, %v; want %s", server, err, want2)
 	}
+	// A user's password is checked through the same list.
+	binds := s2.BindCount()
+	if err := src.Authenticate(ctx, aliceDN, ldaptest.UserPassword); err != nil {
+		t.Errorf("Authenticate with %s stopped: %v", want1, err)
+	}
+	if err := src.Authenticate(ctx, aliceDN, "wrong"); !errors.Is(err, ldapsource.ErrInvalidCredentials) {
+		t.Errorf("Authenticate with a wrong password: %v; want ErrInvalidCredentials", err)
+	}
+	if got := s2.BindCount() - binds; got != 2 {
+		t.Errorf("the second server counted %d binds; want the 2 password checks", got)
+	}
 }
 
 // TestSRVSiteFirst: with ?site=, the site's DCs come before the domain's.
