@@ -58,10 +58,12 @@ func (s *Source) Authenticate(ctx context.Context, dn, password string) error {
 	case <-s.closed:
 		return ErrClosed
 	}
-	start := int(s.preferred.Load())
+	order, err := s.dialOrder(ctx)
+	if err != nil {
+		return fmt.Errorf("checking a password: %w", err)
+	}
 	var errs []error
-	for i := range s.targets {
-		idx := (start + i) % len(s.targets)
+	for _, idx := range order {
 		t := s.targets[idx]
 		if !s.cfg.usesTLS(t) && !isLoopback(t.host) {
 			errs = append(errs, fmt.Errorf("%s: %w: use ldaps:// or ldap.start_tls", t.url, ErrInsecureBind))

@@ -149,14 +149,14 @@ func interruptOn(ctx context.Context, nc net.Conn) func() bool {
 // old, the source a reload replaces, each with its probe: requests of the
 // new configuration do not wait on a server known to hang.
 func (s *Source) CarryBreakers(old *Source) {
-	for j, ob := range old.breakers {
+	for j, ob := range old.breakers[:old.knownTargets()] {
 		ob.mu.Lock()
 		open, since := ob.isOpen && !ob.shut, ob.since
 		ob.mu.Unlock()
 		if !open {
 			continue
 		}
-		for i, t := range s.targets {
+		for i, t := range s.targets[:s.knownTargets()] {
 			if t.url == old.targets[j].url && s.breakers[i].openSince(since, nil) {
 				go s.probeLoop(i)
 			}
@@ -169,7 +169,7 @@ func (s *Source) CarryBreakers(old *Source) {
 // probe gets an answer.
 func (s *Source) OpenBreakers() []string {
 	var open []string
-	for i, b := range s.breakers {
+	for i, b := range s.breakers[:s.knownTargets()] {
 		if b.opened() {
 			open = append(open, s.targets[i].url)
 		}

@@ -21,7 +21,13 @@ import (
 // Config is the ldap section of the configuration.
 type Config struct {
 	// URLs are tried in order; the first that answers is used until it fails.
+	// An entry dns-srv:DOMAIN stands for the domain controllers DNS names
+	// for DOMAIN (srv.go).
 	URLs []string `mapstructure:"urls"`
+	// DNSServer is the DNS server (host:port) asked for the SRV records of
+	// dns-srv: entries and for the addresses of every directory host name;
+	// empty means the system's (/etc/resolv.conf).
+	DNSServer string `mapstructure:"dns_server"`
 	// StartTLS upgrades ldap:// connections before binding.
 	StartTLS bool `mapstructure:"start_tls"`
 	// CAFile holds PEM certificates to verify the directory's certificate;
@@ -71,6 +77,8 @@ type target struct {
 	hostout string // host:port to dial
 	host    string // host name for certificate checks
 	ldaps   bool
+	srv     *srvSpec // a dns-srv: entry, which stands for the targets DNS names
+	via     *srvSpec // the dns-srv: entry whose records named this target
 }
 
 // validate checks cfg and returns the parsed targets and TLS settings.
@@ -81,6 +89,14 @@ func (cfg *Config) validate() ([]target, *tls.Config, error) {
 	}
 	var targets []target
 	for i, raw := range cfg.URLs {
+		if strings.HasPrefix(strings.ToLower(raw), srvScheme+":") {
+			spec, err := cfg.parseSRV(i, raw)
+			if err != nil {
+				return nil, nil, err
+			}
+			targets = append(targets, target{url: raw, srv: spec})
+			continue
+		}
 		u, err := url.Parse(raw)
 		if err != nil || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
 			return nil, nil, fmt.Errorf("ldap.urls[%d]: %q is not an LDAP URL like ldaps://host:636", i, raw)
@@ -108,7 +124,7 @@ func (cfg *Config) validate() ([]target, *tls.Config, error) {
 		// The empty DN is the root of the whole forest, which only an
 		// Active Directory global catalog searches.
 		for i, t := range targets {
-			if _, port, _ := net.SplitHostPort(t.hostout); port != "3268" && port != "3269" {
+			if _, port, _ := net.SplitHostPort(t.hostout); t.srv != nil || port != "3268" && port != "3269" {
 				return nil, nil, fmt.Errorf("ldap.base_dn: missing: the subtree to search, e.g. ou=people,dc=example,dc=com "+
 					"(empty means the whole forest, which only a global catalog searches: ldap.urls[%d] %s is not on its port 3268 or 3269)", i, t.url)
 			}
@@ -133,6 +149,9 @@ func (cfg *Config) validate() ([]target, *tls.Config, error) {
 	}
 	if cfg.RequestTimeout <= 0 {
 		return nil, nil, fmt.Errorf("ldap.request_timeout: must be positive, e.g. 5s")
+	}
+	if err := cfg.checkDNSServer(); err != nil {
+		return nil, nil, err
 	}
 	if cfg.PoolSize < 1 || cfg.PoolSize > 1000 {
 		return nil, nil, fmt.Errorf("ldap.pool_size: %d is out of range 1..1000", cfg.PoolSize)

@@ -1,6 +1,11 @@
 package ldapsource
 
-import "time"
+import (
+	"math/rand/v2"
+	"time"
+
+	"github.com/miekg/dns"
+)
 
 // SetBreakerCooldown sets how long s's breakers stay open before their
 // probe, and between probes: tests shorten it.
@@ -15,3 +20,10 @@ func HoldServiceBinds(s *Source) (release func()) {
 	s.gate.binding <- struct{}{}
 	return func() { <-s.gate.binding }
 }
+
+// SetSRVTTLBounds sets how long, at least and at most, s uses a list of
+// servers DNS gave before asking again: tests shorten them.
+func SetSRVTTLBounds(s *Source, lo, hi time.Duration) { s.srv.minTTL, s.srv.maxTTL = lo, hi }
+
+// OrderSRV orders SRV records as a source does, drawing from rnd.
+func OrderSRV(rrs []*dns.SRV, rnd *rand.Rand) []*dns.SRV { return orderSRV(rrs, rnd) }

@@ -30,6 +30,9 @@ var (
 type Entry struct {
 	DN         string
 	Attributes map[string][]string // keys lower-case
+	// Server is the URL of the directory server that answered, e.g.
+	// ldap://dc2.corp.example.com:389 for a server DNS named.
+	Server string
 }
 
 // Values returns the values of attr, matched case-insensitively.
@@ -65,6 +68,14 @@ type Source struct {
 
 	breakers []*breaker    // per target (breaker.go)
 	cooldown time.Duration // breakerCooldown; shorter in tests
+
+	// listed is how many targets ldap.urls gives; known counts those set,
+	// which grow beyond listed as DNS names servers for the dns-srv:
+	// entries (srv, nil without any; srv.go).
+	listed int
+	known  atomic.Int32
+	srv    *srvSet
+	hosts  *net.Resolver // resolves directory host names; nil: the system's
 }
 
 type conn struct {
@@ -96,7 +107,7 @@ func New(cfg Config, attrs []string, log *slog.Logger, m *Metrics) (*Source, err
 		log.Warn("ldap.insecure_skip_verify is on: the directory's certificate is NOT checked; anyone on the path can read the service password")
 	}
 	for _, t := range targets {
-		if !cfg.usesTLS(t) && cfg.BindDN != "" && !isLoopback(t.host) {
+		if t.srv == nil && !cfg.usesTLS(t) && cfg.BindDN != "" && !isLoopback(t.host) {
 			log.Warn("the service password goes to the directory unencrypted: use ldaps:// or ldap.start_tls", "url", t.url)
 		}
 	}
@@ -133,9 +144,33 @@ func New(cfg Config, attrs []string, log *slog.Logger, m *Metrics) (*Source, err
 		passwordKey: passwordKey,
 		breakers:    breakers,
 		cooldown:    breakerCooldown,
+		listed:      len(targets),
+	}
+	s.known.Store(int32(len(targets)))
+	if err := s.useDNS(); err != nil {
+		return nil, err
 	}
 	s.UseRefusals(NewRefusals())
 	return s, nil
+}
+
+// useDNS sets s up to ask ldap.dns_server (or the system's resolver) for
+// the servers of the dns-srv: entries of ldap.urls, and for the addresses
+// of directory host names where ldap.dns_server is set.
+func (s *Source) useDNS() error {
+	hasSRV := slices.ContainsFunc(s.targets, func(t target) bool { return t.srv != nil })
+	if !hasSRV && s.cfg.DNSServer == "" {
+		return nil
+	}
+	res, err := newResolver(s.cfg)
+	if err != nil {
+		return err
+	}
+	s.hosts = res.hosts
+	if hasSRV {
+		s.addSRVTargets(res)
+	}
+	return nil
 }
 
 func isLoopback(host string) bool {
@@ -222,6 +257,7 @@ func (s *Source) findOne(caller context.Context, sp searchSpec) (_ *Entry, err e
 		if len(entries) == 0 {
 			return nil, ErrNotFound
 		}
+		entries[0].Server = s.targets[c.target].url
 		return entries[0], nil
 	}
 	return nil, fmt.Errorf("ldap search: %w", lastErr)
@@ -292,6 +328,9 @@ func (s *Source) get(ctx context.Context) (*conn, error) {
 	case <-s.closed:
 		return nil, ErrClosed
 	}
+	if s.srv != nil {
+		s.srv.refreshExpired(s)
+	}
 	if c := s.takeIdle(); c != nil {
 		return c, nil
 	}
@@ -308,7 +347,7 @@ func (s *Source) takeIdle() *conn {
 	for {
 		select {
 		case c := <-s.idle:
-			if !c.IsClosing() && !s.breakers[c.target].opened() {
+			if !c.IsClosing() && !s.breakers[c.target].opened() && s.usable(c.target) {
 				return c
 			}
 			c.Close()
@@ -372,10 +411,13 @@ drain:
 // dial connects to the preferred URL, then to the others in order, and
 // binds as the service account.
 func (s *Source) dial(ctx context.Context) (*conn, error) {
-	start := int(s.preferred.Load())
+	order, err := s.dialOrder(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the directory: %w", err)
+	}
+	start := order[0]
 	var errs []error
-	for i := range s.targets {
-		idx := (start + i) % len(s.targets)
+	for _, idx := range order {
 		if err := s.skip(idx); err != nil {
 			errs = append(errs, err)
 			continue
@@ -389,7 +431,7 @@ func (s *Source) dial(ctx context.Context) (*conn, error) {
 			}
 			return c, nil
 		}
-		err = classify(err, s.passwordKey, s.cfg.BindDN)
+		err = s.classifyTarget(idx, err)
 		errs = append(errs, err)
 		s.dialErrors[idx].Inc()
 		s.failed(ctx, idx, err)
@@ -444,7 +486,7 @@ func (s *Source) dialOne(ctx context.Context, idx int) (*conn, error) {
 // which bounds the caller's bind too; the caller clears or replaces it.
 func (s *Source) connect(dctx context.Context, idx int) (*ldap.Conn, net.Conn, error) {
 	t := s.targets[idx]
-	d := net.Dialer{}
+	d := net.Dialer{Resolver: s.hosts}
 	nc, err := d.DialContext(dctx, "tcp", t.hostout)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", t.url, err)
@@ -488,16 +530,22 @@ func (s *Source) connect(dctx context.Context, idx int) (*ldap.Conn, net.Conn, e
 // Ping checks that the directory can be reached, the service account can
 // bind, and the base DN can be read.
 func (s *Source) Ping(ctx context.Context) error {
+	_, err := s.Check(ctx)
+	return err
+}
+
+// Check is Ping, and returns the URL of the server that answered.
+func (s *Source) Check(ctx context.Context) (server string, err error) {
 	// Connections bound before the directory refused the credentials
 	// still work, but the configuration does not: not ready.
 	if err := s.gate.held(); err != nil {
-		return err
+		return "", err
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	c, err := s.get(ctx)
 	if err != nil {
-		return err
+		return "", err
 	}
 	deadline, _ := ctx.Deadline()
 	c.SetTimeout(time.Until(deadline))
@@ -505,10 +553,11 @@ func (s *Source) Ping(ctx context.Context) error {
 		1, 0, false, "(objectClass=*)", []string{"1.1"}, nil))
 	if err != nil {
 		s.discard(c)
-		return fmt.Errorf("reading ldap.base_dn %q at %s: %w", s.cfg.BaseDN, s.targets[c.target].url, classifyBaseDN(err))
+		return "", fmt.Errorf("reading ldap.base_dn %q at %s: %w", s.cfg.BaseDN, s.targets[c.target].url, classifyBaseDN(err))
 	}
+	server = s.targets[c.target].url
 	s.put(c)
-	return nil
+	return server, nil
 }
 
 // Close closes idle connections and makes further lookups fail.
@@ -516,7 +565,7 @@ func (s *Source) Ping(ctx context.Context) error {
 func (s *Source) Close() {
 	s.closeOnce.Do(func() {
 		close(s.closed)
-		for _, b := range s.breakers {
+		for _, b := range s.breakers[:s.knownTargets()] {
 			b.close()
 		}
 		for {

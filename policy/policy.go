@@ -265,9 +265,11 @@ type Explanation struct {
 	Address string `json:"address"`
 	// AliasOf is the primary domain when the address's domain is an
 	// alias domain: the user was searched as under it too.
-	AliasOf  string     `json:"alias_of,omitempty"`
-	Found    bool       `json:"found"`
-	DN       string     `json:"dn,omitempty"`
+	AliasOf string `json:"alias_of,omitempty"`
+	Found   bool   `json:"found"`
+	DN      string `json:"dn,omitempty"`
+	// Server is the directory server that answered with the entry.
+	Server   string     `json:"server,omitempty"`
 	Enabled  bool       `json:"enabled"`
 	Reason   string     `json:"reason"`
 	Login    string     `json:"login"`
@@ -306,7 +308,7 @@ func (p *Policy) decide(d *Domain, addr Address, found *ldapsource.Entry, groups
 		return p.defaults(d, addr, ex, "not found in the directory")
 	}
 	if explain {
-		ex.Found, ex.DN = true, e.DN
+		ex.Found, ex.DN, ex.Server = true, e.DN, e.Server
 	}
 	if p.enabled != nil {
 		ok, why := p.enabled.eval(e, explain)

@@ -158,7 +158,7 @@ func domainNames(cfgs []policy.DomainConfig) []string {
 
 // directory is what the online check uses of ldapsource.Source.
 type directory interface {
-	Ping(ctx context.Context) error
+	Check(ctx context.Context) (server string, err error)
 	Lookup(ctx context.Context, q ldapsource.Query) (*ldapsource.Entry, error)
 }
 
@@ -167,17 +167,18 @@ type directory interface {
 // address RFC 5321 makes every mail domain have. Found or not, the search
 // worked; only errors fail.
 func probeDirectory(ctx context.Context, d directory, domains []string, stdout io.Writer) error {
-	if err := d.Ping(ctx); err != nil {
+	server, err := d.Check(ctx)
+	if err != nil {
 		return fmt.Errorf("directory: bind as ldap.bind_dn or reading ldap.base_dn failed: %w", err)
 	}
-	fmt.Fprintln(stdout, "directory: bound as the service account and read ldap.base_dn")
+	fmt.Fprintf(stdout, "directory: bound as the service account and read ldap.base_dn at %s\n", server)
 	var errs []error
 	for _, dom := range domains {
 		q := ldapsource.Query{Email: "postmaster@" + dom, Local: "postmaster", Domain: dom}
-		_, err := d.Lookup(ctx, q)
+		e, err := d.Lookup(ctx, q)
 		switch {
 		case err == nil:
-			fmt.Fprintf(stdout, "domain %s: searched: %s has an entry\n", dom, q.Email)
+			fmt.Fprintf(stdout, "domain %s: searched: %s has an entry (at %s)\n", dom, q.Email, e.Server)
 		case errors.Is(err, ldapsource.ErrNotFound):
 			fmt.Fprintf(stdout, "domain %s: searched: no entry for %s (the search itself works)\n", dom, q.Email)
 		case errors.Is(err, ldapsource.ErrAmbiguous):

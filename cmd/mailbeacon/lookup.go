@@ -45,7 +45,8 @@ func lookupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: mailbeacon lookup [--config FILE] [--demo] ADDRESS\n\n"+
 			"Look ADDRESS up in the directory (bypassing the cache) and print the account\n"+
-			"as JSON, with the rule that allowed or removed each service.\n\n")
+			"as JSON, with the rule that allowed or removed each service and the directory\n"+
+			"server that answered.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args, stderr); err != nil {

@@ -167,6 +167,8 @@ func DC(t testing.TB) *Server {
 		CAFile:    filepath.Join(dir, "tls", "ca.pem"),
 		Dir:       dir,
 		Namespace: nw.ns,
+		Host:      nw.host(),
+		stop:      dc.stop,
 	}
 }
 
@@ -186,6 +188,10 @@ type network struct {
 	ns, hostIf, dcIf string
 	hostIP, dcIP     net.IP
 }
+
+// host is the DC's own name in its certificate: dcN.example.test for
+// 10.213.N.2.
+func (nw network) host() string { return fmt.Sprintf("dc%d.%s", nw.dcIP[2], MailDomain) }
 
 // withLock runs f holding the file lock shared by every test process on
 // the machine: template making, copying and network allocation happen
@@ -516,7 +522,7 @@ func (d *dc) configure(nw network) error {
 		return err
 	}
 	return ldaptest.WriteServerCert(filepath.Join(tlsDir, "ca.pem"), filepath.Join(tlsDir, "cert.pem"),
-		filepath.Join(tlsDir, "key.pem"), []string{"dc1.example.test", "example.test"}, []net.IP{nw.dcIP})
+		filepath.Join(tlsDir, "key.pem"), []string{"dc1.example.test", "example.test", nw.host()}, []net.IP{nw.dcIP})
 }
 
 // start runs samba in the namespace, in a process group of its own, and

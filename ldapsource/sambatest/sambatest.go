@@ -48,7 +48,17 @@ type Server struct {
 	CAFile    string // PEM of the CA that signed the DC's certificate
 	Dir       string // the DC's files: configuration, database, log/
 	Namespace string // the network namespace's name
+	// Host is a name of this DC alone that its certificate holds
+	// (dcN.example.test, N the third octet of IP), for tests that reach
+	// several DCs by name; nothing resolves it but the test's own DNS.
+	Host string
+
+	stop func()
 }
+
+// Stop stops the DC before the test ends: it no longer answers, and its
+// address refuses connections.
+func (s *Server) Stop() { s.stop() }
 
 // Debian packages that provide what DC needs.
 const packages = "samba samba-ad-dc samba-ad-provision iproute2"
