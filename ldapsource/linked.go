@@ -118,9 +118,13 @@ func (s *Source) FindLinked(ctx context.Context, q LinkedQuery, attrs []string) 
 	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrAmbiguous) {
 		return e, err
 	}
+	key := q.Key + ".base_dn"
+	if fixed {
+		key = q.Key + ".dn"
+	}
 	var lerr *ldap.Error
 	if ldap.IsErrorWithCode(err, ldap.LDAPResultReferral) && errors.As(err, &lerr) {
-		return nil, referralError(q.Key+".base_dn", lerr)
+		return nil, referralError(key, lerr)
 	}
 	if ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
 		if fixed {
@@ -129,7 +133,7 @@ func (s *Source) FindLinked(ctx context.Context, q LinkedQuery, attrs []string) 
 		if errors.As(err, &lerr) {
 			err = lerr
 		}
-		return nil, &Error{Kind: Configuration, Key: q.Key + ".base_dn",
+		return nil, &Error{Kind: Configuration, Key: key,
 			Reason: fmt.Sprintf("no such entry as %q, or the service account may not read it", sp.base),
 			Fix:    "name the entry above the linked entries, and let ldap.bind_dn read it", Err: err}
 	}
