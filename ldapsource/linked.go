@@ -83,6 +83,9 @@ type LinkedQuery struct {
 	Filter string // expanded (LinkedFilter.Expand); "" reads BaseDN itself
 }
 
+// ScopeBase is the scope of a search of the base entry alone.
+const ScopeBase = ldap.ScopeBaseObject
+
 // ParseScope reads a search scope: "sub" (the default), "one" or "base".
 func ParseScope(s string) (int, error) { return parseScope(s) }
 

@@ -394,3 +394,26 @@ func explainLinks(links []linkedEntry) []LinkedExplanation {
 	}
 	return out
 }
+
+// PingLinked reads the base entry of each linked entry's base_dn, so that
+// one the directory lacks is reported at start-up, naming its key, rather
+// than failing every lookup. Nothing to do without policy.linked.
+func (r *Resolver) PingLinked(ctx context.Context) error {
+	ld, ok := r.dir.(LinkedDirectory)
+	if !ok {
+		return nil
+	}
+	for _, l := range r.pol.links {
+		if l.base == "" {
+			continue // ldap.base_dn, which the directory check reads
+		}
+		q := ldapsource.LinkedQuery{Key: l.key, BaseDN: l.base, Scope: ldapsource.ScopeBase, Filter: "(objectClass=*)"}
+		if _, err := ld.FindLinked(ctx, q, nil); err != nil && !errors.Is(err, ldapsource.ErrNotFound) {
+			return fmt.Errorf("reading %s.base_dn: %w", l.key, err)
+		}
+	}
+	return nil
+}
+
+// HasLinked reports whether the policy reads linked entries.
+func (r *Resolver) HasLinked() bool { return len(r.pol.links) > 0 }

@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/mailbeacon/mailbeacon/ldapsource"
 	"github.com/mailbeacon/mailbeacon/ldapsource/ldaptest"
 	"github.com/mailbeacon/mailbeacon/protocols"
 )
@@ -61,6 +63,9 @@ domains:
 func TestPresetZimbraSlapd(t *testing.T) {
 	srv := ldaptest.Slapd(t, ldaptest.Zimbra()...)
 	a := buildText(t, zimbraConfigText(t, srv, "", ""))
+	if err := checkDirectory(context.Background(), a, false, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
 	h := protocols.NewHandler(a.resolver, a.handlerOptions(nil))
 
 	const (
@@ -268,6 +273,11 @@ func TestPresetZimbraLinkedBaseMissingSlapd(t *testing.T) {
       find: ["(&(objectClass=zimbraCOS)(zimbraId={zimbraCOSId}))"]
       inherit: [zimbraPop3Enabled]`
 	a := buildText(t, zimbraConfigText(t, srv, policyExtra, ""))
+	// serve refuses to start, as for a missing ldap.base_dn.
+	if err := checkDirectory(context.Background(), a, false, slog.New(slog.DiscardHandler)); err == nil ||
+		!strings.Contains(err.Error(), "policy.linked[0].base_dn") || ldapsource.ConfigurationError(err) == nil {
+		t.Errorf("start-up check: %v, want a configuration error naming policy.linked[0].base_dn", err)
+	}
 	_, _, err := a.resolver.Explain(context.Background(), mustParse(t, "ada@example.com"))
 	if err == nil || !strings.Contains(err.Error(), "policy.linked[0].base_dn") {
 		t.Fatalf("err = %v, want one naming policy.linked[0].base_dn", err)
