@@ -79,7 +79,7 @@ type LinkedQuery struct {
 	// errors: policy.linked[1].
 	Key    string
 	BaseDN string // "" is ldap.base_dn
-	Scope  int    // ldap.ScopeWholeSubtree, ScopeSingleLevel, ScopeBaseObject
+	Scope  int    // as ParseScope returns it; the zero value is ScopeBase
 	Filter string // expanded (LinkedFilter.Expand); "" reads BaseDN itself
 }
 
