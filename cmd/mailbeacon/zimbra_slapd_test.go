@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -197,6 +198,21 @@ func TestPresetZimbraSlapd(t *testing.T) {
 	_, ex, err = a.resolver.Explain(context.Background(), mustParse(t, "bob@example.com"))
 	if err != nil || len(ex.Linked) != 2 || ex.Linked[1].DN != ldaptest.ZimbraDefaultCOSDN || ex.Linked[1].FoundBy != "the fixed dn" {
 		t.Errorf("bob's linked entries: %v %+v", err, ex)
+	}
+	// The lookup command prints the same.
+	cfgFile := filepath.Join(t.TempDir(), "config.yaml")
+	writeFile(t, cfgFile, zimbraConfigText(t, srv, "", ""))
+	var out, errOut strings.Builder
+	if code := run(t.Context(), []string{"lookup", "--config", cfgFile, "ada.lovelace@example.com"}, &out, &errOut); code != 0 {
+		t.Fatalf("lookup: %d %s", code, errOut.String())
+	}
+	var got lookupOutput
+	if err := json.Unmarshal([]byte(out.String()), &got); err != nil {
+		t.Fatal(err)
+	}
+	if lx := got.Explanation; lx == nil || len(lx.Linked) != 2 || lx.Linked[1].DN != ldaptest.ZimbraStudentsCOSDN ||
+		!strings.Contains(out.String(), `zimbraPop3Enabled equals \"TRUE\" is false, from cos \"students\"`) {
+		t.Errorf("lookup explains:\n%s", out.String())
 	}
 }
 
