@@ -11,8 +11,8 @@ import "strings"
 // CarryCache copies the cached answers of from into r, leaving behind
 // those of domains r does not serve and of domains for which keep (if not
 // nil) returns false, and its linked entries (policy.linked). Each entry
-// keeps its freshness and expiry, and
-// carried accounts point at r's Domain. It returns how many were carried.
+// keeps its freshness and expiry, and carried accounts point at r's
+// Domain. It returns how many answers were carried.
 // Call it before r serves requests; from may keep serving meanwhile (its
 // later answers stay in its own cache).
 func (r *Resolver) CarryCache(from *Resolver, keep func(domain string) bool) int {
