@@ -317,6 +317,26 @@ func TestPresetZimbraLinkedCarried(t *testing.T) {
 	}
 }
 
+// host_override_services: [] turns the preset's zimbraMailHost off, for
+// clients that reach every mailbox through Zimbra's proxy.
+func TestPresetZimbraHostOverrideOff(t *testing.T) {
+	d := testDomains(t)["example.com"]
+	e := entry(zimbraUser("u@example.com", "zimbraMailHost", "mbox1.example.com", "zimbraImapEnabled", "TRUE"))
+	for _, tc := range []struct {
+		kinds []string
+		host  string
+	}{{nil, "mbox1.example.com"}, {[]string{}, "mail.example.com"}} {
+		pol, err := New(Config{Preset: "zimbra", HostOverrideKinds: tc.kinds})
+		if err != nil {
+			t.Fatal(err)
+		}
+		acct, _ := pol.Decide(d, mustAddr(t, "u@example.com"), e)
+		if s, ok := acct.First(IMAP); !ok || s.Host != tc.host {
+			t.Errorf("host_override_services %#v: imap %+v, want host %s", tc.kinds, s, tc.host)
+		}
+	}
+}
+
 // policy.linked errors name the key, the value and the fix.
 func TestLinkedConfigErrors(t *testing.T) {
 	for _, tc := range []struct {
