@@ -13,7 +13,7 @@ import (
 // FindLinked against the Zimbra test directory: found, not found,
 // ambiguous, a fixed DN, a missing base (misconfiguration), an outage
 // and a hang.
-func TestFindLinkedSlapd(t *testing.T) {
+func TestPresetFindLinkedSlapd(t *testing.T) {
 	srv := ldaptest.Slapd(t, ldaptest.Zimbra()...)
 	cfg := slapdConfig(srv.CAFile, true, srv.URL)
 	cfg.RequestTimeout = time.Second

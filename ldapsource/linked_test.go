@@ -7,7 +7,7 @@ import (
 	"github.com/mailbeacon/mailbeacon/ldapsource"
 )
 
-func TestLinkedFilter(t *testing.T) {
+func TestPresetLinkedFilter(t *testing.T) {
 	f, err := ldapsource.ParseLinkedFilter("(&(objectClass=zimbraCOS)(zimbraId={zimbraCOSId})(o={domain.o}))")
 	if err != nil {
 		t.Fatal(err)

@@ -338,7 +338,7 @@ func TestPresetZimbraHostOverrideOff(t *testing.T) {
 }
 
 // policy.linked errors name the key, the value and the fix.
-func TestLinkedConfigErrors(t *testing.T) {
+func TestPresetLinkedConfigErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		linked []LinkedConfig
