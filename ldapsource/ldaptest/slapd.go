@@ -84,11 +84,12 @@ type options struct {
 	// baseOnly leaves misc.schema and mailbeacon.schema out
 	// (WithBaseSchemasOnly).
 	baseOnly bool
+	suffixes []string // WithSuffix
 }
 
 // WithExtraLDIF adds LDIF content records, loaded after the base data (the
 // demo directory unless WithLDIF replaces it). Entries must lie under
-// dc=example,dc=com and may use the schema of mailbeacon.schema and of
+// dc=example,dc=com (or a WithSuffix naming context) and may use the schema of mailbeacon.schema and of
 // core, cosine, inetorgperson, nis and misc.
 func WithExtraLDIF(ldif string) Option {
 	return func(o *options) { o.extra = append(o.extra, ldif) }
@@ -196,19 +197,30 @@ func Slapd(t testing.TB, opts ...Option) *Server {
 		extraSchemas = append(extraSchemas, f)
 	}
 	conf := s.config(ol, ca, cert, key, o.referral, !o.baseOnly, extraSchemas)
+	more, err := suffixDatabases(dir, o.suffixes)
+	if err != nil {
+		t.Fatalf("ldaptest: %v", err)
+	}
+	conf += more
 	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
 		t.Fatalf("ldaptest: %v", err)
 	}
-	data := strings.Join(append([]string{o.ldif}, o.extra...), "\n\n")
-	ldifFile := filepath.Join(dir, "data.ldif")
-	if err := os.WriteFile(ldifFile, []byte(data+"\n"), 0o600); err != nil {
-		t.Fatalf("ldaptest: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	out, err := exec.CommandContext(ctx, ol.slapadd, "-q", "-f", s.conf, "-l", ldifFile).CombinedOutput()
-	cancel()
-	if err != nil {
-		t.Fatalf("ldaptest: slapadd: %v\n%s", err, out)
+	data, bySuffix := splitLDIF(strings.Join(append([]string{o.ldif}, o.extra...), "\n\n"), o.suffixes)
+	for i, d := range append([]string{data}, bySuffix...) {
+		ldifFile := filepath.Join(dir, fmt.Sprintf("data%d.ldif", i))
+		if err := os.WriteFile(ldifFile, []byte(d+"\n"), 0o600); err != nil {
+			t.Fatalf("ldaptest: %v", err)
+		}
+		args := []string{"-q", "-f", s.conf, "-l", ldifFile}
+		if i > 0 {
+			args = append(args, "-b", o.suffixes[i-1])
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, ol.slapadd, args...).CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Fatalf("ldaptest: slapadd: %v\n%s", err, out)
+		}
 	}
 
 	// Registered after t.TempDir, so it runs before the directory is removed.
