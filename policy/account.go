@@ -19,15 +19,18 @@ const (
 	// EWS is Exchange Web Services: Outlook's EXCH/EXPR in Autodiscover,
 	// <incomingServer type="ews"> for Thunderbird.
 	EWS Kind = "ews"
+	// Graph is Microsoft Graph's mail API, <incomingServer type="graph">
+	// for Thunderbird; no other format has a place for it.
+	Graph Kind = "graph"
 )
 
 // Kinds lists every kind in a stable order, for validation and help texts.
-var Kinds = []Kind{IMAP, POP3, SMTP, ActiveSync, CalDAV, CardDAV, EWS}
+var Kinds = []Kind{IMAP, POP3, SMTP, ActiveSync, CalDAV, CardDAV, EWS, Graph}
 
 // HTTPBased reports whether the service is reached by a URL rather than a
 // host and port.
 func (k Kind) HTTPBased() bool {
-	return k == ActiveSync || k == CalDAV || k == CardDAV || k == EWS
+	return k == ActiveSync || k == CalDAV || k == CardDAV || k == EWS || k == Graph
 }
 
 // Socket is how a connection is secured.
@@ -89,6 +92,32 @@ type Account struct {
 	// checking the user's password with a bind (Resolver.Authenticate).
 	// Never rendered.
 	DN string
+
+	// Destination is where the user's mailbox lives when a destination
+	// rule chose one (a migration's Microsoft 365 tenant, a second site):
+	// Services are then the destination's, entitlements applied. nil: the
+	// domain's own services. Only a Known account has one.
+	Destination *Destination
+}
+
+// Destination is a named set of services that a user's mailbox may live
+// behind instead of the domain's own: policy.destinations.
+type Destination struct {
+	Name string
+	// Provider is the name clients show for the account's provider; empty:
+	// the domain's.
+	Provider string
+	// OAuth is the destination's authorization server, nil when its
+	// services take passwords.
+	OAuth *OAuth
+	// RedirectAddr, when set, is the address Autodiscover (POX) sends
+	// Outlook to instead of answering with settings (Action redirectAddr,
+	// MS-OXDSCLI), expanded from the user's entry, e.g. the tenant address
+	// of a user moved to Microsoft 365.
+	RedirectAddr string
+	// RedirectURL, when set and RedirectAddr is not, is the Autodiscover
+	// URL Outlook is sent to (Action redirectUrl).
+	RedirectURL string
 }
 
 // Has reports whether the account holds a service of kind k.
