@@ -226,6 +226,14 @@ target() {
   }'
 }
 
+if [ "$invalid" = 1 ]; then
+  echo
+  echo "statuses: newdomain $(field statuses "$NEWDOM"), cached $(field statuses "$CACHED"), newuser $(field statuses "$NEWUSER"), mixed $(field statuses "$MIXED"); raw search errors: user $(field errors "$RAW_USER"), both $(field errors "$RAW_BOTH")"
+  echo "fill: $FILL"
+  echo "INVALID: a run had a status other than 200, a socket error or a failed search (requests past the directory's domains are 404s: raise BENCH_DOMAINS or shorten BENCH_DURATION); no figure is reported"
+  exit 1
+fi
+
 echo
 echo "Machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); load average before: $LOAD, after: $LOAD1"
 echo "Directory: $DOMAINS domains, $((DOMAINS * USERS)) users; slapd $("$SLAPD" -VV 2>&1 | sed -n 's/.*slapd \([0-9.]*\).*/\1/p' | head -1), mdb"
@@ -245,7 +253,3 @@ echo
 echo "statuses: newdomain $(field statuses "$NEWDOM"), cached $(field statuses "$CACHED"), newuser $(field statuses "$NEWUSER"), mixed $(field statuses "$MIXED"); raw search errors: user $(field errors "$RAW_USER"), both $(field errors "$RAW_BOTH")"
 echo "fill: $FILL"
 echo "mailbeacon resident memory: ${RSS0} MB at start, ${RSS1} MB after answering all $DOMAINS domains (slapd: ${SLAPD_RSS} MB)"
-if [ "$invalid" = 1 ]; then
-  echo "INVALID: a run had a status other than 200, a socket error or a failed search (requests past the directory's domains are 404s: raise BENCH_DOMAINS or shorten BENCH_DURATION); the figures must not be used"
-  exit 1
-fi
