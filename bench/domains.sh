@@ -11,9 +11,15 @@
 #     rate (bench/domainscale raw: the user search alone, and the domain
 #     search plus the user search, as a request for a new domain costs),
 #     and mailbeacon's autoconfig rate under wrk for requests of new
-#     domains, of new users of cached domains, and a mix of cached and new
-#     domains;
+#     domains, of cached answers, of new users of cached domains, and a mix
+#     of cached and new domains; and for each run the CPU time (utime +
+#     stime) per request or search of every process involved: mailbeacon,
+#     slapd and the raw client;
 #  4. asks mailbeacon once for every domain and prints its resident memory.
+#
+# Every limit of mailbeacon is lifted (bench/lib.sh: bench_limits): a run
+# with any status but 200, a socket error or a failed raw search measured
+# refusals or errors, not work: the script prints INVALID and exits 1.
 #
 # Environment: BENCH_DOMAINS, BENCH_USERS, BENCH_DURATION (10s per run),
 # BENCH_THREADS (2), BENCH_CONNECTIONS (64), BENCH_LDAP_CONNS (16: the
@@ -116,12 +122,8 @@ domain_source:
       - {type: imap, host: "mail.{domain}", port: 993, socket: tls}
       - {type: smtp, host: "mail.{domain}", host_attribute: mtaTransport, port: 465, socket: tls}
       - {type: smtp, host: "mail.{domain}", port: 587, socket: starttls}
-limits:
-  requests_per_second: 10000000
-  burst: 10000000
-  unknown_per_minute: 600000000
-  unknown_burst: 10000000
 EOF
+bench_limits >>"$tmp/mailbeacon.yaml"
 "$tmp/mailbeacon" serve --config "$tmp/mailbeacon.yaml" --listen "127.0.0.1:$MB_PORT" 2>"$tmp/mailbeacon.log" &
 pids+=($!)
 MB_PID=$!
@@ -133,58 +135,121 @@ curl -sS -o /dev/null -w "%{http_code}" "$MB/mail/config-v1.1.xml?emailaddress=u
 rss() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 RSS0=$(rss "$MB_PID")
 
-raw() { # mode offset
-  "$tmp/domainscale" raw -url "$LDAP_URL" -mode "$1" -offset "$2" -domains "$DOMAINS" -c "$LDAP_CONNS" -d "$DURATION"
+invalid=0 # set to 1 by the checks after the runs
+# raw MODE OFFSET: the raw client's RESULT line, with slapd's CPU time per
+# iteration (slapd_us) added.
+raw() {
+  local out c0 c1
+  c0=$(cpu_ticks "$SLAPD_PID")
+  out=$("$tmp/domainscale" raw -url "$LDAP_URL" -mode "$1" -offset "$2" -domains "$DOMAINS" -c "$LDAP_CONNS" -d "$DURATION") || true
+  c1=$(cpu_ticks "$SLAPD_PID")
+  echo "$out slapd_us=$(cpu_us_per "$c0" "$c1" "$(field iterations "$out")")"
 }
 cat bench/wrk/domains.lua bench/wrk/report.lua >"$tmp/domains.lua"
-mbrun() { # mode [extra env]
-  env BENCH_MODE="$1" BENCH_STRIDE="$STRIDE" BENCH_OFFSET=0 BENCH_OFFSET2=$((2 * STRIDE)) BENCH_SEEN="${SEEN:-1000}" \
-    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -s "$tmp/domains.lua" "$MB/" | grep '^RESULT'
+# mbrun MODE: wrk's RESULT line, with mailbeacon's and slapd's CPU time per
+# request (mb_us, slapd_us) added.
+mbrun() {
+  local out m0 m1 s0 s1 n
+  m0=$(cpu_ticks "$MB_PID")
+  s0=$(cpu_ticks "$SLAPD_PID")
+  out=$(env BENCH_MODE="$1" BENCH_STRIDE="$STRIDE" BENCH_OFFSET=0 BENCH_OFFSET2=$((2 * STRIDE)) BENCH_SEEN="${SEEN:-1000}" \
+    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -s "$tmp/domains.lua" "$MB/" | grep '^RESULT')
+  m1=$(cpu_ticks "$MB_PID")
+  s1=$(cpu_ticks "$SLAPD_PID")
+  n=$(field requests "$out")
+  echo "$out mb_us=$(cpu_us_per "$m0" "$m1" "$n") slapd_us=$(cpu_us_per "$s0" "$s1" "$n")"
 }
 rate() { awk -v r="$(field requests "$1")" -v d="$(field duration_us "$1")" 'BEGIN {printf "%.0f", r / (d / 1e6)}'; }
+# shows NAME RESULT: one line of what a run did.
+shows() {
+  if [ -n "$(field statuses "$2")" ]; then
+    printf '  %-10s %6s req/s, statuses %s, socket errors %s; CPU per request: mailbeacon %s us, slapd %s us\n' "$1" "$(rate "$2")" \
+      "$(field statuses "$2")" "$(field socket_errors "$2")" "$(field mb_us "$2")" "$(field slapd_us "$2")"
+  else
+    printf '  %-10s %6s searches/s (iterations), errors %s; CPU per iteration: raw client %s us, slapd %s us\n' "$1" "$(field rate "$2")" \
+      "$(field errors "$2")" "$(raw_us "$2")" "$(field slapd_us "$2")"
+  fi
+}
+raw_us() { awk -v c="$(field cpu_us "$1")" -v n="$(field iterations "$1")" 'BEGIN { if (n > 0) printf "%.1f", c / n; else print "nan" }'; }
 
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "bench: raw go-ldap, user search ($LDAP_CONNS connections, $DURATION)"
 RAW_USER=$(raw user $((9 * DOMAINS)))
+shows raw-user "$RAW_USER"
 echo "bench: raw go-ldap, domain + user search"
 RAW_BOTH=$(raw both $((8 * DOMAINS + 4 * STRIDE)))
+shows raw-both "$RAW_BOTH"
 echo "bench: mailbeacon, new domains (wrk -t$THREADS -c$CONNS, $DURATION)"
 NEWDOM=$(mbrun newdomain)
-# newuser asks u1.. of the domains each thread asked in newdomain.
+shows newdomain "$NEWDOM"
+# cached and newuser ask u0 and u1.. of the domains each thread asked in
+# newdomain.
 SEEN=$(($(field requests "$NEWDOM") / THREADS / 2))
 [ "$SEEN" -gt 0 ] || SEEN=1
 [ "$SEEN" -le "$STRIDE" ] || SEEN=$STRIDE
 export SEEN
+echo "bench: mailbeacon, cached answers"
+CACHED=$(mbrun cached)
+shows cached "$CACHED"
 echo "bench: mailbeacon, new users of cached domains"
 NEWUSER=$(mbrun newuser)
+shows newuser "$NEWUSER"
 echo "bench: mailbeacon, mixed: half cached, half new domains"
 MIXED=$(mbrun mixed)
+shows mixed "$MIXED"
 echo "bench: asking mailbeacon for every domain once"
-FILL=$("$tmp/domainscale" fill -url "$MB" -domains "$DOMAINS" -c "$LDAP_CONNS")
+FILL=$("$tmp/domainscale" fill -url "$MB" -domains "$DOMAINS" -c "$LDAP_CONNS") || invalid=1
 RSS1=$(rss "$MB_PID")
 SLAPD_RSS=$(rss "$SLAPD_PID")
+LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
+for r in "$NEWDOM" "$CACHED" "$NEWUSER" "$MIXED"; do statuses_valid "$r" 200 || invalid=1; done
+for r in "$RAW_USER" "$RAW_BOTH"; do [ "$(field errors "$r")" = 0 ] || invalid=1; done
 
 r_user=$(field rate "$RAW_USER")
 r_both=$(field rate "$RAW_BOTH")
-m_dom=$(rate "$NEWDOM")
-m_user=$(rate "$NEWUSER")
-m_mix=$(rate "$MIXED")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
-errs=$(($(field errors "$NEWDOM") + $(field errors "$NEWUSER") + $(field errors "$MIXED") + $(field errors "$RAW_USER") + $(field errors "$RAW_BOTH")))
+# row TITLE MB_RESULT [RAW_RESULT]: a markdown row of the table.
+row() {
+  local raw_rate="" raw_client="" raw_slapd="" r=""
+  if [ -n "${3:-}" ]; then
+    raw_rate=$(field rate "$3"); raw_client=$(raw_us "$3"); raw_slapd=$(field slapd_us "$3"); r=$(ratio "$(rate "$2")" "$raw_rate")
+  fi
+  echo "| $1 | $(rate "$2") | $raw_rate | $r | $(field mb_us "$2") | $(field slapd_us "$2") | $raw_client | $raw_slapd |"
+}
+# target NAME MISS_RESULT RAW_RESULT: CPU per miss against 1.5 x (the raw
+# client's CPU per search + mailbeacon's CPU per cached answer).
+target() {
+  awk -v name="$1" -v m="$(field mb_us "$2")" -v r="$(raw_us "$3")" -v c="$(field mb_us "$CACHED")" 'BEGIN {
+    b = 1.5 * (r + c)
+    printf "  %-10s mailbeacon %.1f us per miss, 1.5 x (raw client %.1f + cached answer %.1f) = %.1f: %.2fx of the bound, %s\n",
+      name, m, r, c, b, m / b, m <= b ? "target met" : "target NOT met"
+  }'
+}
+
+if [ "$invalid" = 1 ]; then
+  echo
+  echo "statuses: newdomain $(field statuses "$NEWDOM"), cached $(field statuses "$CACHED"), newuser $(field statuses "$NEWUSER"), mixed $(field statuses "$MIXED"); raw search errors: user $(field errors "$RAW_USER"), both $(field errors "$RAW_BOTH")"
+  echo "fill: $FILL"
+  echo "INVALID: a run had a status other than 200, a socket error or a failed search (requests past the directory's domains are 404s: raise BENCH_DOMAINS or shorten BENCH_DURATION); no figure is reported"
+  exit 1
+fi
 
 echo
-echo "Machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); load before: $LOAD"
+echo "Machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); load average before: $LOAD, after: $LOAD1"
 echo "Directory: $DOMAINS domains, $((DOMAINS * USERS)) users; slapd $("$SLAPD" -VV 2>&1 | sed -n 's/.*slapd \([0-9.]*\).*/\1/p' | head -1), mdb"
+echo "Load: wrk -t$THREADS -c$CONNS, $DURATION a run; raw client and ldap.pool_size: $LDAP_CONNS connections"
 echo
-echo "| scenario | mailbeacon req/s | raw go-ldap /s (same searches) | ratio |"
-echo "|---|---:|---:|---:|"
-echo "| new domain (domain + user search) | $m_dom | $r_both | $(ratio "$m_dom" "$r_both") |"
-echo "| new user, cached domain (user search) | $m_user | $r_user | $(ratio "$m_user" "$r_user") |"
-echo "| mixed: half cached, half new domains | $m_mix | | |"
+echo "| scenario | mailbeacon req/s | raw go-ldap /s (same searches) | ratio | mailbeacon CPU µs/request | slapd CPU µs/request | raw client CPU µs/search | slapd CPU µs/raw search |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+row "new domain (domain + user search)" "$NEWDOM" "$RAW_BOTH"
+row "new user, cached domain (user search)" "$NEWUSER" "$RAW_USER"
+row "cached answer" "$CACHED"
+row "mixed: half cached, half new domains" "$MIXED"
 echo
-echo "errors: $errs; wrk non-2xx: newdomain $(field non2xx "$NEWDOM"), newuser $(field non2xx "$NEWUSER"), mixed $(field non2xx "$MIXED")"
-if [ "$(field non2xx "$NEWDOM")$(field non2xx "$NEWUSER")$(field non2xx "$MIXED")" != 000 ]; then
-  echo "WARNING: requests went past the directory's domains (404s, answered from the negative cache): raise BENCH_DOMAINS or shorten BENCH_DURATION"
-fi
+echo "CPU per miss (target: at most 1.5 x (raw client per search + mailbeacon per cached answer)):"
+target newuser "$NEWUSER" "$RAW_USER"
+target newdomain "$NEWDOM" "$RAW_BOTH"
+echo
+echo "statuses: newdomain $(field statuses "$NEWDOM"), cached $(field statuses "$CACHED"), newuser $(field statuses "$NEWUSER"), mixed $(field statuses "$MIXED"); raw search errors: user $(field errors "$RAW_USER"), both $(field errors "$RAW_BOTH")"
 echo "fill: $FILL"
 echo "mailbeacon resident memory: ${RSS0} MB at start, ${RSS1} MB after answering all $DOMAINS domains (slapd: ${SLAPD_RSS} MB)"

@@ -298,7 +298,11 @@ func toEntry(e *ldap.Entry) *Entry {
 	out := &Entry{DN: e.DN, Attributes: make(map[string][]string, len(e.Attributes))}
 	for _, a := range e.Attributes {
 		k := strings.ToLower(a.Name)
-		out.Attributes[k] = append(out.Attributes[k], a.Values...)
+		if prev, ok := out.Attributes[k]; ok {
+			out.Attributes[k] = append(prev, a.Values...)
+		} else {
+			out.Attributes[k] = a.Values // e is not used after: no copy
+		}
 	}
 	return out
 }

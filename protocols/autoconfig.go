@@ -1,7 +1,6 @@
 package protocols
 
 import (
-	"bytes"
 	"encoding/xml"
 	"fmt"
 	"net/http"
@@ -94,6 +93,12 @@ var autoconfigSocket = map[policy.Socket]string{
 // renderAutoconfig builds the config-v1.1.xml document for an account.
 // It is a pure function of the account; golden files pin its output.
 func renderAutoconfig(a *policy.Account) ([]byte, error) {
+	return encodeXMLDoc(autoconfigDocument(a))
+}
+
+// autoconfigDocument is the config-v1.1.xml document of an account, to
+// encode.
+func autoconfigDocument(a *policy.Account) clientConfig {
 	d := a.Domain
 	cc := clientConfig{
 		Version: "1.1",
@@ -146,16 +151,7 @@ func renderAutoconfig(a *policy.Account) ([]byte, error) {
 	if d.DocumentationURL != "" {
 		cc.Provider.Documentation = &documentation{URL: d.DocumentationURL, Descr: descr{Lang: "en", Text: "Mail client settings"}}
 	}
-	var b bytes.Buffer
-	// UTF-8 without a byte-order mark: a BOM breaks Android's parser (quirk 9).
-	b.WriteString(xml.Header)
-	enc := xml.NewEncoder(&b)
-	enc.Indent("", "  ")
-	if err := enc.Encode(cc); err != nil {
-		return nil, err
-	}
-	b.WriteByte('\n')
-	return b.Bytes(), nil
+	return cc
 }
 
 // urlServer is the incomingServer of a URL-based service (EWS). Its

@@ -361,20 +361,29 @@ func outlookProtocols(a *policy.Account) []poxProtocol {
 // account; golden files pin its output. ok is false when the account has
 // nothing this schema can express (no IMAP, POP3, SMTP or EWS).
 func renderOutlook(a *policy.Account) (body []byte, ok bool, err error) {
-	protos := outlookProtocols(a)
-	if len(protos) == 0 {
+	doc, ok := outlookDocument(a)
+	if !ok {
 		return nil, false, nil
 	}
-	doc := outlookDoc{Response: outlookResponse{
+	body, err = encodeXMLDoc(doc)
+	return body, err == nil, err
+}
+
+// outlookDocument is the Outlook response of an account, to encode; ok is
+// false when the account has nothing this schema can express.
+func outlookDocument(a *policy.Account) (doc outlookDoc, ok bool) {
+	protos := outlookProtocols(a)
+	if len(protos) == 0 {
+		return outlookDoc{}, false
+	}
+	return outlookDoc{Response: outlookResponse{
 		User: outlookUser{DisplayName: displayName(a), AutoDiscoverSMTPAddress: a.Primary},
 		Account: outlookAccount{
 			AccountType: "email",
 			Action:      "settings",
 			Protocol:    protos,
 		},
-	}}
-	body, err = encodeXMLDoc(doc)
-	return body, err == nil, err
+	}}, true
 }
 
 // ---------------------------------------------------------------------
@@ -431,6 +440,11 @@ const mobilesyncCulture = "en:us"
 // the account holds ActiveSync (the domain offers it and the user is
 // entitled), else the protocol's own Action/Error.
 func renderMobilesync(a *policy.Account) ([]byte, error) {
+	return encodeXMLDoc(mobilesyncDocument(a))
+}
+
+// mobilesyncDocument is the mobilesync response of an account, to encode.
+func mobilesyncDocument(a *policy.Account) mobilesyncDoc {
 	resp := mobilesyncResponse{
 		Culture: mobilesyncCulture,
 		User:    &mobilesyncUser{DisplayName: displayName(a), EMailAddress: a.Primary},
@@ -440,7 +454,7 @@ func renderMobilesync(a *policy.Account) ([]byte, error) {
 	} else {
 		resp.Action.Error = &mobilesyncError{Status: 2, Message: msgMobilesyncNotAvailable}
 	}
-	return encodeXMLDoc(mobilesyncDoc{Response: resp})
+	return mobilesyncDoc{Response: resp}
 }
 
 // renderMobilesyncError answers a mobilesync request that has no account

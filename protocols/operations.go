@@ -330,21 +330,27 @@ func (h *Handler) record(c *call) {
 	// A record without a caller's PC: Logger.LogAttrs would walk the
 	// stack for one on every request, and the source of an access-log
 	// line says nothing.
+	// The attributes are added at once: past the five a Record holds
+	// inline, each AddAttrs call grows its slice anew.
 	rec := slog.NewRecord(time.Now(), level, "request", 0)
-	rec.AddAttrs(
+	attrs := [8]slog.Attr{
 		slog.String("method", c.r.Method),
 		slog.String("path", p),
 		slog.Int("status", status),
 		slog.Duration("duration", elapsed),
 		slog.String("format", c.rt.name),
 		slog.String("client", client),
-	)
+	}
+	n := 6
 	if c.hasAddr {
-		rec.AddAttrs(slog.String("domain", c.addr.Domain))
+		attrs[n] = slog.String("domain", c.addr.Domain)
+		n++
 		if o.LogAddresses {
-			rec.AddAttrs(slog.String("address", c.addr.String()))
+			attrs[n] = slog.String("address", c.addr.String())
+			n++
 		}
 	}
+	rec.AddAttrs(attrs[:n]...)
 	_ = h.log.Handler().Handle(c.r.Context(), rec)
 }
 

@@ -36,6 +36,8 @@ type renderCache struct {
 
 	poxMu  sync.RWMutex
 	parsed map[string]poxRequest
+
+	encoders sync.Pool // *docEncoder
 }
 
 func newRenderCache() *renderCache { return &renderCache{} }
@@ -49,17 +51,17 @@ const (
 	formatMobilesync
 )
 
-// renderers renders each format. Outlook's "no settings" is an empty body.
-var renderers = [...]func(*policy.Account) ([]byte, error){
-	formatAutoconfig: renderAutoconfig,
-	formatOutlook: func(a *policy.Account) ([]byte, error) {
-		b, ok, err := renderOutlook(a)
-		if !ok {
-			b = []byte{}
+// documents builds the document of each format, to encode with
+// encodeXMLDoc; nil is Outlook's "no settings", an empty body.
+var documents = [...]func(*policy.Account) any{
+	formatAutoconfig: func(a *policy.Account) any { return autoconfigDocument(a) },
+	formatOutlook: func(a *policy.Account) any {
+		if doc, ok := outlookDocument(a); ok {
+			return doc
 		}
-		return b, err
+		return nil
 	},
-	formatMobilesync: renderMobilesync,
+	formatMobilesync: func(a *policy.Account) any { return mobilesyncDocument(a) },
 }
 
 // renderKey identifies an answer: a known account by pointer, a domain
@@ -91,7 +93,7 @@ func newAnswer(b []byte) *answer { return &answer{body: b, length: []string{strc
 func (rc *renderCache) render(a *policy.Account, f renderFormat) (*answer, error) {
 	k, ok := cacheKey(a, f)
 	if !ok {
-		b, err := renderers[f](a)
+		b, err := rc.encode(documents[f](a), bytes.Clone)
 		if err != nil {
 			return nil, err
 		}
@@ -100,11 +102,32 @@ func (rc *renderCache) render(a *policy.Account, f renderFormat) (*answer, error
 	if ans, ok := rc.answers.load(k); ok {
 		return ans, nil
 	}
-	b, err := renderers[f](a)
+	b, err := rc.encode(documents[f](a), rc.keep)
 	if err != nil {
 		return nil, err
 	}
-	return rc.answers.store(k, newAnswer(rc.keep(b))), nil
+	return rc.answers.store(k, newAnswer(b)), nil
+}
+
+// encode encodes doc as encodeXMLDoc does (nil: an empty body) with a
+// pooled encoder, and returns what keep makes of the bytes, a copy.
+func (rc *renderCache) encode(doc any, keep func([]byte) []byte) ([]byte, error) {
+	if doc == nil {
+		return []byte{}, nil
+	}
+	e, _ := rc.encoders.Get().(*docEncoder)
+	if e == nil {
+		e = newDocEncoder()
+	}
+	b, err := e.encode(doc)
+	if err != nil {
+		return nil, err
+	}
+	out := keep(b)
+	if e.buf.Cap() <= maxPooledDoc {
+		rc.encoders.Put(e)
+	}
+	return out, nil
 }
 
 // clearingMap is a table of at most maxRendered entries, bounded by

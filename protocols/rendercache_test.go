@@ -8,6 +8,56 @@ import (
 	"github.com/mailbeacon/mailbeacon/policy"
 )
 
+// freshRender renders a's answer of format f with a new encoder.
+func freshRender(t *testing.T, f renderFormat, a *policy.Account) []byte {
+	t.Helper()
+	var b []byte
+	var err error
+	switch f {
+	case formatAutoconfig:
+		b, err = renderAutoconfig(a)
+	case formatOutlook:
+		var ok bool
+		if b, ok, err = renderOutlook(a); !ok && err == nil {
+			b = []byte{}
+		}
+	case formatMobilesync:
+		b, err = renderMobilesync(a)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// A pooled encoder, used again and again for documents of every kind,
+// writes what a new one writes, byte for byte.
+func TestRenderDocEncoderReused(t *testing.T) {
+	res, _ := newDemoResolver(t, demoDomains())
+	e := newDocEncoder()
+	for round := range 3 {
+		for _, addr := range []string{"alice@example.com", "bob@example.com", "nobody@example.com"} {
+			a, err := res.Resolve(t.Context(), mustAddress(t, addr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []renderFormat{formatAutoconfig, formatOutlook, formatMobilesync} {
+				doc := documents[f](a)
+				if doc == nil {
+					continue
+				}
+				got, err := e.encode(doc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := freshRender(t, f, a); !bytes.Equal(got, want) {
+					t.Fatalf("round %d, %s, format %d: pooled encoder wrote\n%s\nwant\n%s", round, addr, f, got, want)
+				}
+			}
+		}
+	}
+}
+
 func TestRenderCached(t *testing.T) {
 	res, _ := newDemoResolver(t, demoDomains())
 	rc := newRenderCache()
@@ -33,7 +83,7 @@ func TestRenderCached(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				want, _ := renderers[f](a1)
+				want := freshRender(t, f, a1)
 				if !bytes.Equal(ans1.body, want) || ans1.length[0] != fmt.Sprint(len(want)) {
 					t.Fatalf("format %d: cached render differs from the renderer's", f)
 				}

@@ -7,7 +7,10 @@
 //	domainscale fill -url U -domains N            ask mailbeacon once for each domain
 //
 // Domain i is d<i>.example; its users are u<j>@d<i>.example (uid u<j>.d<i>).
-// raw and fill print one "RESULT key=value ..." line.
+// raw and fill print one "RESULT key=value ..." line: raw with the CPU time
+// it spent itself (cpu_us, utime + stime), fill with the count of each
+// HTTP status. Either exits 1 after it when a search failed or an answer
+// was not a 200: such a run measured errors, not work.
 package main
 
 import (
@@ -17,11 +20,14 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
@@ -151,8 +157,21 @@ func rawCmd(args []string) error {
 	}
 	wg.Wait()
 	secs := time.Since(start).Seconds()
-	fmt.Printf("RESULT mode=%s iterations=%d errors=%d seconds=%.2f rate=%.0f\n", *mode, done.Load(), errs.Load(), secs, float64(done.Load())/secs)
+	fmt.Printf("RESULT mode=%s iterations=%d errors=%d seconds=%.2f rate=%.0f cpu_us=%d\n", *mode, done.Load(), errs.Load(), secs, float64(done.Load())/secs, cpuMicros())
+	if errs.Load() > 0 {
+		return fmt.Errorf("INVALID: %d searches failed", errs.Load())
+	}
 	return nil
+}
+
+// cpuMicros is the CPU time this process has spent, user and system, in
+// microseconds.
+func cpuMicros() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano()/1000 + ru.Stime.Nano()/1000
 }
 
 // fillCmd asks mailbeacon's autoconfig once for u0@ of every domain from
@@ -169,6 +188,8 @@ func fillCmd(args []string) error {
 	var next atomic.Int64
 	next.Store(int64(*from))
 	var bad atomic.Int64
+	var mu sync.Mutex
+	statuses := map[int]int{}
 	var wg sync.WaitGroup
 	start := time.Now()
 	for range *conns {
@@ -188,15 +209,31 @@ func fillCmd(args []string) error {
 				}
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					bad.Add(1)
-				}
+				mu.Lock()
+				statuses[resp.StatusCode]++
+				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
 	secs := time.Since(start).Seconds()
 	n := *domains - *from
-	fmt.Printf("RESULT asked=%d failed=%d seconds=%.2f rate=%.0f\n", n, bad.Load(), secs, float64(n)/secs)
+	fmt.Printf("RESULT asked=%d failed=%d seconds=%.2f rate=%.0f statuses=%s\n", n, bad.Load(), secs, float64(n)/secs, statusList(statuses))
+	if bad.Load() > 0 || statuses[http.StatusOK] != n {
+		return fmt.Errorf("INVALID: %d requests failed, statuses %s, %d asked", bad.Load(), statusList(statuses), n)
+	}
 	return nil
+}
+
+// statusList is "200:n,404:m", in the order of the status codes.
+func statusList(m map[int]int) string {
+	codes := slices.Sorted(maps.Keys(m))
+	parts := make([]string, len(codes))
+	for i, c := range codes {
+		parts[i] = fmt.Sprintf("%d:%d", c, m[c])
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ",")
 }

@@ -4,6 +4,8 @@
 --              (each thread's first BENCH_SEEN): cached domain, new user
 --   mixed      every other request as newuser's cached u0@d<k>, the others
 --              u0@ of a domain never asked (from BENCH_OFFSET2)
+--   cached     u0@d<k> over the domains newdomain asked (each thread's
+--              first BENCH_SEEN): a cached answer every time
 -- Thread t owns domains BENCH_OFFSET + (t-1)*BENCH_STRIDE onwards.
 misses = 0
 local n = 0
@@ -19,6 +21,8 @@ request = function()
   if mode == "newdomain" then
     addr = string.format("u0@d%d.example", base + n)
     misses = misses + 1
+  elseif mode == "cached" then
+    addr = string.format("u0@d%d.example", base + n % seen)
   elseif mode == "newuser" then
     addr = string.format("u%d@d%d.example", 1 + math.floor(n / seen), base + n % seen)
     misses = misses + 1

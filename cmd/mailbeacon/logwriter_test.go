@@ -25,3 +25,50 @@ func TestLogWriterFlushes(t *testing.T) {
 		t.Errorf("log output %q", out.String())
 	}
 }
+
+// blockingWriter holds every Write until release is closed.
+type blockingWriter struct {
+	syncBuffer
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (w *blockingWriter) Write(p []byte) (int, error) {
+	select {
+	case w.entered <- struct{}{}:
+	default:
+	}
+	<-w.release
+	return w.syncBuffer.Write(p)
+}
+
+// A flush writing to a slow file holds up no one who logs meanwhile (until
+// the buffer is full), and no line is lost or reordered: requests log
+// while the access log is written.
+func TestLogWriterDoesNotWaitForTheFile(t *testing.T) {
+	out := &blockingWriter{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	lw := newLogWriter(out, time.Hour)
+	_, _ = lw.Write([]byte("first\n"))
+	go lw.flush()
+	<-out.entered // the flush is in the file's Write
+	wrote := make(chan struct{})
+	go func() {
+		_, _ = lw.Write([]byte("second\n"))
+		close(wrote)
+	}()
+	select {
+	case <-wrote:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Write waited for the flush's system call")
+	}
+	close(out.release)
+	_, _ = lw.Write([]byte(strings.Repeat("x", logWriterSize) + "\n")) // over the buffer's size: what was buffered goes first
+	if want := "first\nsecond\n"; out.String() != want {
+		t.Errorf("before a line that does not fit: %q, want %q", out.String(), want)
+	}
+	_, _ = lw.Write([]byte("third\n"))
+	lw.Close()
+	if want := "first\nsecond\n" + strings.Repeat("x", logWriterSize) + "\nthird\n"; out.String() != want {
+		t.Errorf("log output %d bytes, want %d: %.40q", len(out.String()), len(want), out.String())
+	}
+}
