@@ -324,6 +324,8 @@ func TestDestinationConfigErrors(t *testing.T) {
 		{"plain redirect URL", func(c *Config) {
 			c.Destinations["m365"] = DestinationConfig{Preset: "m365", Autodiscover: &DestinationAutodiscoverConfig{RedirectURL: "http://x.example/a"}}
 		}, `policy.destinations.m365.autodiscover.redirect_url: "http://x.example/a" is not an https:// URL`},
+		{"named twice", func(c *Config) { c.Destinations["M365"] = DestinationConfig{Preset: "m365"} },
+			"policy.destinations.m365: named twice (names ignore case)"},
 		{"bad name", func(c *Config) { c.Destinations["site b"] = DestinationConfig{Preset: "google"} },
 			`policy.destinations.site b: "site b" is not a destination name`},
 	} {
