@@ -101,7 +101,7 @@ func renderAutoconfig(a *policy.Account) ([]byte, error) {
 			ID:               d.Name,
 			Domain:           []string{d.Name},
 			DisplayName:      providerName(a),
-			DisplayShortName: d.ShortName,
+			DisplayShortName: shortName(a),
 		},
 	}
 	for _, s := range a.Services {
@@ -166,6 +166,15 @@ func providerName(a *policy.Account) string {
 		return a.Destination.Provider
 	}
 	return a.Domain.Provider
+}
+
+// shortName is the provider's short name: the destination's provider
+// name when it names one (destinations have no short name of their own).
+func shortName(a *policy.Account) string {
+	if a.Destination != nil && a.Destination.Provider != "" {
+		return a.Destination.Provider
+	}
+	return a.Domain.ShortName
 }
 
 // accountOAuth is the authorization server of the account's services: the
