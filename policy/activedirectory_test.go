@@ -88,7 +88,7 @@ func TestRuleValidateADOperators(t *testing.T) {
 		errHas string
 	}{
 		{"has_prefix without value", Rule{HasPrefix: "protocolSettings"}, "has_prefix needs a value"},
-		{"value on filetime_past", Rule{FiletimePast: "accountExpires", Value: "0"}, "value only goes with has, has_prefix or equals"},
+		{"value on filetime_past", Rule{FiletimePast: "accountExpires", Value: "0"}, "value only goes with has, has_prefix, has_suffix or equals"},
 		{"member_of not a DN", Rule{MemberOf: "Mobile-Users"}, "member_of needs a group's distinguished name"},
 		{"two operators", Rule{FiletimePast: "accountExpires", HasPrefix: "a", Value: "b"}, "one operator per rule"},
 		{"empty names the new operators", Rule{}, "has_prefix"},

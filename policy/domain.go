@@ -56,6 +56,7 @@ var exampleURL = map[Kind]string{
 	CalDAV:     "https://dav.example.com/caldav/",
 	CardDAV:    "https://dav.example.com/carddav/",
 	EWS:        "https://mail.example.com/EWS/Exchange.asmx",
+	Graph:      "https://graph.microsoft.com",
 }
 
 // NewDomains validates the domains list; errors name the key at fault

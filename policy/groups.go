@@ -86,6 +86,7 @@ func (p *Policy) collectGroups() []string {
 			gs = r.Groups(gs)
 		}
 	}
+	gs = p.destinationGroups(gs)
 	seen := map[string]bool{}
 	out := gs[:0]
 	for _, g := range gs {

@@ -60,6 +60,12 @@ type Config struct {
 	// service, a domain entry), read in order, from which it inherits the
 	// attributes it lacks. nil: the preset's.
 	Linked []LinkedConfig `mapstructure:"linked"`
+	// Destinations are named sets of services some users' mailboxes live
+	// behind instead of their domain's (destination.go); by name.
+	Destinations map[string]DestinationConfig `mapstructure:"destinations"`
+	// DestinationRules choose a known, enabled user's destination: the
+	// first that matches; none: the domain's services.
+	DestinationRules []DestinationRuleConfig `mapstructure:"destination_rules"`
 }
 
 const (
@@ -86,6 +92,8 @@ type Policy struct {
 	nestedGroups  bool
 	groups        []string // member_of group DNs, when nestedGroups
 	links         []*link  // policy.linked, in order
+	destinations  map[string]*destination
+	destRules     []destinationRule
 }
 
 // New merges cfg over its preset (default DefaultPreset), validates the
@@ -143,6 +151,9 @@ func New(cfg Config) (*Policy, error) {
 		return nil, fmt.Errorf("policy.privacy: %q is not one of %q, %q", merged.Privacy, PrivacyStandard, PrivacyStrict)
 	}
 	if p.links, err = compileLinks(merged.Linked); err != nil {
+		return nil, err
+	}
+	if p.destinations, p.destRules, err = compileDestinations(merged.Destinations, merged.DestinationRules); err != nil {
 		return nil, err
 	}
 	p.attributes = p.collectAttributes()
@@ -210,6 +221,12 @@ func merge(base, over Config) Config {
 	if over.Linked != nil {
 		base.Linked = over.Linked
 	}
+	if over.Destinations != nil {
+		base.Destinations = over.Destinations
+	}
+	if over.DestinationRules != nil {
+		base.DestinationRules = over.DestinationRules
+	}
 	return base
 }
 
@@ -235,16 +252,26 @@ func (p *Policy) RejectUnknown() bool { return p.rejectUnknown }
 func (p *Policy) Strict() bool { return p.strict }
 
 // public returns acct as an unauthenticated answer may show it: under
-// strict privacy, a copy without the directory's display name and with the
-// asked address as the primary one, so that a known address answers in
-// the shape of an unknown one (the login name and the services stay: they
-// are the answer).
+// strict privacy, a copy without the directory's display name, with the
+// asked address as the primary one and without the destination's redirect
+// address (another address of the user's, such as the tenant address), so
+// that a known address answers in the shape of an unknown one (the login
+// name, the services and the destination stay: they are the answer).
 func (p *Policy) public(acct *Account) *Account {
-	if !p.strict || !acct.Known || (acct.DisplayName == "" && acct.Primary == acct.Address.String()) {
+	if !p.strict || !acct.Known {
+		return acct
+	}
+	redirect := acct.Destination != nil && acct.Destination.RedirectAddr != ""
+	if acct.DisplayName == "" && acct.Primary == acct.Address.String() && !redirect {
 		return acct
 	}
 	a := *acct
 	a.DisplayName, a.Primary = "", a.Address.String()
+	if redirect {
+		d := *acct.Destination
+		d.RedirectAddr = ""
+		a.Destination = &d
+	}
 	return &a
 }
 
@@ -267,6 +294,7 @@ func (p *Policy) collectAttributes() []string {
 	if p.hostAttr != "" {
 		attrs = append(attrs, p.hostAttr)
 	}
+	attrs = p.destinationAttributes(attrs)
 	attrs = linkAttributes(p.links, attrs)
 	return dedupFold(attrs)
 }
@@ -289,6 +317,17 @@ type Explanation struct {
 	Services []Decision `json:"services"`
 	// Linked are the linked entries the decision read (policy.linked).
 	Linked []LinkedExplanation `json:"linked,omitempty"`
+	// Destination names the destination the destination rules chose,
+	// empty for the domain's services; DestinationReason says which rule
+	// chose it, or why none did.
+	Destination       string `json:"destination,omitempty"`
+	DestinationReason string `json:"destination_reason,omitempty"`
+	// RedirectAddr and RedirectURL are where Autodiscover (POX) sends
+	// Outlook for the destination's user; RedirectNote says why a
+	// redirect_address gave none.
+	RedirectAddr string `json:"redirect_address,omitempty"`
+	RedirectURL  string `json:"redirect_url,omitempty"`
+	RedirectNote string `json:"redirect_note,omitempty"`
 }
 
 // Decision is the verdict on one of the domain's services.
@@ -353,6 +392,13 @@ func (p *Policy) decide(d *Domain, addr Address, e *decisionEntry, explain bool)
 			ex.Reason += "; login template: " + err.Error() + ", using the typed address"
 		}
 	}
+	dest, destWhy := p.chooseDestination(d, e, explain)
+	if explain {
+		ex.DestinationReason = destWhy
+	}
+	if dest != nil {
+		return p.decideDestination(d, addr, la, login, e, dest, ex)
+	}
 	var denied []Kind
 	for _, k := range d.kinds() {
 		dec := Decision{Service: string(k), Allowed: true, Rule: "no rule for this service"}
@@ -395,6 +441,65 @@ func (p *Policy) decide(d *Domain, addr Address, e *decisionEntry, explain bool)
 	}
 	if explain {
 		ex.Enabled, ex.Login = true, login
+	}
+	return acct, ex
+}
+
+// decideDestination finishes the account of an enabled entry whose
+// destination the rules chose: the destination's services that the
+// service rules allow, logged into with the destination's login template
+// (else login), and its Autodiscover redirect. la is the address the
+// login templates see. The per-user host (host_attribute) is the
+// domain's servers' and does not apply.
+func (p *Policy) decideDestination(d *Domain, addr, la Address, login string, e *decisionEntry, dest *destination, ex *Explanation) (*Account, *Explanation) {
+	explain := ex != nil
+	if dest.login != nil {
+		l, err := dest.login.expand(la, e)
+		switch {
+		case err == nil:
+			login = l
+		case explain:
+			ex.Reason += fmt.Sprintf("; policy.destinations.%s.login: %s, using %s", dest.name, err, login)
+		}
+	}
+	allowed := map[Kind]bool{}
+	var services []Service
+	for _, s := range dest.services {
+		ok, seen := allowed[s.Kind]
+		if !seen {
+			dec := Decision{Service: string(s.Kind), Allowed: true, Rule: "no rule for this service"}
+			if r := p.services[s.Kind]; r != nil {
+				dec.Allowed, dec.Rule = r.eval(e, explain)
+			}
+			ok, allowed[s.Kind] = dec.Allowed, dec.Allowed
+			if explain {
+				ex.Services = append(ex.Services, dec)
+			}
+		}
+		if ok {
+			s.Login = login
+			services = append(services, s)
+		}
+	}
+	acct := &Account{
+		Address:     addr,
+		Primary:     addr.String(),
+		DisplayName: p.displayNameOf(e),
+		Known:       true,
+		DN:          e.DN,
+		Domain:      d,
+		Services:    services,
+	}
+	if pa, ok := p.primaryOf(e); ok {
+		acct.Primary = pa
+	}
+	to := &Destination{Name: dest.name, Provider: dest.provider, OAuth: dest.oauth, RedirectURL: dest.url}
+	var note string
+	to.RedirectAddr, note = dest.redirectOf(addr, acct.Primary, e)
+	acct.Destination = to
+	if explain {
+		ex.Enabled, ex.Login = true, login
+		ex.Destination, ex.RedirectAddr, ex.RedirectURL, ex.RedirectNote = dest.name, to.RedirectAddr, to.RedirectURL, note
 	}
 	return acct, ex
 }

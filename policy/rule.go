@@ -14,6 +14,7 @@ import (
 //
 //	{has: enabledService, value: pop3secured}   a value of a (multi-valued) attribute, case-insensitively
 //	{has_prefix: protocolSettings, value: "POP3§0"}  a value starting with value, case-insensitively
+//	{has_suffix: targetAddress, value: ".mail.onmicrosoft.com"}  a value ending with value, case-insensitively
 //	{equals: accountStatus, value: active}      the attribute's only (first) value, case-insensitively
 //	{present: mailHost} / {absent: mailHost}
 //	{bit_set: userAccountControl, mask: 2}      an integer attribute with all mask bits set
@@ -24,7 +25,7 @@ import (
 //	{all: [...]} / {any: [...]} / {not: {...}}
 //
 // A leaf may say what a missing attribute means with if_missing: true|false;
-// without it, has/has_prefix/equals/present/bit_set/filetime_past/days_past/member_of
+// without it, has/has_prefix/has_suffix/equals/present/bit_set/filetime_past/days_past/member_of
 // are false and absent and bit_clear are true when the attribute is missing.
 //
 // member_of reads the memberOf attribute, unless the directory resolved the
@@ -33,6 +34,7 @@ import (
 type Rule struct {
 	Has          string `mapstructure:"has" json:"has,omitempty"`
 	HasPrefix    string `mapstructure:"has_prefix" json:"has_prefix,omitempty"`
+	HasSuffix    string `mapstructure:"has_suffix" json:"has_suffix,omitempty"`
 	Equals       string `mapstructure:"equals" json:"equals,omitempty"`
 	Present      string `mapstructure:"present" json:"present,omitempty"`
 	Absent       string `mapstructure:"absent" json:"absent,omitempty"`
@@ -62,7 +64,7 @@ func (r *Rule) operators() []string {
 		name string
 		set  bool
 	}{
-		{"has", r.Has != ""}, {"has_prefix", r.HasPrefix != ""}, {"equals", r.Equals != ""}, {"present", r.Present != ""},
+		{"has", r.Has != ""}, {"has_prefix", r.HasPrefix != ""}, {"has_suffix", r.HasSuffix != ""}, {"equals", r.Equals != ""}, {"present", r.Present != ""},
 		{"absent", r.Absent != ""}, {"bit_set", r.BitSet != ""}, {"bit_clear", r.BitClear != ""},
 		{"filetime_past", r.FiletimePast != ""}, {"days_past", r.DaysPast != ""}, {"member_of", r.MemberOf != ""},
 		{"all", r.All != nil}, {"any", r.Any != nil}, {"not", r.Not != nil},
@@ -80,13 +82,13 @@ func (r *Rule) Validate(path string) error {
 	ops := r.operators()
 	switch len(ops) {
 	case 0:
-		return fmt.Errorf("%s: empty rule: give one of has, has_prefix, equals, present, absent, bit_set, bit_clear, filetime_past, days_past, member_of, all, any, not", path)
+		return fmt.Errorf("%s: empty rule: give one of has, has_prefix, has_suffix, equals, present, absent, bit_set, bit_clear, filetime_past, days_past, member_of, all, any, not", path)
 	case 1:
 	default:
 		return fmt.Errorf("%s: one operator per rule, found %s: nest them under all/any", path, strings.Join(ops, " and "))
 	}
 	switch ops[0] {
-	case "has", "has_prefix", "equals":
+	case "has", "has_prefix", "has_suffix", "equals":
 		if r.Value == "" {
 			return fmt.Errorf("%s: %s needs a value: {%s: %s, value: ...}", path, ops[0], ops[0], r.attr())
 		}
@@ -116,8 +118,8 @@ func (r *Rule) Validate(path string) error {
 	case "not":
 		return r.Not.Validate(path + ".not")
 	}
-	if (r.Value != "") != (ops[0] == "has" || ops[0] == "has_prefix" || ops[0] == "equals") {
-		return fmt.Errorf("%s: value only goes with has, has_prefix or equals", path)
+	if (r.Value != "") != (ops[0] == "has" || ops[0] == "has_prefix" || ops[0] == "has_suffix" || ops[0] == "equals") {
+		return fmt.Errorf("%s: value only goes with has, has_prefix, has_suffix or equals", path)
 	}
 	if (r.Mask != "") != (ops[0] == "bit_set" || ops[0] == "bit_clear") {
 		return fmt.Errorf("%s: mask only goes with bit_set or bit_clear", path)
@@ -130,7 +132,7 @@ func (r *Rule) Validate(path string) error {
 
 // attr is the attribute a leaf rule reads ("" for all/any/not).
 func (r *Rule) attr() string {
-	for _, a := range []string{r.Has, r.HasPrefix, r.Equals, r.Present, r.Absent, r.BitSet, r.BitClear, r.FiletimePast, r.DaysPast} {
+	for _, a := range []string{r.Has, r.HasPrefix, r.HasSuffix, r.Equals, r.Present, r.Absent, r.BitSet, r.BitClear, r.FiletimePast, r.DaysPast} {
 		if a != "" {
 			return a
 		}
@@ -271,6 +273,8 @@ func (r *Rule) eval(e Entry, explain bool) (bool, string) {
 		ok = containsFold(vals, r.Value)
 	case r.HasPrefix != "":
 		ok = hasPrefixFold(vals, r.Value)
+	case r.HasSuffix != "":
+		ok = hasSuffixFold(vals, r.Value)
 	case r.FiletimePast != "":
 		now := time.Now()
 		if c, isClock := e.(clockEntry); isClock {
@@ -325,6 +329,8 @@ func (r *Rule) String() string {
 		return fmt.Sprintf("%s has %q", r.Has, r.Value)
 	case r.HasPrefix != "":
 		return fmt.Sprintf("%s has_prefix %q", r.HasPrefix, r.Value)
+	case r.HasSuffix != "":
+		return fmt.Sprintf("%s has_suffix %q", r.HasSuffix, r.Value)
 	case r.FiletimePast != "":
 		return r.FiletimePast + " filetime_past"
 	case r.DaysPast != "":
@@ -363,6 +369,16 @@ func ruleList(rs []Rule) string {
 func hasPrefixFold(vals []string, prefix string) bool {
 	for _, v := range vals {
 		if len(v) >= len(prefix) && strings.EqualFold(v[:len(prefix)], prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasSuffixFold reports whether some value ends with suffix, ignoring case.
+func hasSuffixFold(vals []string, suffix string) bool {
+	for _, v := range vals {
+		if len(v) >= len(suffix) && strings.EqualFold(v[len(v)-len(suffix):], suffix) {
 			return true
 		}
 	}

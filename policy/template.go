@@ -5,9 +5,13 @@ import (
 	"strings"
 )
 
-// template is a login-name template such as "{uid}", "{userPrincipalName}"
-// or "EXAMPLE\\{sAMAccountName}". Placeholders name directory attributes;
-// {email}, {local} and {domain} stand for the asked address.
+// template is a template over an entry such as "{uid}",
+// "{userPrincipalName}" or "EXAMPLE\\{sAMAccountName}". Placeholders name
+// directory attributes; {email}, {local} and {domain} stand for the asked
+// address. A placeholder may strip a prefix from the value, ignoring case:
+// {targetAddress|strip_prefix:smtp:} is "bob@tenant.mail.onmicrosoft.com"
+// for a targetAddress of "SMTP:bob@tenant.mail.onmicrosoft.com" (and for
+// one without the prefix).
 type template struct {
 	parts []templatePart
 }
@@ -15,7 +19,11 @@ type template struct {
 type templatePart struct {
 	literal string
 	attr    string // placeholder name when literal is ""
+	strip   string // prefix to strip from the value, ignoring case
 }
+
+// stripPrefixFilter is the one filter a placeholder takes.
+const stripPrefixFilter = "strip_prefix:"
 
 var addressPlaceholders = map[string]func(Address) string{
 	"email":  Address.String,
@@ -48,13 +56,32 @@ func parseTemplate(s string) (template, error) {
 			return template{}, fmt.Errorf("unclosed { in template")
 		}
 		name := s[open+1 : open+end]
-		if name == "" || strings.ContainsAny(name, "{ ") {
-			return template{}, fmt.Errorf("bad placeholder {%s}", name)
+		part, err := parsePlaceholder(name)
+		if err != nil {
+			return template{}, err
 		}
-		t.parts = append(t.parts, templatePart{attr: name})
+		t.parts = append(t.parts, part)
 		s = s[open+end+1:]
 	}
 	return t, nil
+}
+
+// parsePlaceholder reads "attr" or "attr|strip_prefix:PREFIX".
+func parsePlaceholder(s string) (templatePart, error) {
+	name, filter, hasFilter := strings.Cut(s, "|")
+	if name == "" || strings.ContainsAny(name, "{ ") {
+		return templatePart{}, fmt.Errorf("bad placeholder {%s}", s)
+	}
+	part := templatePart{attr: name}
+	if !hasFilter {
+		return part, nil
+	}
+	prefix, ok := strings.CutPrefix(filter, stripPrefixFilter)
+	if !ok || prefix == "" {
+		return templatePart{}, fmt.Errorf("bad placeholder {%s}: the one filter is |%sPREFIX, e.g. {targetAddress|strip_prefix:smtp:}", s, stripPrefixFilter)
+	}
+	part.strip = prefix
+	return part, nil
 }
 
 // attributes lists the directory attributes the template reads.
@@ -77,15 +104,20 @@ func (t template) expand(addr Address, e Entry) (string, error) {
 			b.WriteString(p.literal)
 			continue
 		}
+		var val string
 		if f, ok := addressPlaceholders[strings.ToLower(p.attr)]; ok {
-			b.WriteString(f(addr))
-			continue
+			val = f(addr)
+		} else {
+			v := e.Values(p.attr)
+			if len(v) == 0 || strings.TrimSpace(v[0]) == "" {
+				return "", fmt.Errorf("attribute %s is missing", p.attr)
+			}
+			val = strings.TrimSpace(v[0])
 		}
-		v := e.Values(p.attr)
-		if len(v) == 0 || strings.TrimSpace(v[0]) == "" {
-			return "", fmt.Errorf("attribute %s is missing", p.attr)
+		if n := len(p.strip); n > 0 && len(val) >= n && strings.EqualFold(val[:n], p.strip) {
+			val = val[n:]
 		}
-		b.WriteString(strings.TrimSpace(v[0]))
+		b.WriteString(val)
 	}
 	return b.String(), nil
 }
