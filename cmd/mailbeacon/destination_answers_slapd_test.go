@@ -92,7 +92,9 @@ func TestDestinationSlapd(t *testing.T) {
 			return httptest.NewRequest("GET", "/autodiscover/autodiscover.json/v1.0/"+addr+"?Protocol="+proto, nil)
 		}
 	}
-	profile := func(addr string) *http.Request { return httptest.NewRequest("GET", "/mobileconfig?emailaddress="+addr, nil) }
+	profile := func(addr string) *http.Request {
+		return httptest.NewRequest("GET", "/mobileconfig?emailaddress="+addr, nil)
+	}
 	setup := func(addr string) *http.Request { return httptest.NewRequest("GET", "/?emailaddress="+addr, nil) }
 	outlook := func(addr string) *http.Request { return poxRequest(addr, poxOutlook) }
 	mobilesync := func(addr string) *http.Request { return poxRequest(addr, poxMobilesync) }
