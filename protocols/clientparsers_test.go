@@ -31,37 +31,9 @@ type xmlNode struct {
 
 func parseXMLTree(t testing.TB, body []byte) *xmlNode {
 	t.Helper()
-	dec := xml.NewDecoder(bytes.NewReader(body))
-	var stack []*xmlNode
-	var root *xmlNode
-	for {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("not XML: %v\n%s", err, body)
-		}
-		switch tok := tok.(type) {
-		case xml.StartElement:
-			n := &xmlNode{Name: tok.Name.Local, Attrs: map[string]string{}}
-			for _, a := range tok.Attr {
-				n.Attrs[a.Name.Local] = a.Value
-			}
-			if len(stack) > 0 {
-				p := stack[len(stack)-1]
-				p.Children = append(p.Children, n)
-			} else {
-				root = n
-			}
-			stack = append(stack, n)
-		case xml.EndElement:
-			stack = stack[:len(stack)-1]
-		case xml.CharData:
-			if len(stack) > 0 {
-				stack[len(stack)-1].Text += string(tok)
-			}
-		}
+	root := xmlTreeOrNil(body)
+	if root == nil {
+		t.Fatalf("not XML:\n%s", body)
 	}
 	return root
 }
@@ -328,6 +300,85 @@ func exchangelibDiscover(email string, ask func(email string) []byte) (primary, 
 			ans.SMTPAddress = email
 		}
 		return ans.SMTPAddress, ans.EwsURL, nil
+	}
+}
+
+// thunderbirdAutodiscover follows ExchangeAutoDiscover.sys.mjs
+// (readAutoDiscoverResponse, comm-central at cf9726f5) on an Outlook
+// answer: a RedirectAddr in the Account, whatever the Action, makes it ask
+// the Autodiscover service of that address's domain again, at most twice
+// ("Too many redirects"); RedirectUrl is not read; otherwise the Protocol
+// types it knows (WEB, EXHTTP, EXCH, EXPR, POP3, IMAP, SMTP) of the first
+// Account make the configuration, and none is a failure. It returns the
+// address asked last and the types found.
+func thunderbirdAutodiscover(email string, ask func(email string) []byte) (last string, types []string, err error) {
+	known := []string{"WEB", "EXHTTP", "EXCH", "EXPR", "POP3", "IMAP", "SMTP"}
+	for redirects := 0; ; {
+		root := xmlTreeOrNil(ask(email))
+		if root == nil {
+			return email, nil, errors.New("not XML")
+		}
+		resp, _ := root.first("Response")
+		if resp == nil {
+			return email, nil, errors.New("no Response")
+		}
+		acct, _ := resp.first("Account")
+		if acct == nil {
+			return email, nil, errors.New("no Account")
+		}
+		if r, ok := acct.first("RedirectAddr"); ok && r.Text != "" {
+			if redirects++; redirects > 2 {
+				return email, nil, errors.New("too many redirects")
+			}
+			email = r.Text
+			continue
+		}
+		for _, p := range acct.all("Protocol") {
+			if t, ok := p.first("Type"); ok && slices.Contains(known, t.Text) {
+				types = append(types, t.Text)
+			}
+		}
+		if len(types) == 0 {
+			return email, nil, errors.New("no protocols")
+		}
+		return email, types, nil
+	}
+}
+
+// xmlTreeOrNil reads body into a tree of xmlNodes, nil when it is not
+// well-formed XML.
+func xmlTreeOrNil(body []byte) *xmlNode {
+	dec := xml.NewDecoder(bytes.NewReader(body))
+	var stack []*xmlNode
+	var root *xmlNode
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return root
+		}
+		if err != nil {
+			return nil
+		}
+		switch tok := tok.(type) {
+		case xml.StartElement:
+			n := &xmlNode{Name: tok.Name.Local, Attrs: map[string]string{}}
+			for _, a := range tok.Attr {
+				n.Attrs[a.Name.Local] = a.Value
+			}
+			if len(stack) > 0 {
+				p := stack[len(stack)-1]
+				p.Children = append(p.Children, n)
+			} else {
+				root = n
+			}
+			stack = append(stack, n)
+		case xml.EndElement:
+			stack = stack[:len(stack)-1]
+		case xml.CharData:
+			if len(stack) > 0 {
+				stack[len(stack)-1].Text += string(tok)
+			}
+		}
 	}
 }
 

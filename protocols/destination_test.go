@@ -187,6 +187,32 @@ func TestDestinationAutodiscoverPOX(t *testing.T) {
 			}
 		})
 	}
+	// Thunderbird's Exchange probe follows the address (at most twice) and
+	// cannot follow the URL.
+	t.Run("thunderbird", func(t *testing.T) {
+		tenant := func(email string) []byte {
+			if strings.HasSuffix(email, "@contoso.mail.onmicrosoft.com") {
+				b, _, _ := renderOutlook(&policy.Account{Known: true, Primary: email, Domain: &policy.Domain{},
+					Services: []policy.Service{{Kind: policy.EWS, URL: m365EWS}}})
+				return b
+			}
+			return post(h, email)
+		}
+		last, types, err := thunderbirdAutodiscover("mia@example.com", tenant)
+		if err != nil || last != "mia@contoso.mail.onmicrosoft.com" || strings.Join(types, " ") != "EXCH EXPR" {
+			t.Errorf("mia: %s %v %v", last, types, err)
+		}
+		if _, _, err := thunderbirdAutodiscover("ron@example.com", tenant); err == nil {
+			t.Error("Thunderbird took a redirectUrl answer for settings")
+		}
+		loop := func(email string) []byte {
+			b, _, _ := renderOutlook(&policy.Account{Known: true, Destination: &policy.Destination{RedirectAddr: "x" + email}})
+			return b
+		}
+		if _, _, err := thunderbirdAutodiscover("mia@example.com", loop); err == nil || err.Error() != "too many redirects" {
+			t.Errorf("loop: %v", err)
+		}
+	})
 	t.Run("unknown", func(t *testing.T) {
 		got := post(h, "nobody@example.com")
 		assertUnchanged(t, "POX", got, post(plain, "nobody@example.com"))
