@@ -200,6 +200,9 @@ func compileDestinations(cfgs map[string]DestinationConfig, rules []DestinationR
 		if !validDestinationName(name) {
 			return nil, nil, fmt.Errorf("%s: %q is not a destination name: use letters, digits, - and _", key, name)
 		}
+		if _, dup := dests[strings.ToLower(name)]; dup {
+			return nil, nil, fmt.Errorf("%s: named twice (names ignore case): rename one", key)
+		}
 		d, err := newDestination(name, c, key)
 		if err != nil {
 			return nil, nil, err
