@@ -49,9 +49,13 @@ func destinationAnswersConfig(t *testing.T, srv *ldaptest.Server, destinations b
 	return cfg
 }
 
-func destinationHandler(t *testing.T, srv *ldaptest.Server, destinations bool) http.Handler {
+func destinationHandler(t *testing.T, srv *ldaptest.Server, destinations bool, privacy ...string) http.Handler {
 	t.Helper()
-	a, err := build(destinationAnswersConfig(t, srv, destinations), nil)
+	cfg := destinationAnswersConfig(t, srv, destinations)
+	if len(privacy) > 0 {
+		cfg.Policy.Privacy = privacy[0]
+	}
+	a, err := build(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,6 +192,18 @@ func TestDestinationSlapd(t *testing.T) {
 	var e struct{ ErrorCode string }
 	if rec := serve(h, v2("ActiveSync")("mike@example.com")); rec.Code != 400 || json.Unmarshal(rec.Body.Bytes(), &e) != nil || e.ErrorCode != "InvalidProtocol" {
 		t.Errorf("v2 ActiveSync for mike: %d %s", rec.Code, rec.Body)
+	}
+
+	// Under privacy strict the redirect address (another address of the
+	// user's) stays out of the unauthenticated answer: the tenant's
+	// settings instead, in POX and mobilesync alike.
+	strict := destinationHandler(t, srv, true, "strict")
+	if body := serve(strict, outlook("mike@example.com")).Body.String(); strings.Contains(body, "contoso") ||
+		!strings.Contains(body, "<Server>outlook.office365.com</Server>") || !strings.Contains(body, "<Action>settings</Action>") {
+		t.Errorf("strict: mike's POX answer:\n%s", body)
+	}
+	if body := serve(strict, mobilesync("mike@example.com")).Body.String(); strings.Contains(body, "Redirect") {
+		t.Errorf("strict: mike's mobilesync answer:\n%s", body)
 	}
 
 	// The unknown address: byte for byte what the same directory answers
