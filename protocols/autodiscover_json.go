@@ -78,15 +78,16 @@ func (a *autodiscover) json(c *call) error {
 	switch {
 	case strings.EqualFold(proto, v2AutodiscoverV1):
 		// Domain data only: no directory search for the most common probe.
+		// The POX endpoint it names answers a destination's redirect
+		// (CLIENTS.md §3).
 		return c.sendJSON(http.StatusOK, v2Answer{v2AutodiscoverV1, autodiscoverURL(d)})
-	case strings.EqualFold(proto, "EWS") && d.EWSURL != "" && a.opts.RequireAuth:
-		return c.sendJSON(http.StatusOK, v2Answer{v2EWS, d.EWSURL})
 	}
 	// The ActiveSync and EWS answers and the list of supported values
 	// depend on what this user may use, and where the mailbox lives (a
-	// destination's services replace the domain's). With require_auth no per-user data goes out
-	// unauthenticated: the domain's offer stands in for the user's, and the
-	// POX mobilesync answer (after the password) tells the truth.
+	// destination's services replace the domain's). With require_auth no
+	// per-user data goes out unauthenticated: the domain's offer stands in
+	// for the user's, and the POX answer (after the password) tells the
+	// truth.
 	var easURL string
 	ewsURL := d.EWSURL
 	if a.opts.RequireAuth {

@@ -112,6 +112,7 @@ func newDestResolver(t testing.TB) *destResolver {
 
 func (r *destResolver) Resolve(ctx context.Context, addr policy.Address) (*policy.Account, error) {
 	if a, ok := r.accounts[addr.String()]; ok {
+		r.searches.Add(1) // every lookup, cached or not
 		return a, nil
 	}
 	return r.fakeResolver.Resolve(ctx, addr)
@@ -327,6 +328,25 @@ func TestDestinationAutodiscoverV2(t *testing.T) {
 			}
 		})
 	}
+	// With require_auth nothing per user goes out unauthenticated: the
+	// domain's offer, whoever asks, and no directory search.
+	t.Run("require_auth", func(t *testing.T) {
+		opts := AutodiscoverOptions{RequireAuth: true}
+		if err := opts.Prepare(); err != nil {
+			t.Fatal(err)
+		}
+		res := newDestResolver(t)
+		ha := NewHandler(res, Options{Autodiscover: opts})
+		for _, user := range []string{"mia", "nobody"} {
+			rec := get(t, ha, http.MethodGet, "", "/autodiscover/autodiscover.json/v1.0/"+user+"@example.com?Protocol=EWS")
+			if rec.Code != 200 || !strings.Contains(rec.Body.String(), "https://mail.example.com/EWS/Exchange.asmx") {
+				t.Errorf("%s: %d %s", user, rec.Code, rec.Body)
+			}
+		}
+		if n := res.searches.Load(); n != 0 {
+			t.Errorf("%d directory searches", n)
+		}
+	})
 	t.Run("unknown", func(t *testing.T) {
 		for _, p := range []string{"EWS", "ActiveSync", "AutodiscoverV1", "Nonsense"} {
 			target := "/autodiscover/autodiscover.json?Email=nobody@example.com&Protocol=" + p
