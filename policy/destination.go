@@ -195,7 +195,13 @@ func mergeDestination(base, c DestinationConfig) DestinationConfig {
 // policy.destination_rules.
 func compileDestinations(cfgs map[string]DestinationConfig, rules []DestinationRuleConfig) (map[string]*destination, []destinationRule, error) {
 	dests := make(map[string]*destination, len(cfgs))
-	for name, c := range cfgs {
+	names := make([]string, 0, len(cfgs))
+	for name := range cfgs {
+		names = append(names, name)
+	}
+	slices.Sort(names) // the same error for the same configuration
+	for _, name := range names {
+		c := cfgs[name]
 		key := "policy.destinations." + name
 		if !validDestinationName(name) {
 			return nil, nil, fmt.Errorf("%s: %q is not a destination name: use letters, digits, - and _", key, name)

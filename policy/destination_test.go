@@ -2,9 +2,11 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailbeacon/mailbeacon/ldapsource"
 )
@@ -324,6 +326,8 @@ func TestDestinationConfigErrors(t *testing.T) {
 		{"plain redirect URL", func(c *Config) {
 			c.Destinations["m365"] = DestinationConfig{Preset: "m365", Autodiscover: &DestinationAutodiscoverConfig{RedirectURL: "http://x.example/a"}}
 		}, `policy.destinations.m365.autodiscover.redirect_url: "http://x.example/a" is not an https:// URL`},
+		{"named twice", func(c *Config) { c.Destinations["M365"] = DestinationConfig{Preset: "m365"} },
+			"policy.destinations.m365: named twice (names ignore case)"},
 		{"bad name", func(c *Config) { c.Destinations["site b"] = DestinationConfig{Preset: "google"} },
 			`policy.destinations.site b: "site b" is not a destination name`},
 	} {
@@ -393,5 +397,64 @@ func TestDestinationTemplateStripPrefix(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Errorf("%s over %q: %q, %v, want %q", tc.tmpl, tc.value, got, err, tc.want)
 		}
+	}
+}
+
+// TestDestinationDirectoryFailures: while the directory fails (refuses or
+// hangs) a cached user keeps the destination, an address not cached gets
+// the domain defaults, never a destination; a directory that cannot
+// resolve nested groups for a member_of destination rule is refused at
+// start.
+func TestDestinationDirectoryFailures(t *testing.T) {
+	cfg := CacheConfig{TTL: time.Minute, NegativeTTL: time.Minute, StaleFor: 10 * time.Minute, OnDirectoryError: "defaults"}
+	pol, err := New(destinationConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := &fakeDirectory{entries: map[string]*ldapsource.Entry{
+		"bob@example.com": entry(map[string][]string{"uid": {"bob"}, "targetAddress": {"SMTP:bob@contoso.mail.onmicrosoft.com"}}),
+		"sam@example.com": entry(map[string][]string{"uid": {"sam"}, "memberOf": {siteBGroup}}),
+	}}
+	r, err := NewResolver(dir, pol, testDomains(t), cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	r.now = clk.Now
+	ctx := context.Background()
+	bob := Address{Local: "bob", Domain: "example.com"}
+	if a, err := r.Resolve(ctx, bob); err != nil || a.Destination == nil {
+		t.Fatalf("bob: %v %+v", err, a)
+	}
+	clk.Advance(5 * time.Minute) // stale, within stale_for
+	for _, fail := range []struct {
+		name string
+		set  func(f *fakeDirectory)
+	}{
+		{"outage", func(f *fakeDirectory) { f.err = errors.New("connection refused") }},
+		{"hang", func(f *fakeDirectory) { f.err, f.gate = nil, make(chan struct{}) }},
+	} {
+		dir.set(fail.set)
+		a, err := r.Resolve(ctx, bob)
+		if err != nil || a.Destination == nil || a.Destination.Name != "m365" || a.Destination.RedirectAddr == "" {
+			t.Errorf("%s: cached bob %v %+v, want his m365 destination", fail.name, err, a)
+		}
+		if fail.name == "outage" {
+			a, err = r.Resolve(ctx, Address{Local: "sam", Domain: "example.com"})
+			if err != nil || a.Known || a.Destination != nil || kinds(a) != "imap,pop3,smtp,smtp,activesync" {
+				t.Errorf("%s: uncached sam %v %+v, want the domain defaults", fail.name, err, a)
+			}
+		}
+	}
+	dir.set(func(f *fakeDirectory) { close(f.gate); f.gate = nil })
+
+	nested := destinationConfig()
+	nested.NestedGroups = ptr(true)
+	pol, err = New(nested)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewResolver(dir, pol, testDomains(t), cfg, nil, nil); err == nil || !strings.Contains(err.Error(), "policy.nested_groups") {
+		t.Errorf("a directory without nested groups for a member_of destination rule: %v", err)
 	}
 }
