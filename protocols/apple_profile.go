@@ -167,6 +167,9 @@ func buildProfile(a *policy.Account, o profileOptions) *profile {
 	if org == "" {
 		org = d.Provider
 	}
+	// The accounts are named after where the mailbox lives (a destination's
+	// provider); the organization is the one handing out the profile.
+	provider := providerName(a)
 	local, _ := splitPrimary(a)
 	ident := reverseDNS(d.Name) + ".mailbeacon." + identifierLabel(local)
 	uid := func(kind string) string { return payloadUUID(d.Name, a.Primary, kind) }
@@ -182,7 +185,7 @@ func buildProfile(a *policy.Account, o profileOptions) *profile {
 		PayloadVersion:      1,
 		PayloadIdentifier:   ident,
 		PayloadUUID:         uid("profile"),
-		PayloadDisplayName:  d.Provider + " (" + a.Primary + ")",
+		PayloadDisplayName:  provider + " (" + a.Primary + ")",
 		PayloadDescription:  "Sets up " + a.Primary + " on this device. The profile holds no password: you are asked for it when you install the profile.",
 		PayloadOrganization: org,
 		PayloadContent:      []any{},
@@ -204,7 +207,7 @@ func buildProfile(a *policy.Account, o profileOptions) *profile {
 		p.PayloadContent = append(p.PayloadContent, mailPayload{
 			PayloadKeys:             header("com.apple.mail.managed", kind, "E-mail ("+label+")"),
 			EmailAccountType:        accountType,
-			EmailAccountDescription: d.Provider,
+			EmailAccountDescription: provider,
 			EmailAccountName:        a.DisplayName,
 			EmailAddress:            a.Primary,
 			// Apple has only a UseSSL boolean, no STARTTLS switch (§4.2).
@@ -244,7 +247,7 @@ func buildProfile(a *policy.Account, o profileOptions) *profile {
 		if host, port, ssl, principal, ok := davTarget(dav.URL); ok {
 			p.PayloadContent = append(p.PayloadContent, caldavPayload{
 				PayloadKeys:              header("com.apple.caldav.account", "caldav", "Calendar (CalDAV)"),
-				CalDAVAccountDescription: d.Provider + " Calendar",
+				CalDAVAccountDescription: provider + " Calendar",
 				CalDAVHostName:           host,
 				CalDAVPort:               port,
 				CalDAVUseSSL:             ssl,
@@ -260,7 +263,7 @@ func buildProfile(a *policy.Account, o profileOptions) *profile {
 			}
 			p.PayloadContent = append(p.PayloadContent, carddavPayload{
 				PayloadKeys:               header("com.apple.carddav.account", "carddav", "Contacts (CardDAV)"),
-				CardDAVAccountDescription: d.Provider + " Contacts",
+				CardDAVAccountDescription: provider + " Contacts",
 				CardDAVHostName:           host,
 				CardDAVPort:               port,
 				CardDAVUseSSL:             ssl,

@@ -105,12 +105,12 @@ func autoconfigDocument(a *policy.Account) clientConfig {
 		Provider: emailProvider{
 			ID:               d.Name,
 			Domain:           []string{d.Name},
-			DisplayName:      d.Provider,
-			DisplayShortName: d.ShortName,
+			DisplayName:      providerName(a),
+			DisplayShortName: shortName(a),
 		},
 	}
 	for _, s := range a.Services {
-		if s.Kind == policy.EWS {
+		if s.Kind == policy.EWS || s.Kind == policy.Graph {
 			// In the domain's order: the first incoming server is
 			// Thunderbird's default, the others its alternatives (§1.8).
 			cc.Provider.Incoming = append(cc.Provider.Incoming, urlServer(s))
@@ -142,7 +142,7 @@ func autoconfigDocument(a *policy.Account) clientConfig {
 			cc.Provider.Outgoing = append(cc.Provider.Outgoing, ms)
 		}
 	}
-	if o := d.OAuth; o != nil {
+	if o := accountOAuth(a); o != nil {
 		cc.OAuth2 = &oAuth2{
 			Issuer: o.IssuerHost(), Scope: strings.Join(o.Scopes, " "),
 			AuthURL: o.AuthURL, TokenURL: o.TokenURL, ClientID: o.ClientID,
@@ -154,7 +154,37 @@ func autoconfigDocument(a *policy.Account) clientConfig {
 	return cc
 }
 
-// urlServer is the incomingServer of a URL-based service (EWS). Its
+// providerName is the name clients show for the account's provider: the
+// destination's when the user's mailbox lives behind one that names
+// itself, else the domain's.
+func providerName(a *policy.Account) string {
+	if a.Destination != nil && a.Destination.Provider != "" {
+		return a.Destination.Provider
+	}
+	return a.Domain.Provider
+}
+
+// shortName is the provider's short name: the destination's provider
+// name when it names one (destinations have no short name of their own).
+func shortName(a *policy.Account) string {
+	if a.Destination != nil && a.Destination.Provider != "" {
+		return a.Destination.Provider
+	}
+	return a.Domain.ShortName
+}
+
+// accountOAuth is the authorization server of the account's services: the
+// destination's (nil when its services take passwords) for a user behind
+// one, else the domain's.
+func accountOAuth(a *policy.Account) *policy.OAuth {
+	if a.Destination != nil {
+		return a.Destination.OAuth
+	}
+	return a.Domain.OAuth
+}
+
+// urlServer is the incomingServer of a URL-based service (EWS, Graph:
+// <incomingServer type="graph"><url>, CLIENTS.md §1.9). Its
 // authentication lists the service's methods, which Thunderbird reads, and
 // after a password method the draft's HTTP form of it, Basic.
 func urlServer(s policy.Service) mailServer {

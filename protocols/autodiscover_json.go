@@ -78,15 +78,18 @@ func (a *autodiscover) json(c *call) error {
 	switch {
 	case strings.EqualFold(proto, v2AutodiscoverV1):
 		// Domain data only: no directory search for the most common probe.
+		// The POX endpoint it names answers a destination's redirect
+		// (CLIENTS.md §3).
 		return c.sendJSON(http.StatusOK, v2Answer{v2AutodiscoverV1, autodiscoverURL(d)})
-	case strings.EqualFold(proto, "EWS") && d.EWSURL != "":
-		return c.sendJSON(http.StatusOK, v2Answer{v2EWS, d.EWSURL})
 	}
-	// The ActiveSync answer and the list of supported values depend on what
-	// this user may use. With require_auth no per-user data goes out
-	// unauthenticated: the domain's offer stands in for the user's, and the
-	// POX mobilesync answer (after the password) tells the truth.
+	// The ActiveSync and EWS answers and the list of supported values
+	// depend on what this user may use, and where the mailbox lives (a
+	// destination's services replace the domain's). With require_auth no
+	// per-user data goes out unauthenticated: the domain's offer stands in
+	// for the user's, and the POX answer (after the password) tells the
+	// truth.
 	var easURL string
+	ewsURL := d.EWSURL
 	if a.opts.RequireAuth {
 		for _, s := range d.Services {
 			if s.Kind == policy.ActiveSync {
@@ -102,6 +105,17 @@ func (a *autodiscover) json(c *call) error {
 		if s, ok := acct.First(policy.ActiveSync); ok {
 			easURL = s.URL
 		}
+		if acct.Destination != nil {
+			// The mailbox lives behind the destination: its EWS, if the
+			// user may use it there, never the domain's (CLIENTS.md §3).
+			ewsURL = ""
+			if s, ok := acct.First(policy.EWS); ok {
+				ewsURL = s.URL
+			}
+		}
+	}
+	if strings.EqualFold(proto, "EWS") && ewsURL != "" {
+		return c.sendJSON(http.StatusOK, v2Answer{v2EWS, ewsURL})
 	}
 	if strings.EqualFold(proto, v2ActiveSync) && easURL != "" {
 		return c.sendJSON(http.StatusOK, v2Answer{v2ActiveSync, easURL})
@@ -111,7 +125,7 @@ func (a *autodiscover) json(c *call) error {
 		supported = append(supported, v2ActiveSync)
 	}
 	supported = append(supported, v2AutodiscoverV1)
-	if d.EWSURL != "" {
+	if ewsURL != "" {
 		supported = append(supported, v2EWS)
 	}
 	return c.sendJSON(http.StatusBadRequest, v2Error{"InvalidProtocol", invalidProtocolMessage(proto, supported)})

@@ -211,7 +211,7 @@ type outlookDoc struct {
 
 type outlookResponse struct {
 	XMLName xml.Name       `xml:"http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a Response"`
-	User    outlookUser    `xml:"User"`
+	User    *outlookUser   `xml:"User,omitempty"` // nil in a redirect
 	Account outlookAccount `xml:"Account"`
 }
 
@@ -224,10 +224,16 @@ type outlookUser struct {
 
 // outlookAccount holds every Protocol: Thunderbird reads only the first
 // Account, and Outlook was reported to fail with one Account per protocol.
+//
+// A redirect (MS-OXDSCLI 2.2.4.1.1.2.2 Action redirectAddr or redirectUrl)
+// holds only the Action and RedirectAddr (2.2.4.1.1.2.8) or RedirectUrl
+// (2.2.4.1.1.2.9), as the example of section 4.2 does.
 type outlookAccount struct {
-	AccountType string        `xml:"AccountType"`
-	Action      string        `xml:"Action"`
-	Protocol    []poxProtocol `xml:"Protocol"`
+	AccountType  string        `xml:"AccountType,omitempty"`
+	Action       string        `xml:"Action"`
+	RedirectAddr string        `xml:"RedirectAddr,omitempty"`
+	RedirectURL  string        `xml:"RedirectUrl,omitempty"`
+	Protocol     []poxProtocol `xml:"Protocol"`
 }
 
 // poxProtocol is one Protocol element. SPA, SSL and AuthRequired default to
@@ -372,18 +378,40 @@ func renderOutlook(a *policy.Account) (body []byte, ok bool, err error) {
 // outlookDocument is the Outlook response of an account, to encode; ok is
 // false when the account has nothing this schema can express.
 func outlookDocument(a *policy.Account) (doc outlookDoc, ok bool) {
+	if acct, ok := poxRedirect(a); ok {
+		return outlookDoc{Response: outlookResponse{Account: acct}}, true
+	}
 	protos := outlookProtocols(a)
 	if len(protos) == 0 {
 		return outlookDoc{}, false
 	}
 	return outlookDoc{Response: outlookResponse{
-		User: outlookUser{DisplayName: displayName(a), AutoDiscoverSMTPAddress: a.Primary},
+		User: &outlookUser{DisplayName: displayName(a), AutoDiscoverSMTPAddress: a.Primary},
 		Account: outlookAccount{
 			AccountType: "email",
 			Action:      "settings",
 			Protocol:    protos,
 		},
 	}}, true
+}
+
+// poxRedirect is the Account of a redirect answer, for a user whose
+// destination sends Autodiscover elsewhere (CLIENTS.md §2.6): Outlook then
+// asks again for the RedirectAddr, or asks the RedirectUrl, instead of
+// configuring anything (MS-OXDSCLI 3.1.5.3). Only a known user has a
+// destination, so an unknown address is never redirected and learns
+// nothing of where mailboxes live.
+func poxRedirect(a *policy.Account) (outlookAccount, bool) {
+	d := a.Destination
+	switch {
+	case d == nil || !a.Known:
+		return outlookAccount{}, false
+	case d.RedirectAddr != "":
+		return outlookAccount{Action: "redirectAddr", RedirectAddr: d.RedirectAddr}, true
+	case d.RedirectURL != "":
+		return outlookAccount{Action: "redirectUrl", RedirectURL: d.RedirectURL}, true
+	}
+	return outlookAccount{}, false
 }
 
 // ---------------------------------------------------------------------
@@ -406,7 +434,10 @@ type mobilesyncUser struct {
 	EMailAddress string `xml:"EMailAddress"` // minOccurs=1 in the XSD
 }
 
+// mobilesyncAction holds one of Redirect (MS-ASCMD 2.2.3.147: an address
+// whose domain the device asks next), Settings or Error.
 type mobilesyncAction struct {
+	Redirect string              `xml:"Redirect,omitempty"`
 	Settings *mobilesyncSettings `xml:"Settings,omitempty"`
 	Error    *mobilesyncError    `xml:"Error,omitempty"`
 }
@@ -439,12 +470,24 @@ const mobilesyncCulture = "en:us"
 // renderMobilesync builds the mobilesync response: the ActiveSync URL when
 // the account holds ActiveSync (the domain offers it and the user is
 // entitled), else the protocol's own Action/Error.
+//
+// A user whose destination redirects Autodiscover to another address gets
+// Action/Redirect with that address and nothing else, as in the POX answer;
+// the device asks the Autodiscover service of its domain next (MS-ASCMD
+// 2.2.3.147). The mobilesync schema has no URL redirect: a destination
+// with a redirect URL answers with its own ActiveSync service, if any.
 func renderMobilesync(a *policy.Account) ([]byte, error) {
 	return encodeXMLDoc(mobilesyncDocument(a))
 }
 
 // mobilesyncDocument is the mobilesync response of an account, to encode.
 func mobilesyncDocument(a *policy.Account) mobilesyncDoc {
+	if acct, ok := poxRedirect(a); ok && acct.RedirectAddr != "" {
+		return mobilesyncDoc{Response: mobilesyncResponse{
+			Culture: mobilesyncCulture,
+			Action:  mobilesyncAction{Redirect: acct.RedirectAddr},
+		}}
+	}
 	resp := mobilesyncResponse{
 		Culture: mobilesyncCulture,
 		User:    &mobilesyncUser{DisplayName: displayName(a), EMailAddress: a.Primary},

@@ -18,7 +18,9 @@ import (
 // same *Account for a known address until its cache entry is replaced,
 // and accounts are immutable once returned (policy copies an account
 // rather than change it), so a known account's answer is keyed by the
-// pointer and can never go out of date. The answer for an unknown address
+// pointer and can never go out of date; an account whose destination
+// redirects it or gives it other servers is its own pointer like any
+// other known account, and so its own entry. The answer for an unknown address
 // is the domain's defaults with the address as login, a new Account each
 // time: it is keyed by what it is made of (domain, address, login), so a
 // warm unknown address costs what a warm known one does, and timing tells
@@ -180,7 +182,9 @@ func cacheKey(a *policy.Account, f renderFormat) (renderKey, bool) {
 // addresses are offered (default_services), in the domain's order.
 func defaultsLogin(a *policy.Account) (string, bool) {
 	d := a.Domain
-	if a.DisplayName != "" || a.DN != "" || a.Primary != a.Address.String() {
+	// A destination makes an answer of its own (a redirect, other
+	// servers): never one keyed by the domain's parts.
+	if a.DisplayName != "" || a.DN != "" || a.Primary != a.Address.String() || a.Destination != nil {
 		return "", false
 	}
 	login, i := "", 0

@@ -46,15 +46,20 @@ type setupView struct {
 
 // setupResult is the settings for one address.
 type setupResult struct {
-	Address    string
+	Address string
+	// Provider is where the mailbox lives when that is not the domain's
+	// own servers (a destination's provider name); empty otherwise.
+	Provider   string
 	Incoming   []serverSetting // IMAP, then POP3, each in the domain's order
 	Outgoing   []serverSetting // SMTP
 	ActiveSync []urlSetting
 	EWS        []urlSetting // Exchange Web Services
+	Graph      []urlSetting // Microsoft Graph
 	CalDAV     []urlSetting
 	CardDAV    []urlSetting
-	// OAuth is the domain's OAuth issuer, for apps that sign in with it;
-	// nil unless the domain configures one.
+	// OAuth is the OAuth issuer of the account's services, for apps that
+	// sign in with it: the destination's for a user behind one, else the
+	// domain's; nil when there is none.
 	OAuth *policy.OAuth
 	// ProfileURL and MacProfileURL link to /mobileconfig; empty when the
 	// profile would carry nothing.
@@ -146,7 +151,10 @@ func (h *Handler) setupFail(c *call, err error) {
 }
 
 func newSetupResult(a *policy.Account) *setupResult {
-	res := &setupResult{Address: a.Address.String(), OAuth: a.Domain.OAuth}
+	res := &setupResult{Address: a.Address.String(), OAuth: accountOAuth(a)}
+	if p := providerName(a); p != a.Domain.Provider {
+		res.Provider = p
+	}
 	for _, k := range []policy.Kind{policy.IMAP, policy.POP3, policy.SMTP} {
 		for _, svc := range a.Services {
 			sec, ok := securityLabel[svc.Socket]
@@ -175,6 +183,8 @@ func newSetupResult(a *policy.Account) *setupResult {
 			dst = &res.ActiveSync
 		case policy.EWS:
 			dst = &res.EWS
+		case policy.Graph:
+			dst = &res.Graph
 		case policy.CalDAV:
 			dst = &res.CalDAV
 		case policy.CardDAV:
