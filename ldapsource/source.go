@@ -24,6 +24,10 @@ var (
 	ErrAmbiguous = errors.New("several directory entries match the address")
 	// ErrClosed: the source was closed.
 	ErrClosed = errors.New("directory source closed")
+
+	// errLentConnection: a Probe's Source lost the probe's connection,
+	// and does not bind again.
+	errLentConnection = errors.New("the probe's connection to the directory is gone, and the probe does not bind again")
 )
 
 // Entry is a directory entry with the attributes asked for.
@@ -65,6 +69,10 @@ type Source struct {
 
 	breakers []*breaker    // per target (breaker.go)
 	cooldown time.Duration // breakerCooldown; shorter in tests
+
+	// lent: the source has one connection, a Probe's, and never dials
+	// (Probe.Source).
+	lent bool
 }
 
 type conn struct {
@@ -294,6 +302,10 @@ func (s *Source) get(ctx context.Context) (*conn, error) {
 	}
 	if c := s.takeIdle(); c != nil {
 		return c, nil
+	}
+	if s.lent {
+		s.release()
+		return nil, errLentConnection
 	}
 	c, err := s.gate.dial(ctx, func() (*conn, error) { return s.dial(ctx) })
 	if err != nil {

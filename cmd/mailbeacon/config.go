@@ -36,8 +36,11 @@ type config struct {
 	// credentials the directory refused (state.go).
 	StateDir string `mapstructure:"state_dir"`
 
-	// noState: remember refusals in memory only (--demo).
+	// noState: remember refusals in memory only (--demo, init).
 	noState bool
+	// newSource makes the directory source when set, instead of
+	// ldapsource.New (init: lookups over its probe's one bound connection).
+	newSource func(ldapsource.Config, []string, *slog.Logger, *ldapsource.Metrics) (*ldapsource.Source, error)
 	// placeholders are warnings about config.example.yaml's placeholder
 	// hosts and domains left in place (configwarn.go).
 	placeholders []string
@@ -181,7 +184,11 @@ func buildWith(cfg config, log *slog.Logger, m *metrics, r *ldapsource.Refusals)
 	if cfg.LDAP.Filter == "" {
 		cfg.LDAP.Filter = pol.Filter()
 	}
-	src, err := ldapsource.New(cfg.LDAP, pol.Attributes(), log, m.source)
+	newSource := ldapsource.New
+	if cfg.newSource != nil {
+		newSource = cfg.newSource
+	}
+	src, err := newSource(cfg.LDAP, pol.Attributes(), log, m.source)
 	if err != nil {
 		return nil, err
 	}

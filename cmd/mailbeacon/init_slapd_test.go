@@ -1,0 +1,167 @@
+package main
+
+// mailbeacon init against real directories: the file it writes passes
+// config check --online, and lookup answers the sampled users as their
+// entries say and as init's table said.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/mailbeacon/mailbeacon/ldapsource/ldaptest"
+)
+
+func runInit(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(context.Background(), append([]string{"init"}, args...), &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// initUser is what a sampled user's entry says: the services allowed (in
+// the domain's order, as init's table and lookup's explanation list
+// them), the login, and whether the account is enabled.
+type initUser struct {
+	addr, services, login string
+	enabled               bool
+}
+
+// tableRow matches a row of init's table of sampled accounts.
+var tableRow = regexp.MustCompile(`(?m)^  (\S+@\S+) +(\S+) +(.+)$`)
+
+// checkInitFile runs config check --online on the file init wrote, then
+// lookup for each user, and compares both lookup's answer and init's
+// table (stdout) with what the entries say.
+func checkInitFile(t *testing.T, file, stdout string, users []initUser) {
+	t.Helper()
+	if code, out, errOut := runConfigCheck(t, "--online", file); code != 0 {
+		t.Fatalf("config check --online: exit %d\nstdout %s\nstderr %s\nfile:\n%s", code, out, errOut, readText(t, file))
+	}
+	rows := map[string][]string{}
+	for _, m := range tableRow.FindAllStringSubmatch(stdout, -1) {
+		rows[m[1]] = m[2:]
+	}
+	for _, u := range users {
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), []string{"lookup", "--config", file, u.addr}, &out, &errOut); code != 0 {
+			t.Errorf("lookup %s: exit %d: %s", u.addr, code, errOut.String())
+			continue
+		}
+		var got lookupOutput
+		if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+			t.Fatalf("lookup %s: %v\n%s", u.addr, err, out.String())
+		}
+		ex := got.Explanation
+		var allowed []string
+		for _, d := range ex.Services {
+			if d.Allowed && !strings.Contains(strings.Join(allowed, " "), d.Service) {
+				allowed = append(allowed, d.Service)
+			}
+		}
+		if s := strings.Join(allowed, " "); s != u.services || ex.Enabled != u.enabled || (u.enabled && ex.Login != u.login) {
+			t.Errorf("lookup %s: services %q enabled %t login %q, the entry says %q %t %q\n%s", u.addr, s, ex.Enabled, ex.Login, u.services, u.enabled, u.login, out.String())
+		}
+		row, ok := rows[u.addr]
+		if !ok {
+			t.Errorf("init's table has no row for %s:\n%s", u.addr, stdout)
+			continue
+		}
+		want := u.services
+		if !u.enabled {
+			want += " (domain defaults: disabled)"
+		}
+		if row[1] != want || (u.enabled && row[0] != u.login) {
+			t.Errorf("init's table says %s: login %q services %q; lookup says %q %q", u.addr, row[0], row[1], u.login, want)
+		}
+	}
+}
+
+func readText(t *testing.T, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// assertGuessed fails unless the first line of the file holding value
+// follows a "# guessed:" comment, before it or before the key that opens
+// its block.
+func assertGuessed(t *testing.T, text, value string) {
+	t.Helper()
+	lines := strings.Split(text, "\n")
+	for i, l := range lines {
+		if strings.Contains(l, value) && !strings.HasPrefix(strings.TrimSpace(l), "#") {
+			for j := i - 1; j >= 0 && (strings.HasPrefix(strings.TrimSpace(lines[j]), "#") || strings.HasSuffix(lines[j], ":")); j-- {
+				if strings.HasPrefix(strings.TrimSpace(lines[j]), "# guessed:") {
+					return
+				}
+			}
+			t.Errorf("%q is not marked as a guess:\n%s", l, text)
+			return
+		}
+	}
+	t.Errorf("no line holds %q:\n%s", value, text)
+}
+
+// The demo directory in OpenLDAP: iRedMail's layout (mailUser,
+// accountStatus, enabledService), mailHost on one user.
+func TestInitSlapdIRedMail(t *testing.T) {
+	srv := ldaptest.Slapd(t)
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "ldap-password")
+	writeFile(t, pw, ldaptest.ServicePassword+"\n")
+	file := filepath.Join(dir, "mailbeacon.yaml")
+	before := srv.BindCount()
+	code, stdout, stderr := runInit(t, "--bind-dn", ldaptest.ServiceDN, "--bind-password-file", pw, "--ca-file", srv.CAFile, "--out", file, srv.URL)
+	if code != 0 {
+		t.Fatalf("init: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
+	}
+	t.Logf("init:\n%s", stdout)
+	if n := srv.BindCount() - before; n != 1 {
+		t.Errorf("init bound %d times, want once", n)
+	}
+	text := readText(t, file)
+	for _, want := range []string{`preset: "openldap"`, "start_tls: true", `ca_file: "` + srv.CAFile, `bind_password_file: "` + pw,
+		`base_dn: "dc=example,dc=com"`, `host_attribute: "mailHost"`, `- name: "example.com"`, "type: activesync"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the file lacks %s:\n%s", want, text)
+		}
+	}
+	assertGuessed(t, text, "base_dn:")
+	assertGuessed(t, text, "host_attribute:")
+	assertGuessed(t, text, "provider:")
+	// dave's mailHost is the only host in the directory, and not the
+	// domain's.
+	assertGuessed(t, text, `{type: imap, host: "mail.example.com"`)
+	for _, want := range []string{"Directory: " + srv.URL + ": OpenLDAP", "StartTLS: offered by the directory, and its certificate verified with ca_file",
+		"Mail schema: iRedMail (object class mailUser", "Bound once as " + ldaptest.ServiceDN,
+		"mailbeacon config check --online " + file, "mailbeacon lookup --config " + file + " alice@example.com"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("init's output lacks %q:\n%s", want, stdout)
+		}
+	}
+	checkInitFile(t, file, stdout, []initUser{
+		{addr: "alice@example.com", services: "imap pop3 smtp activesync", login: "alice@example.com", enabled: true},
+		{addr: "bob@example.com", services: "imap smtp", login: "bob@example.com", enabled: true},
+		{addr: "carol@example.com", services: "imap pop3 smtp activesync"},
+		{addr: "dave@example.com", services: "imap smtp", login: "dave@example.com", enabled: true},
+	})
+
+	// A second run refuses the file before it asks the directory anything.
+	before = srv.BindCount()
+	code, _, stderr = runInit(t, "--bind-dn", ldaptest.ServiceDN, "--bind-password-file", pw, "--out", file, srv.URL)
+	if code != 1 || !strings.Contains(stderr, file+" exists: init never overwrites a file") || srv.BindCount() != before {
+		t.Errorf("second run: exit %d, %d binds: %s", code, srv.BindCount()-before, stderr)
+	}
+	if readText(t, file) != text {
+		t.Error("the second run changed the file")
+	}
+}
