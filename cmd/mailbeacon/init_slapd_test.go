@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -164,4 +165,95 @@ func TestInitSlapdIRedMail(t *testing.T) {
 	if readText(t, file) != text {
 		t.Error("the second run changed the file")
 	}
+}
+
+// What init says when it cannot do its work: each in words with the fix,
+// with the exit status of config check (78: the configuration must
+// change, 3: the directory is not there), no file written, and never a
+// second bind.
+func TestInitSlapdRefusals(t *testing.T) {
+	srv := ldaptest.Slapd(t)
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "ldap-password")
+	writeFile(t, pw, ldaptest.ServicePassword+"\n")
+	wrong := filepath.Join(dir, "wrong-password")
+	writeFile(t, wrong, "not-the-password\n")
+	closed := fmt.Sprintf("ldap://127.0.0.1:%d", freePort(t))
+	creds := []string{"--bind-dn", ldaptest.ServiceDN, "--bind-password-file", pw}
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		code  int
+		binds int
+		want  []string
+	}{
+		{"nothing listening", append(creds, closed), exitDirectory, 0,
+			[]string{"connecting: " + closed, "connection refused", "is the directory running, and are the URL's host and port right?"}},
+		{"ldaps not verified", append(creds, srv.LDAPSURL), exitConfig, 0,
+			[]string{"--ca-file: the directory's certificate is not signed by a trusted CA", "set --ca-file to the PEM file of the CA"}},
+		{"StartTLS not verified", append(creds, srv.URL), exitConfig, 0,
+			[]string{"StartTLS: --ca-file: the directory's certificate is not signed by a trusted CA", "set --ca-file to the PEM file of the CA"}},
+		{"wrong password", []string{"--bind-dn", ldaptest.ServiceDN, "--bind-password-file", wrong, "--ca-file", srv.CAFile, srv.URL}, exitConfig, 1,
+			[]string{"binding: --bind-password-file: the directory refused the service account's credentials (LDAP 49", "check --bind-dn and --bind-password-file together"}},
+		{"wrong bind DN form", []string{"--bind-dn", "mailbeacon", "--bind-password-file", pw, "--ca-file", srv.CAFile, srv.URL}, exitConfig, 1,
+			[]string{"binding: --bind-dn: the directory does not take --bind-dn as a name to bind with (LDAP 34"}},
+		{"password on the command line", []string{"--bind-dn", ldaptest.ServiceDN, srv.URL}, 1, 0,
+			[]string{"--bind-dn: no password: give --bind-password-file FILE, or set MAILBEACON_LDAP_BIND_PASSWORD (never on the command line)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "mailbeacon.yaml")
+			before := srv.BindCount()
+			code, stdout, stderr := runInit(t, append([]string{"--out", file}, tc.args...)...)
+			t.Logf("stderr: %s", stderr)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d\nstdout %s\nstderr %s", code, tc.code, stdout, stderr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, stderr)
+				}
+			}
+			if n := srv.BindCount() - before; n != tc.binds {
+				t.Errorf("%d binds, want %d", n, tc.binds)
+			}
+			if _, err := os.Stat(file); err == nil {
+				t.Errorf("%s written", file)
+			}
+		})
+	}
+}
+
+// A directory that shows nothing, not even its RootDSE, to a client that
+// has not bound: without credentials init says what it needs; with them
+// it reads the RootDSE after its one bind.
+func TestInitSlapdAnonymousRefused(t *testing.T) {
+	srv := ldaptest.Slapd(t)
+	srv.RequireAuthentication()
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "ldap-password")
+	writeFile(t, pw, ldaptest.ServicePassword+"\n")
+	file := filepath.Join(dir, "mailbeacon.yaml")
+
+	code, stdout, stderr := runInit(t, "--ca-file", srv.CAFile, "--out", file, srv.URL)
+	if code != exitConfig || !strings.Contains(stderr, "the directory does not show its RootDSE to this client") ||
+		!strings.Contains(stderr, "give --base-dn, or --bind-dn and --bind-password-file") {
+		t.Errorf("anonymous: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
+	}
+	if _, err := os.Stat(file); err == nil {
+		t.Errorf("%s written", file)
+	}
+
+	before := srv.BindCount()
+	code, stdout, stderr = runInit(t, "--bind-dn", ldaptest.ServiceDN, "--bind-password-file", pw, "--ca-file", srv.CAFile, "--out", file, srv.URL)
+	if code != 0 || !strings.Contains(stdout, "RootDSE: not shown to anonymous clients") || !strings.Contains(stdout, "Mail schema: iRedMail") {
+		t.Fatalf("with credentials: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
+	}
+	if n := srv.BindCount() - before; n != 1 {
+		t.Errorf("init bound %d times, want once", n)
+	}
+	checkInitFile(t, file, stdout, []initUser{
+		{addr: "alice@example.com", services: "imap pop3 smtp activesync", login: "alice@example.com", enabled: true},
+		{addr: "bob@example.com", services: "imap smtp", login: "bob@example.com", enabled: true},
+		{addr: "carol@example.com", services: "imap pop3 smtp activesync"},
+	})
 }
