@@ -77,24 +77,32 @@ func DialProbe(ctx context.Context, cfg Config, passwordKey string) (*Probe, err
 		cfg.DialTimeout, cfg.RequestTimeout = d.DialTimeout, d.RequestTimeout
 	}
 	p := &Probe{cfg: cfg, target: targets[0], tls: tc, passwordKey: passwordKey}
-	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	if err := p.dial(ctx); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// dial opens the connection: TCP, and TLS for ldaps://.
+func (p *Probe) dial(ctx context.Context) error {
+	dctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
 	defer cancel()
 	nc, err := (&net.Dialer{}).DialContext(dctx, "tcp", p.target.hostout)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p.target.url, err)
+		return fmt.Errorf("%s: %w", p.target.url, err)
 	}
 	if p.target.ldaps {
 		tlsConn := tls.Client(nc, p.tlsFor())
 		if err := tlsConn.HandshakeContext(dctx); err != nil {
 			nc.Close()
-			return nil, classify(fmt.Errorf("%s: TLS: %w", p.target.url, err), passwordKey, cfg.BindDN)
+			return classify(fmt.Errorf("%s: TLS: %w", p.target.url, err), p.passwordKey, p.cfg.BindDN)
 		}
 		nc, p.encryption = tlsConn, "ldaps"
 	}
 	p.nc = nc
 	p.conn = ldap.NewConn(nc, p.target.ldaps)
 	p.conn.Start()
-	return p, nil
+	return nil
 }
 
 func (p *Probe) tlsFor() *tls.Config {
@@ -130,9 +138,11 @@ func (p *Probe) deadline(ctx context.Context) (context.Context, context.CancelFu
 
 // StartTLS upgrades the connection, verifying the certificate. A
 // certificate not verified is a configuration error naming ldap.ca_file
-// (or ldap.tls_server_name); the connection is then unusable.
+// (or ldap.tls_server_name), and the connection is closed. A directory
+// that refuses StartTLS leaves go-ldap's connection without its reader:
+// the probe connects again, plain, and returns the refusal.
 func (p *Probe) StartTLS(ctx context.Context) error {
-	if p.encryption != "" {
+	if p.encryption != "" || p.bindTried {
 		return nil
 	}
 	ctx, done := p.deadline(ctx)
@@ -143,14 +153,18 @@ func (p *Probe) StartTLS(ctx context.Context) error {
 		return nil
 	}
 	if strings.Contains(err.Error(), "x509: ") || strings.Contains(err.Error(), "tls: failed to verify") {
-		err = fmt.Errorf("%s: StartTLS: %w: %w", p.target.url, errCertificate, err)
-	} else {
-		err = fmt.Errorf("%s: StartTLS: %w", p.target.url, err)
+		p.Close()
+		return classify(fmt.Errorf("%s: StartTLS: %w: %w", p.target.url, errCertificate, err), p.passwordKey, p.cfg.BindDN)
 	}
+	err = fmt.Errorf("%s: StartTLS: %w", p.target.url, err)
 	if ctx.Err() != nil {
 		err = fmt.Errorf("%w (%w)", err, ctx.Err())
 	}
-	return classify(err, p.passwordKey, p.cfg.BindDN)
+	p.Close()
+	if derr := p.dial(context.WithoutCancel(ctx)); derr != nil {
+		return fmt.Errorf("%w; connecting again without it: %w", err, derr)
+	}
+	return err
 }
 
 // Bind binds with the credentials of the configuration, once: a second

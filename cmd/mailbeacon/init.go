@@ -224,14 +224,14 @@ func (in *initRun) connect(ctx context.Context) error {
 	in.probe = p
 	// Before any bind: what anonymous clients see.
 	root, rootErr := p.RootDSE(ctx)
-	if p.Encryption() == "" && (in.ldap.StartTLS || root == nil || slices.Contains(root.Values("supportedExtension"), ldapsource.OIDStartTLS)) {
+	if p.Encryption() == "" {
+		// Tried whether the RootDSE lists it or not: Samba does not.
 		switch err := p.StartTLS(ctx); {
 		case err == nil:
 		case ldapsource.ConfigurationError(err) != nil || in.ldap.StartTLS:
 			p.Close()
 			return in.directoryError("StartTLS", err)
 		default:
-			// Offered, or not said, and refused: the connection stays plain.
 			in.missing = append(in.missing, fmt.Sprintf("StartTLS: the directory refused it (%v)", err))
 		}
 	}
@@ -276,7 +276,7 @@ func (in *initRun) describeTLS() string {
 	case "ldaps":
 		return "ldaps: the directory's certificate verified with " + ca
 	case "StartTLS":
-		return "StartTLS: offered by the directory, and its certificate verified with " + ca
+		return "StartTLS: the directory takes it, and its certificate verified with " + ca
 	}
 	if in.probe.Loopback() {
 		return "no TLS: the directory offers no StartTLS; on the loopback the password stays on this host"
@@ -555,7 +555,7 @@ func (in *initRun) report(ctx context.Context, a *app) {
 		names[i] = d.name
 	}
 	fmt.Fprintf(w, "Domains: %s (%s)\n", strings.Join(names, " "), in.domainOf)
-	in.sampleTable(ctx, a)
+	addr := in.sampleTable(ctx, a)
 	if len(in.missing) > 0 {
 		fmt.Fprintln(w, "\nNot found:")
 		for _, m := range in.missing {
@@ -563,16 +563,19 @@ func (in *initRun) report(ctx context.Context, a *app) {
 		}
 	}
 	fmt.Fprintf(w, "\nWrote %s. Check the lines marked \"# guessed:\", then run:\n", in.flags.out)
-	for _, c := range in.nextCommands() {
+	for _, c := range in.nextCommands(addr) {
 		fmt.Fprintf(w, "  %s\n", c)
 	}
 }
 
-// nextCommands are the commands to run after init.
-func (in *initRun) nextCommands() []string {
-	addr := "ADDRESS"
-	if len(in.sample) > 0 {
+// nextCommands are the commands to run after init, lookup for addr
+// ("": the first sampled address).
+func (in *initRun) nextCommands(addr string) []string {
+	if addr == "" && len(in.sample) > 0 {
 		addr = in.sample[0].address
+	}
+	if addr == "" {
+		addr = "ADDRESS"
 	}
 	file := shellQuote(in.flags.out)
 	return []string{
@@ -582,11 +585,12 @@ func (in *initRun) nextCommands() []string {
 }
 
 // sampleTable prints each sampled address's login and services and the
-// rule behind each, from the resolver's Explain as lookup prints it.
-func (in *initRun) sampleTable(ctx context.Context, a *app) {
+// rule behind each, from the resolver's Explain as lookup prints it. It
+// returns the first enabled account's address, or "".
+func (in *initRun) sampleTable(ctx context.Context, a *app) (enabled string) {
 	w := in.out
 	if len(in.sample) == 0 {
-		return
+		return ""
 	}
 	fmt.Fprintf(w, "\nSampled accounts (%d), as `mailbeacon lookup` explains them:\n", len(in.sample))
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
@@ -609,6 +613,9 @@ func (in *initRun) sampleTable(ctx context.Context, a *app) {
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", s.address, ex.Login, allowedServices(ex))
 		whys = append(whys, why{s.address, ex})
+		if enabled == "" && ex.Enabled {
+			enabled = s.address
+		}
 	}
 	tw.Flush()
 	for _, y := range whys {
@@ -617,6 +624,7 @@ func (in *initRun) sampleTable(ctx context.Context, a *app) {
 			fmt.Fprintf(w, "  %s: %s: %s\n", d.Service, onOff(d.Allowed), d.Rule)
 		}
 	}
+	return enabled
 }
 
 // allowedServices lists the services an explanation allows, or says why

@@ -142,9 +142,9 @@ func TestInitSlapdIRedMail(t *testing.T) {
 	// dave's mailHost is the only host in the directory, and not the
 	// domain's.
 	assertGuessed(t, text, `{type: imap, host: "mail.example.com"`)
-	for _, want := range []string{"Directory: " + srv.URL + ": OpenLDAP", "StartTLS: offered by the directory, and its certificate verified with ca_file",
+	for _, want := range []string{"Directory: " + srv.URL + ": OpenLDAP", "StartTLS: the directory takes it, and its certificate verified with ca_file",
 		"Mail schema: iRedMail (object class mailUser", "Bound once as " + ldaptest.ServiceDN,
-		"mailbeacon config check --online " + file, "mailbeacon lookup --config " + file + " alice@example.com"} {
+		"mailbeacon config check --online " + file, "mailbeacon lookup --config " + file + " alice@example.com\n"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("init's output lacks %q:\n%s", want, stdout)
 		}

@@ -32,7 +32,7 @@ func (in *initRun) configText() string {
 	}
 	comment(0, fmt.Sprintf("The directory: %s; mail schema: %s.", or(in.vendor, "vendor unknown"), stack))
 	comment(0, "Lines under a \"# guessed:\" comment are init's guesses: check each one. config.example.yaml documents every key. Next:")
-	for _, c := range in.nextCommands() {
+	for _, c := range in.nextCommands("") {
 		line(0, "#   %s", c)
 	}
 	for _, m := range in.missing {
