@@ -59,8 +59,8 @@ const maxInitSample = 1000
 // more is better served by domain_source.
 const maxInitDomains = 50
 
-const initUsage = "Usage: mailbeacon init [--bind-dn DN --bind-password-file FILE] [--ca-file FILE] [--start-tls]\n" +
-	"                      [--base-dn DN] [--preset NAME] [--domain DOMAIN...] [--sample N] [--out FILE] URL\n"
+const initUsage = "Usage: mailbeacon init [--bind-dn DN --bind-password-file FILE] [--ca-file FILE] [--start-tls] " +
+	"[--base-dn DN] [--preset NAME] [--domain DOMAIN...] [--sample N] [--out FILE] URL\n"
 
 func initCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("init", flag.ContinueOnError)
@@ -69,7 +69,7 @@ func initCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&f.passwordFile, "bind-password-file", "", "read the bind password from the first line of this `file` (or set MAILBEACON_LDAP_BIND_PASSWORD)")
 	fs.StringVar(&f.caFile, "ca-file", "", "PEM `file` of the CA that signed the directory's certificate (default: the system's)")
 	fs.StringVar(&f.serverName, "tls-server-name", "", "check the certificate against this `name` instead of the URL's host")
-	fs.BoolVar(&f.startTLS, "start-tls", false, "require StartTLS on an ldap:// URL (without it, StartTLS is used when the directory offers it)")
+	fs.BoolVar(&f.startTLS, "start-tls", false, "require StartTLS on an ldap:// URL (without it, init tries StartTLS and goes on without when the directory refuses it)")
 	fs.StringVar(&f.baseDN, "base-dn", "", "search under this `DN` (default: the directory's naming context)")
 	fs.StringVar(&f.preset, "preset", "", "use this policy `preset` instead of the one the schema suggests")
 	fs.Var(&f.domains, "domain", "write this mail `domain` (repeatable; default: the directory's domains, else those of the sampled addresses)")

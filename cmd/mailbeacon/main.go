@@ -23,8 +23,7 @@ import (
 const usage = `mailbeacon - e-mail client autoconfiguration from your LDAP directory
 
 Usage:
-  mailbeacon init   [--bind-dn DN --bind-password-file FILE] [--ca-file FILE]
-                    [--base-dn DN] [--preset NAME] [--sample N] [--out FILE] URL
+  mailbeacon init   [--bind-dn DN --bind-password-file FILE] [--out FILE] URL
   mailbeacon serve  [--config FILE] [--listen ADDR] [--operations-listen ADDR]
                     [--start-degraded] [--demo [--demo-sign]]
   mailbeacon lookup [--config FILE] [--demo] ADDRESS
