@@ -192,7 +192,7 @@ func TestActiveDirectoryPreset(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			acct, ex := pol.decide(d, asked, entry(tc.attrs), nil, decisionTime, true)
+			acct, ex := pol.decide(d, asked, &decisionEntry{Entry: entry(tc.attrs), now: decisionTime}, true)
 			if acct.Known != tc.known || acct.Primary != tc.primary || acct.DisplayName != tc.display || acct.Services[0].Login != tc.login {
 				t.Errorf("known=%v primary=%s display=%q login=%s", acct.Known, acct.Primary, acct.DisplayName, acct.Services[0].Login)
 			}
@@ -252,7 +252,7 @@ func TestExchangePreset(t *testing.T) {
 			for k, v := range tc.attrs {
 				attrs[k] = v
 			}
-			acct, ex := pol.decide(d, Address{Local: "u", Domain: "example.com"}, entry(attrs), nil, decisionTime, true)
+			acct, ex := pol.decide(d, Address{Local: "u", Domain: "example.com"}, &decisionEntry{Entry: entry(attrs), now: decisionTime}, true)
 			if !acct.Known || kinds(acct) != tc.kinds {
 				t.Errorf("known=%v kinds=%s, want %s", acct.Known, kinds(acct), tc.kinds)
 			}

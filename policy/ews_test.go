@@ -76,7 +76,7 @@ func TestExchangePresetEWSSwitch(t *testing.T) {
 			if tc.value != nil {
 				attrs["msExchEwsEnabled"] = tc.value
 			}
-			acct, _ := pol.decide(ds["example.com"], Address{Local: "u", Domain: "example.com"}, entry(attrs), nil, decisionTime, true)
+			acct, _ := pol.decide(ds["example.com"], Address{Local: "u", Domain: "example.com"}, &decisionEntry{Entry: entry(attrs), now: decisionTime}, true)
 			if got := kinds(acct); got != tc.kinds {
 				t.Errorf("kinds %s, want %s", got, tc.kinds)
 			}

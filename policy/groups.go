@@ -38,13 +38,28 @@ func newMemberships(asked, member []string) *memberships {
 }
 
 // decisionEntry is what rules read in one decision: the directory entry,
-// the groups resolved for it (nil: none, member_of reads memberOf) and the
-// time of the decision.
+// the groups resolved for it (nil: none, member_of reads memberOf), the
+// linked entries it inherits attributes from, and the time of the
+// decision.
 type decisionEntry struct {
 	*ldapsource.Entry
 	groups *memberships
+	links  []linkedEntry
 	now    time.Time
 }
+
+// Values returns the entry's own values of attr, else those inherited
+// from the first linked entry that has them.
+func (e *decisionEntry) Values(attr string) []string {
+	if v := e.Entry.Values(attr); len(v) > 0 || len(e.links) == 0 {
+		return v
+	}
+	v, _ := inherited(e.links, attr)
+	return v
+}
+
+// Origin implements originEntry.
+func (e *decisionEntry) Origin(attr string) string { return origin(e.Entry, e.links, attr) }
 
 // InGroup implements groupEntry.
 func (e *decisionEntry) InGroup(dn string) (member, resolved bool) {
@@ -83,23 +98,30 @@ func (p *Policy) collectGroups() []string {
 }
 
 // fetch looks addr of domain d up and, when the policy needs them,
-// resolves the entry's nested group memberships: both are directory
-// failures when they fail, and both go into the one decision that is
-// cached.
-func (r *Resolver) fetch(ctx context.Context, d *Domain, addr Address) (*ldapsource.Entry, *memberships, error) {
+// resolves the entry's nested group memberships and reads its linked
+// entries (from their cache unless fresh is set): each is a directory
+// failure when it fails, and all go into the one decision that is cached.
+func (r *Resolver) fetch(ctx context.Context, d *Domain, addr Address, fresh bool) (*decisionEntry, error) {
 	e, err := r.dir.Lookup(ctx, queryOf(d, addr))
-	if err != nil || len(r.pol.groups) == 0 {
-		return e, nil, err
-	}
-	gd, ok := r.dir.(GroupDirectory)
-	if !ok {
-		return nil, nil, errors.New("policy.nested_groups: this directory cannot resolve nested groups")
-	}
-	member, err := gd.MemberOf(ctx, e.DN, r.pol.groups)
 	if err != nil {
-		return nil, nil, fmt.Errorf("resolving the groups of %s: %w", e.DN, err)
+		return nil, err
 	}
-	return e, newMemberships(r.pol.groups, member), nil
+	de := &decisionEntry{Entry: e, now: r.now()}
+	if len(r.pol.groups) > 0 {
+		gd, ok := r.dir.(GroupDirectory)
+		if !ok {
+			return nil, errors.New("policy.nested_groups: this directory cannot resolve nested groups")
+		}
+		member, err := gd.MemberOf(ctx, e.DN, r.pol.groups)
+		if err != nil {
+			return nil, fmt.Errorf("resolving the groups of %s: %w", e.DN, err)
+		}
+		de.groups = newMemberships(r.pol.groups, member)
+	}
+	if de.links, err = r.readLinks(ctx, e, fresh); err != nil {
+		return nil, err
+	}
+	return de, nil
 }
 
 // queryOf is the search for addr of domain d. An alias domain's address
@@ -119,6 +141,11 @@ func queryOf(d *Domain, addr Address) ldapsource.Query {
 
 // checkDirectory reports a policy the directory cannot serve.
 func (r *Resolver) checkDirectory() error {
+	if len(r.pol.links) > 0 {
+		if _, ok := r.dir.(LinkedDirectory); !ok {
+			return errors.New("policy.linked: this directory cannot read linked entries")
+		}
+	}
 	if len(r.pol.groups) > 0 {
 		if _, ok := r.dir.(GroupDirectory); !ok {
 			return errors.New("policy.nested_groups: this directory cannot resolve nested groups: set nested_groups: false to read memberOf")

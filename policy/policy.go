@@ -55,6 +55,10 @@ type Config struct {
 	// 1.2.840.113556.1.4.1941), instead of reading the memberOf attribute,
 	// which lists direct memberships only. nil: the preset's setting.
 	NestedGroups *bool `mapstructure:"nested_groups"`
+	// Linked lists entries the user's entry links to (a class of
+	// service, a domain entry), read in order, from which it inherits the
+	// attributes it lacks. nil: the preset's.
+	Linked []LinkedConfig `mapstructure:"linked"`
 }
 
 const (
@@ -80,6 +84,7 @@ type Policy struct {
 	attributes    []string
 	nestedGroups  bool
 	groups        []string // member_of group DNs, when nestedGroups
+	links         []*link  // policy.linked, in order
 }
 
 // New merges cfg over its preset (default "openldap"), validates the
@@ -135,6 +140,9 @@ func New(cfg Config) (*Policy, error) {
 		p.strict = true
 	default:
 		return nil, fmt.Errorf("policy.privacy: %q is not one of %q, %q", merged.Privacy, PrivacyStandard, PrivacyStrict)
+	}
+	if p.links, err = compileLinks(merged.Linked); err != nil {
+		return nil, err
 	}
 	p.attributes = p.collectAttributes()
 	if merged.NestedGroups != nil && *merged.NestedGroups {
@@ -198,6 +206,9 @@ func merge(base, over Config) Config {
 	if over.Privacy != "" {
 		base.Privacy = over.Privacy
 	}
+	if over.Linked != nil {
+		base.Linked = over.Linked
+	}
 	return base
 }
 
@@ -255,6 +266,7 @@ func (p *Policy) collectAttributes() []string {
 	if p.hostAttr != "" {
 		attrs = append(attrs, p.hostAttr)
 	}
+	attrs = linkAttributes(p.links, attrs)
 	return dedupFold(attrs)
 }
 
@@ -272,6 +284,8 @@ type Explanation struct {
 	Reason   string     `json:"reason"`
 	Login    string     `json:"login"`
 	Services []Decision `json:"services"`
+	// Linked are the linked entries the decision read (policy.linked).
+	Linked []LinkedExplanation `json:"linked,omitempty"`
 }
 
 // Decision is the verdict on one of the domain's services.
@@ -285,28 +299,31 @@ type Decision struct {
 // addr in domain d, and says why. member_of rules read the entry's memberOf
 // attribute: the Resolver, which asks the directory for nested groups when
 // policy.nested_groups is on, is the way to decide with those.
+// Linked entries (policy.linked) are read by the Resolver only.
 func (p *Policy) Decide(d *Domain, addr Address, e *ldapsource.Entry) (*Account, *Explanation) {
-	return p.decide(d, addr, e, nil, time.Now(), true)
+	var de *decisionEntry
+	if e != nil {
+		de = &decisionEntry{Entry: e, now: time.Now()}
+	}
+	return p.decide(d, addr, de, true)
 }
 
-// decide is Decide with the entry's resolved group memberships (nil: not
-// resolved, member_of reads memberOf) and the time of the decision. The
-// explanation is built only when explain is set (lookup): it costs more
-// than the decision, and serving requests never shows it.
-func (p *Policy) decide(d *Domain, addr Address, found *ldapsource.Entry, groups *memberships, now time.Time, explain bool) (*Account, *Explanation) {
+// decide is Decide with what the Resolver read for the entry (nil: not
+// found): its resolved group memberships, its linked entries and the time
+// of the decision. The explanation is built only when explain is set
+// (lookup): it costs more than the decision, and serving requests never
+// shows it.
+func (p *Policy) decide(d *Domain, addr Address, e *decisionEntry, explain bool) (*Account, *Explanation) {
 	var ex *Explanation
 	if explain {
 		ex = &Explanation{Address: addr.String()}
-	}
-	var e *decisionEntry
-	if found != nil {
-		e = &decisionEntry{Entry: found, groups: groups, now: now}
 	}
 	if e == nil {
 		return p.defaults(d, addr, ex, "not found in the directory")
 	}
 	if explain {
 		ex.Found, ex.DN = true, e.DN
+		ex.Linked = explainLinks(e.links)
 	}
 	if p.enabled != nil {
 		ok, why := p.enabled.eval(e, explain)
@@ -361,7 +378,7 @@ func (p *Policy) decide(d *Domain, addr Address, found *ldapsource.Entry, groups
 		Primary:     addr.String(),
 		DisplayName: p.displayNameOf(e),
 		Known:       true,
-		DN:          found.DN,
+		DN:          e.DN,
 		Domain:      d,
 		Services: d.accountFor(addr, login, func(k Kind) bool { return !slices.Contains(denied, k) }, func(k Kind) string {
 			if p.hostOverrides[k] {

@@ -264,9 +264,12 @@ func TestDecideWithoutExplanation(t *testing.T) {
 		"bad host":  entry(map[string][]string{"uid": {"x"}, "accountStatus": {"active"}, "enabledService": {"mail", "pop3secured"}, "mailHost": {"not a host"}}),
 		"no login":  entry(map[string][]string{"accountStatus": {"active"}, "enabledService": {"mail"}}),
 	} {
-		now := time.Now()
-		with, ex := pol.decide(d, addr, e, nil, now, true)
-		without, none := pol.decide(d, addr, e, nil, now, false)
+		var de *decisionEntry
+		if e != nil {
+			de = &decisionEntry{Entry: e, now: time.Now()}
+		}
+		with, ex := pol.decide(d, addr, de, true)
+		without, none := pol.decide(d, addr, de, false)
 		if !reflect.DeepEqual(with, without) || ex == nil || none != nil {
 			t.Errorf("%s: with explanation %+v (%v), without %+v (%v)", name, with, ex != nil, without, none)
 		}

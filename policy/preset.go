@@ -51,6 +51,9 @@ var presets = map[string]func() Config{
 	// exchange: active-directory plus the per-mailbox protocol switches
 	// Exchange keeps in the directory. See exchange.
 	"exchange": exchange,
+	// zimbra: Zimbra and Carbonio accounts, whose switches a class of
+	// service may hold. See zimbra.
+	"zimbra": zimbra,
 }
 
 // activeDirectory is the active-directory preset.
@@ -126,6 +129,75 @@ func exchange() Config {
 		string(EWS):        {Not: &Rule{Equals: "msExchEwsEnabled", Value: "0"}},
 	}
 	return c
+}
+
+// zimbra is the zimbra preset, for Zimbra Collaboration and Carbonio,
+// which keeps Zimbra's directory schema.
+//
+// Accounts (object class zimbraAccount) are found by
+// zimbraMailDeliveryAddress, their address, or zimbraMailAlias, their
+// aliases; the login is the delivery address. An account is enabled when
+// zimbraAccountStatus is "active" (locked, closed, maintenance, lockout
+// and pending accounts cannot log in). zimbraMailHost, the server holding
+// the mailbox, replaces the domain's host for IMAP, POP3 and SMTP.
+// zimbraImapEnabled, zimbraPop3Enabled, zimbraFeatureMobileSyncEnabled
+// (ActiveSync) and zimbraFeatureEwsEnabled are booleans, TRUE or FALSE,
+// that an account inherits from its class of service (COS) when it has
+// none of its own: the COS whose zimbraId is the account's zimbraCOSId,
+// else the one whose zimbraId is its domain's zimbraDomainDefaultCOSId,
+// else the COS named "default", cn=default,cn=cos,cn=zimbra. The domain
+// is the zimbraDomain entry whose zimbraDomainName is the domain of the
+// account's zimbraMailDeliveryAddress. A switch found nowhere is off:
+// Zimbra's own default COS always carries them.
+//
+// Sources: Zimbra's attribute definitions, zimbra-attrs.xml
+// (https://github.com/Zimbra/zm-mailbox/blob/develop/store/conf/attrs/zimbra-attrs.xml:
+// zimbraAccountStatus "active,maintenance,locked,closed,lockout,pending",
+// zimbraImapEnabled and zimbraPop3Enabled "optionalIn account,cos" with
+// the flag accountInherited, zimbraCOSId "COS zimbraID",
+// zimbraDomainDefaultCOSId), its object classes, zimbra-ocs.xml (same
+// directory: "zimbraCOS ... used as default values for accounts that
+// belong to the COS and do not have the same attribute defined in the
+// account directory entry"), and Zimbra's account creation in
+// LdapProvisioning.java (same repository), which picks the COS in the
+// order above. Carbonio's mailbox carries the same attribute file,
+// names and ids unchanged
+// (https://github.com/zextras/carbonio-mailbox/blob/d121b47b1ecde70c2008c5014b6d47eed16e8aba/attribute-manager/src/main/resources/conf/attrs/attrs.xml).
+func zimbra() Config {
+	on := func(attr string) *Rule { return &Rule{Equals: attr, Value: "TRUE"} }
+	switches := []string{"zimbraImapEnabled", "zimbraPop3Enabled", "zimbraFeatureMobileSyncEnabled", "zimbraFeatureEwsEnabled"}
+	return Config{
+		Filter:            "(&(objectClass=zimbraAccount)(|(zimbraMailDeliveryAddress={email})(zimbraMailAlias={email})))",
+		DisplayName:       []string{"displayName", "cn"},
+		PrimaryAddress:    "zimbraMailDeliveryAddress",
+		Login:             "{zimbraMailDeliveryAddress}",
+		AccountEnabled:    &Rule{Equals: "zimbraAccountStatus", Value: "active"},
+		HostAttribute:     "zimbraMailHost",
+		HostOverrideKinds: []string{string(IMAP), string(POP3), string(SMTP)},
+		ServiceRules: map[string]*Rule{
+			string(IMAP):       on("zimbraImapEnabled"),
+			string(POP3):       on("zimbraPop3Enabled"),
+			string(ActiveSync): on("zimbraFeatureMobileSyncEnabled"),
+			string(EWS):        on("zimbraFeatureEwsEnabled"),
+		},
+		Linked: []LinkedConfig{
+			{
+				Name: "domain",
+				Find: []string{"(&(objectClass=zimbraDomain)(zimbraDomainName={zimbraMailDeliveryAddress:domain}))"},
+			},
+			{
+				Name:   "cos",
+				BaseDN: "cn=cos,cn=zimbra",
+				Scope:  "one",
+				Find: []string{
+					"(&(objectClass=zimbraCOS)(zimbraId={zimbraCOSId}))",
+					"(&(objectClass=zimbraCOS)(zimbraId={domain.zimbraDomainDefaultCOSId}))",
+				},
+				DN:      "cn=default,cn=cos,cn=zimbra",
+				Inherit: switches,
+			},
+		},
+	}
 }
 
 // PresetNames lists the presets, sorted.

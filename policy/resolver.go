@@ -75,19 +75,21 @@ func (c CacheConfig) Validate() error {
 // Resolver answers "what does this address get?", from the cache or the
 // directory. Concurrent misses for one address share one directory search.
 type Resolver struct {
-	dir     Directory
-	pol     *Policy
-	domains map[string]*Domain
-	dsrc    *DomainSource // nil: the configured domains only
-	cfg     CacheConfig
-	cache   *boundcache.Cache[string, *cachedAccount] // nil value: unknown or disabled
-	flight  singleflight.Group
-	failing atomic.Bool // the directory's last answer was a failure
-	log     *slog.Logger
-	metrics *Metrics
-	now     func() time.Time
-	binds   *bindMemory // authenticate.go; shared across reloads
-	sleep   func(context.Context, time.Duration)
+	dir        Directory
+	pol        *Policy
+	domains    map[string]*Domain
+	dsrc       *DomainSource // nil: the configured domains only
+	cfg        CacheConfig
+	cache      *boundcache.Cache[string, *cachedAccount] // nil value: unknown or disabled
+	flight     singleflight.Group
+	links      *linkCache // policy.linked entries, by how they were found
+	linkFlight singleflight.Group
+	failing    atomic.Bool // the directory's last answer was a failure
+	log        *slog.Logger
+	metrics    *Metrics
+	now        func() time.Time
+	binds      *bindMemory // authenticate.go; shared across reloads
+	sleep      func(context.Context, time.Duration)
 }
 
 // cachedAccount is what the cache keeps for a known address: the account,
@@ -123,9 +125,14 @@ func NewResolver(dir Directory, pol *Policy, domains map[string]*Domain, cfg Cac
 			m.cacheEvictedAccount.Inc()
 		}
 	}
+	lc, err := boundcache.New[string, *ldapsource.Entry](boundcache.Options{
+		TTL: cfg.TTL, NegativeTTL: cfg.NegativeTTL, StaleFor: cfg.StaleFor, MaxEntries: cfg.MaxEntries})
+	if err != nil {
+		return nil, fmt.Errorf("cache.%w", err)
+	}
 	r := &Resolver{
 		dir: dir, pol: pol, domains: domains, cfg: cfg, log: log, metrics: m, now: time.Now, sleep: sleepCtx, cache: c,
-		binds: newBindMemory(log, m),
+		binds: newBindMemory(log, m), links: lc,
 	}
 	if err := r.checkDirectory(); err != nil {
 		return nil, err
@@ -274,9 +281,9 @@ func (r *Resolver) noteDirectory(domain string, err error) {
 // nil for an address unknown or disabled. Errors are directory failures
 // only; "not found" and ambiguity are answers.
 func (r *Resolver) load(ctx context.Context, d *Domain, addr Address) (*cachedAccount, error) {
-	e, groups, err := r.fetch(ctx, d, addr)
+	e, err := r.fetch(ctx, d, addr, false)
 	switch {
-	case errors.Is(err, ldapsource.ErrAmbiguous):
+	case errors.Is(err, ldapsource.ErrAmbiguous) && !linkedFailure(err):
 		r.log.Warn("address matches more than one directory entry; treating it as unknown", "domain", addr.Domain)
 		e = nil
 	case errors.Is(err, ldapsource.ErrNotFound):
@@ -284,7 +291,7 @@ func (r *Resolver) load(ctx context.Context, d *Domain, addr Address) (*cachedAc
 	case err != nil:
 		return nil, err
 	}
-	acct, _ := r.pol.decide(d, addr, e, groups, r.now(), false)
+	acct, _ := r.pol.decide(d, addr, e, false)
 	var c *cachedAccount
 	if acct.Known {
 		c = r.newCachedAccount(acct)
@@ -320,19 +327,19 @@ func (r *Resolver) Explain(ctx context.Context, addr Address) (*Account, *Explan
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: %s", ErrUnknownDomain, addr.Domain)
 	}
-	e, groups, err := r.fetch(ctx, d, addr)
+	e, err := r.fetch(ctx, d, addr, true)
 	var acct *Account
 	var ex *Explanation
 	switch {
-	case errors.Is(err, ldapsource.ErrAmbiguous):
+	case errors.Is(err, ldapsource.ErrAmbiguous) && !linkedFailure(err):
 		acct, ex = r.pol.Decide(d, addr, nil)
 		ex.Reason = "more than one directory entry matches: treated as unknown; " + ex.Reason
 	case errors.Is(err, ldapsource.ErrNotFound):
-		acct, ex = r.pol.decide(d, addr, nil, nil, r.now(), true)
+		acct, ex = r.pol.decide(d, addr, nil, true)
 	case err != nil:
 		return nil, nil, err
 	default:
-		acct, ex = r.pol.decide(d, addr, e, groups, r.now(), true)
+		acct, ex = r.pol.decide(d, addr, e, true)
 	}
 	if d.AliasOf != "" {
 		q := queryOf(d, addr)

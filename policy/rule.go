@@ -185,6 +185,23 @@ type groupEntry interface {
 	InGroup(dn string) (member, resolved bool)
 }
 
+// originEntry is implemented by an Entry that takes attributes it lacks
+// from linked entries: Origin says, for explanations, where a value came
+// from ("from cos \"students\"") or was looked for, "" for the entry's own.
+type originEntry interface {
+	Origin(attr string) string
+}
+
+// withOrigin appends to why where e's value of attr came from.
+func withOrigin(e Entry, attr, why string) string {
+	if o, ok := e.(originEntry); ok {
+		if s := o.Origin(attr); s != "" {
+			return why + ", " + s
+		}
+	}
+	return why
+}
+
 // clockEntry is implemented by an Entry that carries the time of the
 // decision, for filetime_past; without it, the rule uses the current time.
 type clockEntry interface {
@@ -244,7 +261,7 @@ func (r *Rule) eval(e Entry, explain bool) (bool, string) {
 		if !explain {
 			return *r.IfMissing, ""
 		}
-		return *r.IfMissing, fmt.Sprintf("%s: %s is missing, if_missing=%t", r, r.attr(), *r.IfMissing)
+		return *r.IfMissing, withOrigin(e, r.attr(), fmt.Sprintf("%s: %s is missing, if_missing=%t", r, r.attr(), *r.IfMissing))
 	}
 	var ok bool
 	switch {
@@ -263,9 +280,9 @@ func (r *Rule) eval(e Entry, explain bool) (bool, string) {
 			return ok, ""
 		}
 		if expires {
-			return ok, fmt.Sprintf("%s is %t (%s)", r, ok, t.Format(time.RFC3339))
+			return ok, withOrigin(e, r.attr(), fmt.Sprintf("%s is %t (%s)", r, ok, t.Format(time.RFC3339)))
 		}
-		return ok, fmt.Sprintf("%s is %t (never)", r, ok)
+		return ok, withOrigin(e, r.attr(), fmt.Sprintf("%s is %t (never)", r, ok))
 	case r.Equals != "":
 		ok = len(vals) > 0 && strings.EqualFold(vals[0], r.Value)
 	case r.Present != "":
@@ -282,7 +299,7 @@ func (r *Rule) eval(e Entry, explain bool) (bool, string) {
 	if !explain {
 		return ok, ""
 	}
-	return ok, fmt.Sprintf("%s is %t", r, ok)
+	return ok, withOrigin(e, r.attr(), fmt.Sprintf("%s is %t", r, ok))
 }
 
 // String renders the rule compactly for explanations and logs.

@@ -81,6 +81,7 @@ type options struct {
 	extra    []string
 	referral string
 	schemas  []string
+	suffixes []string // WithSuffix
 }
 
 // WithExtraLDIF adds LDIF content records, loaded after the base data (the
@@ -181,19 +182,30 @@ func Slapd(t testing.TB, opts ...Option) *Server {
 		extraSchemas = append(extraSchemas, f)
 	}
 	conf := s.config(ol, ca, cert, key, o.referral, extraSchemas)
+	more, err := suffixDatabases(dir, o.suffixes)
+	if err != nil {
+		t.Fatalf("ldaptest: %v", err)
+	}
+	conf += more
 	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
 		t.Fatalf("ldaptest: %v", err)
 	}
-	data := strings.Join(append([]string{o.ldif}, o.extra...), "\n\n")
-	ldifFile := filepath.Join(dir, "data.ldif")
-	if err := os.WriteFile(ldifFile, []byte(data+"\n"), 0o600); err != nil {
-		t.Fatalf("ldaptest: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	out, err := exec.CommandContext(ctx, ol.slapadd, "-q", "-f", s.conf, "-l", ldifFile).CombinedOutput()
-	cancel()
-	if err != nil {
-		t.Fatalf("ldaptest: slapadd: %v\n%s", err, out)
+	data, bySuffix := splitLDIF(strings.Join(append([]string{o.ldif}, o.extra...), "\n\n"), o.suffixes)
+	for i, d := range append([]string{data}, bySuffix...) {
+		ldifFile := filepath.Join(dir, fmt.Sprintf("data%d.ldif", i))
+		if err := os.WriteFile(ldifFile, []byte(d+"\n"), 0o600); err != nil {
+			t.Fatalf("ldaptest: %v", err)
+		}
+		args := []string{"-q", "-f", s.conf, "-l", ldifFile}
+		if i > 0 {
+			args = append(args, "-b", o.suffixes[i-1])
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, ol.slapadd, args...).CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Fatalf("ldaptest: slapadd: %v\n%s", err, out)
+		}
 	}
 
 	// Registered after t.TempDir, so it runs before the directory is removed.
