@@ -331,19 +331,32 @@ func (in *initRun) readDirectory(ctx context.Context) error {
 		in.missing = append(in.missing, why)
 	}
 	in.schema = s
-	switch ncs := ldapsource.NamingContexts(in.root); {
+	ncs := ldapsource.NamingContexts(in.root)
+	bases := ncs
+	if in.flags.baseDN != "" {
+		bases = []string{in.flags.baseDN}
+	}
+	stack, where := detectStack(ctx, in.probe, in.schema, bases)
+	in.stack = stack
+	switch {
 	case in.flags.baseDN != "":
 		in.baseDN, in.baseNote = in.flags.baseDN, "from --base-dn"
 	case len(ncs) == 0:
 		return &exitError{exitConfig, fmt.Errorf("%s: the RootDSE lists no naming context: give --base-dn", in.probe.URL())}
 	default:
 		in.baseDN = ncs[0]
-		in.baseNote = "guessed: the directory's naming context; narrow it to the subtree of the mailboxes (e.g. ou=people," + ncs[0] + ") if others hold entries with mail addresses"
-		if len(ncs) > 1 {
-			in.baseNote += fmt.Sprintf("; the directory holds %d naming contexts: %s", len(ncs), strings.Join(ncs, "; "))
+		if where != "" {
+			in.baseDN = where
 		}
+		in.baseNote = "guessed: the directory's naming context"
+		switch {
+		case len(ncs) > 1 && where != "":
+			in.baseNote += fmt.Sprintf(" that holds %s entries, of %d: %s", stack.name, len(ncs), strings.Join(ncs, "; "))
+		case len(ncs) > 1:
+			in.baseNote += fmt.Sprintf(", the first of %d: %s", len(ncs), strings.Join(ncs, "; "))
+		}
+		in.baseNote += "; narrow it to the subtree of the mailboxes (e.g. ou=people," + in.baseDN + ") if others hold entries with mail addresses"
 	}
-	in.stack = detectStack(ctx, in.probe, in.schema, in.baseDN)
 	in.preset, in.presetOf = choosePreset(in.flags.preset, in.stack, ldapsource.IsActiveDirectory(in.root))
 	return nil
 }
@@ -405,7 +418,7 @@ func (in *initRun) findDomains(ctx context.Context) {
 			names = in.directoryDomains(ctx)
 		}
 		if len(names) > 0 {
-			in.domainOf = fmt.Sprintf("the %s domain entries in the directory (%s)", in.stack.name, in.stack.domains.filter)
+			in.domainOf = fmt.Sprintf("the %s domain entries in the directory, %s", in.stack.name, in.stack.domains.filter)
 			break
 		}
 		for _, s := range in.sample {

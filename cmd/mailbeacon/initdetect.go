@@ -75,40 +75,43 @@ func (s *stackFound) describe() string {
 }
 
 // detectStack finds the mail stacks whose marks the schema defines. Of
-// several, the first whose mark an entry under base carries wins (one
-// search each, size limit 1), else the first.
-func detectStack(ctx context.Context, p *ldapsource.Probe, s *ldapsource.Schema, base string) *stackFound {
+// several, the first whose mark an entry under one of bases carries wins
+// (one search per stack and base, size limit 1), else the first. base is
+// where the winner's entry is ("" when none has one).
+func detectStack(ctx context.Context, p *ldapsource.Probe, s *ldapsource.Schema, bases []string) (found *stackFound, base string) {
 	if s == nil {
-		return nil
+		return nil, ""
 	}
-	var found []*stackFound
+	var all []*stackFound
 	for i := range mailStacks {
 		st := &mailStacks[i]
 		if f := st.in(s); f != nil {
-			found = append(found, f)
+			all = append(all, f)
 		}
 	}
-	if len(found) == 0 {
-		return nil
+	if len(all) == 0 {
+		return nil, ""
 	}
-	pick := found[0]
-	for _, f := range found {
+	found = all[0]
+search:
+	for _, f := range all {
 		filter := "(" + ldap.EscapeFilter(f.mark) + "=*)"
 		if f.isClass {
 			filter = "(objectClass=" + ldap.EscapeFilter(f.mark) + ")"
 		}
-		if e, err := p.Search(ctx, base, ldap.ScopeWholeSubtree, filter, []string{"1.1"}, 1); err == nil && len(e) > 0 {
-			f.entries = true
-			pick = f
-			break
+		for _, b := range bases {
+			if e, err := p.Search(ctx, b, ldap.ScopeWholeSubtree, filter, []string{"1.1"}, 1); err == nil && len(e) > 0 {
+				f.entries, found, base = true, f, b
+				break search
+			}
 		}
 	}
-	for _, f := range found {
-		if f != pick {
-			pick.others = append(pick.others, f.name)
+	for _, f := range all {
+		if f != found {
+			found.others = append(found.others, f.name)
 		}
 	}
-	return pick
+	return found, base
 }
 
 // in returns the stack as found in s, or nil.
