@@ -156,10 +156,7 @@ func (p *Probe) StartTLS(ctx context.Context) error {
 		p.Close()
 		return classify(fmt.Errorf("%s: StartTLS: %w: %w", p.target.url, errCertificate, err), p.passwordKey, p.cfg.BindDN)
 	}
-	err = fmt.Errorf("%s: StartTLS: %w", p.target.url, err)
-	if ctx.Err() != nil {
-		err = fmt.Errorf("%w (%w)", err, ctx.Err())
-	}
+	err = fmt.Errorf("%s: StartTLS: %w", p.target.url, noAnswer(ctx, err))
 	p.Close()
 	if derr := p.dial(context.WithoutCancel(ctx)); derr != nil {
 		return fmt.Errorf("%w; connecting again without it: %w", err, derr)
@@ -185,7 +182,7 @@ func (p *Probe) Bind(ctx context.Context) error {
 		err = ctx.Err()
 	}
 	if err != nil {
-		return classify(fmt.Errorf("%s: bind as %s: %w", p.target.url, p.cfg.BindDN, err), p.passwordKey, p.cfg.BindDN)
+		return classify(fmt.Errorf("%s: bind as %s: %w", p.target.url, p.cfg.BindDN, noAnswer(ctx, err)), p.passwordKey, p.cfg.BindDN)
 	}
 	p.bound = true
 	return nil
@@ -196,6 +193,9 @@ func (p *Probe) Bind(ctx context.Context) error {
 // an empty entry: both are ErrRootDSEHidden.
 func (p *Probe) RootDSE(ctx context.Context) (*Entry, error) {
 	entries, err := p.Search(ctx, "", ldap.ScopeBaseObject, "(objectClass=*)", rootDSEAttributes, 1)
+	if errors.Is(err, ErrNoAnswer) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrRootDSEHidden, err)
 	}
@@ -207,6 +207,21 @@ func (p *Probe) RootDSE(ctx context.Context) (*Entry, error) {
 
 // ErrRootDSEHidden: the directory did not show its RootDSE to the client.
 var ErrRootDSEHidden = errors.New("the directory does not show its RootDSE")
+
+// ErrNoAnswer: the directory took the connection but did not answer a
+// request within the request timeout (a server that hangs).
+var ErrNoAnswer = errors.New("the directory did not answer within the request timeout")
+
+// noAnswer marks err as ErrNoAnswer when the request's time ran out.
+func noAnswer(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil || ldap.IsErrorWithCode(err, ldap.ErrorNetwork) && strings.Contains(err.Error(), "timed out") {
+		return fmt.Errorf("%w: %w", ErrNoAnswer, err)
+	}
+	return err
+}
 
 // Search runs one search of scope (ldap.ScopeBaseObject, ...) and returns
 // at most limit entries; a size limit reached is no error. It waits for
@@ -228,12 +243,12 @@ func (p *Probe) Search(ctx context.Context, base string, scope int, filter strin
 		}
 	}
 	switch {
-	case ctx.Err() != nil:
-		return out, fmt.Errorf("%s: search under %q: %w", p.target.url, base, ctx.Err())
+	case ctx.Err() != nil && err == nil:
+		return out, fmt.Errorf("%s: search under %q: %w: %w", p.target.url, base, ErrNoAnswer, ctx.Err())
 	case ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded):
 		return out, nil
 	case err != nil:
-		return out, fmt.Errorf("%s: search under %q: %w", p.target.url, base, classifyBaseDN(err))
+		return out, fmt.Errorf("%s: search under %q: %w", p.target.url, base, noAnswer(ctx, classifyBaseDN(err)))
 	}
 	return out, nil
 }

@@ -224,11 +224,15 @@ func (in *initRun) connect(ctx context.Context) error {
 	in.probe = p
 	// Before any bind: what anonymous clients see.
 	root, rootErr := p.RootDSE(ctx)
+	if errors.Is(rootErr, ldapsource.ErrNoAnswer) {
+		p.Close()
+		return in.directoryError("reading the RootDSE", rootErr)
+	}
 	if p.Encryption() == "" {
 		// Tried whether the RootDSE lists it or not: Samba does not.
 		switch err := p.StartTLS(ctx); {
 		case err == nil:
-		case ldapsource.ConfigurationError(err) != nil || in.ldap.StartTLS:
+		case ldapsource.ConfigurationError(err) != nil || in.ldap.StartTLS || errors.Is(err, ldapsource.ErrNoAnswer):
 			p.Close()
 			return in.directoryError("StartTLS", err)
 		default:
@@ -290,6 +294,9 @@ func (in *initRun) directoryError(doing string, err error) error {
 	if ce := ldapsource.ConfigurationError(err); ce != nil {
 		// The fix names the flag that sets the key.
 		return &exitError{exitConfig, fmt.Errorf("%s: %s", doing, flagWords.Replace(err.Error()))}
+	}
+	if errors.Is(err, ldapsource.ErrNoAnswer) {
+		return &exitError{exitDirectory, fmt.Errorf("%s: %w (--request-timeout %v): the server took the connection but does not answer: is it hung, or overloaded?", doing, err, in.ldap.RequestTimeout)}
 	}
 	var ne net.Error
 	if errors.As(err, &ne) || ldap.IsErrorWithCode(err, ldap.ErrorNetwork) {

@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailbeacon/mailbeacon/ldapsource/ldaptest"
 )
@@ -256,4 +257,36 @@ func TestInitSlapdAnonymousRefused(t *testing.T) {
 		{addr: "bob@example.com", services: "imap smtp", login: "bob@example.com", enabled: true},
 		{addr: "carol@example.com", services: "imap pop3 smtp activesync"},
 	})
+}
+
+// A directory that takes the connection and never answers (SIGSTOP):
+// init gives up after --request-timeout, says so, and sends no password.
+func TestInitSlapdHang(t *testing.T) {
+	srv := ldaptest.Slapd(t)
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "ldap-password")
+	writeFile(t, pw, ldaptest.ServicePassword+"\n")
+	file := filepath.Join(dir, "mailbeacon.yaml")
+	before := srv.BindCount()
+	resume := srv.Hang()
+	start := time.Now()
+	code, stdout, stderr := runInit(t, "--bind-dn", ldaptest.ServiceDN, "--bind-password-file", pw, "--ca-file", srv.CAFile,
+		"--request-timeout", "500ms", "--out", file, srv.URL)
+	took := time.Since(start)
+	t.Logf("stderr: %s", stderr)
+	resume()
+	if code != exitDirectory || !strings.Contains(stderr, "reading the RootDSE: ") ||
+		!strings.Contains(stderr, "the directory did not answer within the request timeout") ||
+		!strings.Contains(stderr, "(--request-timeout 500ms): the server took the connection but does not answer") {
+		t.Errorf("exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
+	}
+	if took > 5*time.Second {
+		t.Errorf("init took %v against a hung directory with --request-timeout 500ms", took)
+	}
+	if n := srv.BindCount() - before; n != 0 {
+		t.Errorf("%d binds to a hung directory", n)
+	}
+	if _, err := os.Stat(file); err == nil {
+		t.Errorf("%s written", file)
+	}
 }
