@@ -212,15 +212,17 @@ var ErrRootDSEHidden = errors.New("the directory does not show its RootDSE")
 // request within the request timeout (a server that hangs).
 var ErrNoAnswer = errors.New("the directory did not answer within the request timeout")
 
-// noAnswer marks err as ErrNoAnswer when the request's time ran out.
+// noAnswer marks err as ErrNoAnswer when the request's time ran out: the
+// socket's deadline (the same) may end the read a moment before ctx's
+// timer fires, so the deadline is what tells.
 func noAnswer(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
 	}
-	if ctx.Err() != nil || ldap.IsErrorWithCode(err, ldap.ErrorNetwork) && strings.Contains(err.Error(), "timed out") {
-		return fmt.Errorf("%w: %w", ErrNoAnswer, err)
+	if dl, ok := ctx.Deadline(); ctx.Err() == nil && (!ok || time.Now().Before(dl)) {
+		return err
 	}
-	return err
+	return fmt.Errorf("%w: %w", ErrNoAnswer, err)
 }
 
 // Search runs one search of scope (ldap.ScopeBaseObject, ...) and returns
@@ -243,8 +245,6 @@ func (p *Probe) Search(ctx context.Context, base string, scope int, filter strin
 		}
 	}
 	switch {
-	case ctx.Err() != nil && err == nil:
-		return out, fmt.Errorf("%s: search under %q: %w: %w", p.target.url, base, ErrNoAnswer, ctx.Err())
 	case ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded):
 		return out, nil
 	case err != nil:

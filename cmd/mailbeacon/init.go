@@ -222,14 +222,10 @@ func (in *initRun) connect(ctx context.Context) error {
 		return in.directoryError("connecting", err)
 	}
 	in.probe = p
-	// Before any bind: what anonymous clients see.
-	root, rootErr := p.RootDSE(ctx)
-	if errors.Is(rootErr, ldapsource.ErrNoAnswer) {
-		p.Close()
-		return in.directoryError("reading the RootDSE", rootErr)
-	}
 	if p.Encryption() == "" {
-		// Tried whether the RootDSE lists it or not: Samba does not.
+		// First, while nothing is outstanding (slapd refuses StartTLS
+		// while it still counts an answered search), and tried whether
+		// the RootDSE lists it or not: Samba does not.
 		switch err := p.StartTLS(ctx); {
 		case err == nil:
 		case ldapsource.ConfigurationError(err) != nil || in.ldap.StartTLS || errors.Is(err, ldapsource.ErrNoAnswer):
@@ -238,6 +234,12 @@ func (in *initRun) connect(ctx context.Context) error {
 		default:
 			in.missing = append(in.missing, fmt.Sprintf("StartTLS: the directory refused it (%v)", err))
 		}
+	}
+	// Before any bind: what anonymous clients see.
+	root, rootErr := p.RootDSE(ctx)
+	if errors.Is(rootErr, ldapsource.ErrNoAnswer) {
+		p.Close()
+		return in.directoryError("reading the RootDSE", rootErr)
 	}
 	in.tlsNote = in.describeTLS()
 	if in.ldap.BindDN != "" {
