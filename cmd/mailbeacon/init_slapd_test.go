@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mailbeacon/mailbeacon/ldapsource/ldaptest"
+	"github.com/mailbeacon/mailbeacon/policy"
 )
 
 func runInit(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -131,7 +132,12 @@ func TestInitSlapdIRedMail(t *testing.T) {
 		t.Errorf("init bound %d times, want once", n)
 	}
 	text := readText(t, file)
-	for _, want := range []string{`preset: "openldap"`, "start_tls: true", `ca_file: "` + srv.CAFile, `bind_password_file: "` + pw,
+	// iredmail where this mailbeacon has it, else its older name.
+	preset := "iredmail"
+	if _, err := policy.Preset(preset); err != nil {
+		preset = "openldap"
+	}
+	for _, want := range []string{`preset: "` + preset + `"`, "start_tls: true", `ca_file: "` + srv.CAFile, `bind_password_file: "` + pw,
 		`base_dn: "dc=example,dc=com"`, `host_attribute: "mailHost"`, `- name: "example.com"`, "type: activesync"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the file lacks %s:\n%s", want, text)
