@@ -39,10 +39,9 @@ type Probe struct {
 // https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-adts/).
 const (
 	OIDStartTLS        = "1.3.6.1.4.1.1466.20037"
-	OIDActiveDirectory = "1.2.840.113556.1.4.800"    // LDAP_CAP_ACTIVE_DIRECTORY_OID
-	OIDPagedResults    = "1.2.840.113556.1.4.319"    // RFC 2696
-	oidADLDS           = "1.2.840.113556.1.4.1851"   // LDAP_CAP_ACTIVE_DIRECTORY_ADAM_OID
-	oidPasswordPolicy  = "1.3.6.1.4.1.42.2.27.8.5.1" // draft-behera-ldap-password-policy
+	OIDActiveDirectory = "1.2.840.113556.1.4.800"  // LDAP_CAP_ACTIVE_DIRECTORY_OID
+	OIDPagedResults    = "1.2.840.113556.1.4.319"  // RFC 2696
+	oidADLDS           = "1.2.840.113556.1.4.1851" // LDAP_CAP_ACTIVE_DIRECTORY_ADAM_OID
 )
 
 // rootDSEAttributes are the RootDSE attributes a probe reads: operational
