@@ -61,14 +61,14 @@ var rootDSEAttributes = []string{
 func DialProbe(ctx context.Context, cfg Config, passwordKey string) (*Probe, error) {
 	targets, err := cfg.parseTargets()
 	if err != nil {
-		return nil, err
+		return nil, settingsError{err}
 	}
 	if err := cfg.readPassword(); err != nil {
-		return nil, err
+		return nil, settingsError{err}
 	}
 	tc, err := cfg.tlsConfig()
 	if err != nil {
-		return nil, err
+		return nil, settingsError{err}
 	}
 	if cfg.DialTimeout <= 0 || cfg.RequestTimeout <= 0 {
 		d := DefaultConfig()
@@ -205,6 +205,15 @@ func (p *Probe) RootDSE(ctx context.Context) (*Entry, error) {
 
 // ErrRootDSEHidden: the directory did not show its RootDSE to the client.
 var ErrRootDSEHidden = errors.New("the directory does not show its RootDSE")
+
+// ErrSettings marks an error of DialProbe in the settings it was given
+// (a URL, a CA or password file), found before connecting.
+var ErrSettings = errors.New("settings not usable")
+
+type settingsError struct{ error }
+
+func (e settingsError) Is(target error) bool { return target == ErrSettings }
+func (e settingsError) Unwrap() error        { return e.error }
 
 // ErrNoAnswer: the directory took the connection but did not answer a
 // request within the request timeout (a server that hangs).

@@ -90,9 +90,10 @@ func initCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			"most once with the credentials given: a refused password is reported with the\n"+
 			"fix, never tried again. It never overwrites a file. What it could not find, it\n"+
 			"says. Then run the commands it prints: config check --online, and lookup.\n\n"+
-			"Exit status: 0 written, 1 failed (the file exists), 2 usage error, 78 the\n"+
-			"directory refuses the credentials or its certificate is not verified, 3 the\n"+
-			"directory cannot be reached.\n\n")
+			"Exit status: 0 written, 1 failed (the file exists), 2 usage error, 78 a file\n"+
+			"a flag names cannot be used, the directory refuses the credentials, its\n"+
+			"certificate is not verified, or it shows too little to go on (the message names\n"+
+			"the flag to give), 3 the directory cannot be reached or does not answer.\n\n")
 		fs.PrintDefaults()
 	}
 	url, err := oneArgument(fs, args, stderr)
@@ -293,7 +294,7 @@ func (in *initRun) describeTLS() string {
 // directoryError words a failure to reach or use the directory, with the
 // exit status: 78 for what the configuration must fix, 3 otherwise.
 func (in *initRun) directoryError(doing string, err error) error {
-	if ce := ldapsource.ConfigurationError(err); ce != nil {
+	if ldapsource.ConfigurationError(err) != nil || errors.Is(err, ldapsource.ErrSettings) {
 		// The fix names the flag that sets the key.
 		return &exitError{exitConfig, fmt.Errorf("%s: %s", doing, flagWords.Replace(err.Error()))}
 	}

@@ -204,6 +204,10 @@ func TestInitSlapdRefusals(t *testing.T) {
 			[]string{"binding: --bind-password-file: the directory refused the service account's credentials (LDAP 49", "check --bind-dn and --bind-password-file together"}},
 		{"wrong bind DN form", []string{"--bind-dn", "mailbeacon", "--bind-password-file", pw, "--ca-file", srv.CAFile, srv.URL}, exitConfig, 1,
 			[]string{"binding: --bind-dn: the directory does not take --bind-dn as a name to bind with (LDAP 34"}},
+		{"CA file missing", append(creds, "--ca-file", filepath.Join(dir, "no-ca.pem"), srv.URL), exitConfig, 0,
+			[]string{"connecting: --ca-file: open " + filepath.Join(dir, "no-ca.pem") + ": no such file or directory"}},
+		{"password file missing", []string{"--bind-dn", ldaptest.ServiceDN, "--bind-password-file", filepath.Join(dir, "no-password"), srv.URL}, exitConfig, 0,
+			[]string{"connecting: --bind-password-file: " + `"` + filepath.Join(dir, "no-password") + `" does not exist: create it, mode 0600`}},
 		{"password on the command line", []string{"--bind-dn", ldaptest.ServiceDN, srv.URL}, 1, 0,
 			[]string{"--bind-dn: no password: give --bind-password-file FILE, or set MAILBEACON_LDAP_BIND_PASSWORD (never on the command line)"}},
 	} {
