@@ -264,7 +264,11 @@ func (in *initRun) connect(ctx context.Context) error {
 		in.missing = append(in.missing, fmt.Sprintf("RootDSE: %v%s", rootErr, fix))
 		if in.flags.baseDN == "" {
 			p.Close()
-			return &exitError{exitConfig, fmt.Errorf("%s: the directory does not show its RootDSE to this client (%v), so init cannot find the naming context: give --base-dn, or --bind-dn and --bind-password-file", p.URL(), rootErr)}
+			give := "--base-dn"
+			if in.ldap.BindDN == "" {
+				give += ", or --bind-dn and --bind-password-file"
+			}
+			return &exitError{exitConfig, fmt.Errorf("%s: the directory does not show its RootDSE to this client (%v), so init cannot find the naming context: give %s", p.URL(), rootErr, give)}
 		}
 		root = &ldapsource.Entry{Attributes: map[string][]string{}}
 	}

@@ -31,7 +31,7 @@ func TestInitSlapdZimbra(t *testing.T) {
 	}
 	text := readText(t, file)
 	for _, want := range []string{`preset: "zimbra"`, `base_dn: "dc=example,dc=com"`, `- name: "example.com"`, `- name: "school.example.com"`,
-		"type: activesync", "From the Zimbra / Carbonio domain entries in the directory"} {
+		"type: activesync", "# The domains: the Zimbra / Carbonio domain entries in the directory,"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the file lacks %s:\n%s", want, text)
 		}

@@ -77,7 +77,7 @@ func (in *initRun) configText() string {
 	_, activesync := pc.ServiceRules[string(policy.ActiveSync)]
 	_, ews := pc.ServiceRules[string(policy.EWS)]
 	b.WriteString("\ndomains:\n")
-	comment(1, "From "+in.domainOf+".")
+	comment(1, "The domains: "+in.domainOf+".")
 	for _, d := range in.domains {
 		line(1, "- name: %s", q(d.name))
 		comment(2, "guessed: the name mail clients show")
