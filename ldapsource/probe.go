@@ -124,6 +124,9 @@ func (p *Probe) Loopback() bool { return isLoopback(p.target.host) }
 // Bound reports whether the probe is bound with the credentials given.
 func (p *Probe) Bound() bool { return p.bound }
 
+// ErrProbeClosed: the probe's connection is closed (or lent to a Source).
+var ErrProbeClosed = errors.New("the probe's connection is closed")
+
 // deadline bounds one operation by the request timeout.
 func (p *Probe) deadline(ctx context.Context) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.RequestTimeout)
@@ -140,6 +143,9 @@ func (p *Probe) deadline(ctx context.Context) (context.Context, context.CancelFu
 // that refuses StartTLS leaves go-ldap's connection without its reader:
 // the probe connects again, plain, and returns the refusal.
 func (p *Probe) StartTLS(ctx context.Context) error {
+	if p.conn == nil {
+		return ErrProbeClosed
+	}
 	if p.encryption != "" || p.bindTried {
 		return nil
 	}
@@ -157,7 +163,7 @@ func (p *Probe) StartTLS(ctx context.Context) error {
 	err = fmt.Errorf("%s: StartTLS: %w", p.target.url, noAnswer(ctx, err))
 	p.Close()
 	if derr := p.dial(context.WithoutCancel(ctx)); derr != nil {
-		return fmt.Errorf("%w; connecting again without it: %w", err, derr)
+		return fmt.Errorf("%w; connecting again without it: %w: %w", err, ErrProbeClosed, derr)
 	}
 	return err
 }
@@ -172,6 +178,9 @@ func (p *Probe) Bind(ctx context.Context) error {
 	p.bindTried = true
 	if p.cfg.BindDN == "" {
 		return errors.New("no bind DN given")
+	}
+	if p.conn == nil {
+		return ErrProbeClosed
 	}
 	ctx, done := p.deadline(ctx)
 	defer done()
@@ -237,6 +246,9 @@ func noAnswer(ctx context.Context, err error) error {
 // the whole answer (go-ldap's Search, not SearchAsync, whose message may
 // still be open when it returns, and a StartTLS after it fail).
 func (p *Probe) Search(ctx context.Context, base string, scope int, filter string, attrs []string, limit int) ([]*Entry, error) {
+	if p.conn == nil {
+		return nil, ErrProbeClosed
+	}
 	ctx, done := p.deadline(ctx)
 	defer done()
 	deadline, _ := ctx.Deadline()
@@ -328,7 +340,7 @@ func (p *Probe) Schema(ctx context.Context, dn string) (*Schema, error) {
 // connection passes to the Source, which closes it.
 func (p *Probe) Source(cfg Config, attrs []string, log *slog.Logger, m *Metrics) (*Source, error) {
 	if p.conn == nil {
-		return nil, errors.New("the probe's connection is closed or lent already")
+		return nil, ErrProbeClosed
 	}
 	if len(cfg.URLs) == 0 || cfg.URLs[0] != p.target.url {
 		return nil, fmt.Errorf("ldap.urls: the probe is connected to %s, not %v", p.target.url, cfg.URLs)

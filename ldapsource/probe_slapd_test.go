@@ -2,6 +2,7 @@ package ldapsource_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -136,5 +137,12 @@ func TestInitProbeRefusedBind(t *testing.T) {
 	other.URLs, other.BaseDN = []string{srv.LDAPSURL}, ldaptest.BaseDN
 	if _, err := p.Source(other, nil, nil, nil); err == nil || !strings.Contains(err.Error(), "the probe is connected to "+srv.URL) {
 		t.Errorf("a Source for another URL than the probe's: %v", err)
+	}
+	p.Close()
+	if _, err := p.RootDSE(ctx); !errors.Is(err, ldapsource.ErrProbeClosed) {
+		t.Errorf("RootDSE after Close: %v", err)
+	}
+	if err := p.StartTLS(ctx); !errors.Is(err, ldapsource.ErrProbeClosed) {
+		t.Errorf("StartTLS after Close: %v", err)
 	}
 }

@@ -229,7 +229,7 @@ func (in *initRun) connect(ctx context.Context) error {
 		// the RootDSE lists it or not: Samba does not.
 		switch err := p.StartTLS(ctx); {
 		case err == nil:
-		case ldapsource.ConfigurationError(err) != nil || in.ldap.StartTLS || errors.Is(err, ldapsource.ErrNoAnswer):
+		case ldapsource.ConfigurationError(err) != nil || in.ldap.StartTLS || errors.Is(err, ldapsource.ErrNoAnswer) || errors.Is(err, ldapsource.ErrProbeClosed):
 			p.Close()
 			return in.directoryError("StartTLS", err)
 		default:
