@@ -79,9 +79,12 @@ type LinkedQuery struct {
 	// errors: policy.linked[1].
 	Key    string
 	BaseDN string // "" is ldap.base_dn
-	Scope  int    // ldap.ScopeWholeSubtree, ScopeSingleLevel, ScopeBaseObject
+	Scope  int    // as ParseScope returns it; the zero value is ScopeBase
 	Filter string // expanded (LinkedFilter.Expand); "" reads BaseDN itself
 }
+
+// ScopeBase is the scope of a search of the base entry alone.
+const ScopeBase = ldap.ScopeBaseObject
 
 // ParseScope reads a search scope: "sub" (the default), "one" or "base".
 func ParseScope(s string) (int, error) { return parseScope(s) }
@@ -118,9 +121,13 @@ func (s *Source) FindLinked(ctx context.Context, q LinkedQuery, attrs []string) 
 	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrAmbiguous) {
 		return e, err
 	}
+	key := q.Key + ".base_dn"
+	if fixed {
+		key = q.Key + ".dn"
+	}
 	var lerr *ldap.Error
 	if ldap.IsErrorWithCode(err, ldap.LDAPResultReferral) && errors.As(err, &lerr) {
-		return nil, referralError(q.Key+".base_dn", lerr)
+		return nil, referralError(key, lerr)
 	}
 	if ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
 		if fixed {
@@ -129,7 +136,7 @@ func (s *Source) FindLinked(ctx context.Context, q LinkedQuery, attrs []string) 
 		if errors.As(err, &lerr) {
 			err = lerr
 		}
-		return nil, &Error{Kind: Configuration, Key: q.Key + ".base_dn",
+		return nil, &Error{Kind: Configuration, Key: key,
 			Reason: fmt.Sprintf("no such entry as %q, or the service account may not read it", sp.base),
 			Fix:    "name the entry above the linked entries, and let ldap.bind_dn read it", Err: err}
 	}

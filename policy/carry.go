@@ -10,8 +10,9 @@ import "strings"
 
 // CarryCache copies the cached answers of from into r, leaving behind
 // those of domains r does not serve and of domains for which keep (if not
-// nil) returns false. Each entry keeps its freshness and expiry, and
-// carried accounts point at r's Domain. It returns how many were carried.
+// nil) returns false, and its linked entries (policy.linked). Each entry
+// keeps its freshness and expiry, and carried accounts point at r's
+// Domain. It returns how many answers were carried.
 // Call it before r serves requests; from may keep serving meanwhile (its
 // later answers stay in its own cache).
 func (r *Resolver) CarryCache(from *Resolver, keep func(domain string) bool) int {
@@ -31,6 +32,11 @@ func (r *Resolver) CarryCache(from *Resolver, keep func(domain string) bool) int
 		}
 		r.cache.PutEntry(item.Key, e, now)
 		n++
+	}
+	// Linked entries (a class of service) are read under the same policy
+	// and directory: they come along whole.
+	for _, item := range from.links.Snapshot(now) {
+		r.links.PutEntry(item.Key, item.Entry, now)
 	}
 	return n
 }

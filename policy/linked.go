@@ -59,64 +59,72 @@ type LinkedDirectory interface {
 func compileLinks(cfgs []LinkedConfig) ([]*link, error) {
 	var links []*link
 	for i, c := range cfgs {
-		key := fmt.Sprintf("policy.linked[%d]", i)
-		l := &link{name: c.Name, key: key, base: c.BaseDN, dn: c.DN, inherit: c.Inherit}
-		if !validLinkName(c.Name) {
-			return nil, fmt.Errorf("%s.name: %q: give a name of letters, digits, - or _, e.g. cos", key, c.Name)
+		l, err := compileLink(fmt.Sprintf("policy.linked[%d]", i), c, links)
+		if err != nil {
+			return nil, err
 		}
-		if slices.ContainsFunc(links, func(o *link) bool { return strings.EqualFold(o.name, c.Name) }) {
-			return nil, fmt.Errorf("%s.name: %q is used twice: name each linked entry once", key, c.Name)
-		}
-		if c.BaseDN != "" {
-			if err := ldapsource.CheckDN(key+".base_dn", c.BaseDN); err != nil {
-				return nil, err
-			}
-		}
-		var err error
-		if l.scope, err = ldapsource.ParseScope(c.Scope); err != nil {
-			return nil, fmt.Errorf("%s.scope: %w", key, err)
-		}
-		if c.DN != "" {
-			if err := ldapsource.CheckDN(key+".dn", c.DN); err != nil {
-				return nil, err
-			}
-		}
-		if len(c.Find) == 0 && c.DN == "" {
-			return nil, fmt.Errorf("%s: neither find nor dn: give filters that find the entry, e.g. find: [\"(zimbraId={zimbraCOSId})\"], or its dn", key)
-		}
-		for j, tmpl := range c.Find {
-			f, err := ldapsource.ParseLinkedFilter(tmpl)
-			if err != nil {
-				return nil, fmt.Errorf("%s.find[%d]: %w", key, j, err)
-			}
-			for _, ph := range f.Placeholders() {
-				if err := checkPlaceholder(ph, links); err != nil {
-					return nil, fmt.Errorf("%s.find[%d]: %w", key, j, err)
-				}
-			}
-			l.find = append(l.find, f)
-		}
-		for _, a := range c.Inherit {
-			if !validAttributeName(a) {
-				return nil, fmt.Errorf("%s.inherit: %q is not an attribute name", key, a)
-			}
-		}
-		l.attrs = slices.Clone(c.Inherit)
-		links = append(links, l)
-		// What this link's filters read of earlier links, those fetch.
+		// What l's filters read of earlier links, their searches fetch.
 		for _, f := range l.find {
 			for _, ph := range f.Placeholders() {
-				if name, attr, ok := strings.Cut(ph, "."); ok {
-					for _, o := range links {
-						if strings.EqualFold(o.name, name) {
-							o.attrs = dedupFold(append(o.attrs, attr))
-						}
+				name, attr, ok := strings.Cut(ph, ".")
+				if !ok {
+					continue
+				}
+				for _, o := range links {
+					if strings.EqualFold(o.name, name) {
+						o.attrs = dedupFold(append(o.attrs, attr))
 					}
 				}
 			}
 		}
+		links = append(links, l)
 	}
 	return links, nil
+}
+
+// compileLink validates c, the linked entry of configuration key key,
+// after the earlier ones.
+func compileLink(key string, c LinkedConfig, earlier []*link) (*link, error) {
+	l := &link{name: c.Name, key: key, base: c.BaseDN, dn: c.DN, inherit: c.Inherit, attrs: slices.Clone(c.Inherit)}
+	if !validLinkName(c.Name) {
+		return nil, fmt.Errorf("%s.name: %q: give a name of letters, digits, - or _, e.g. cos", key, c.Name)
+	}
+	if slices.ContainsFunc(earlier, func(o *link) bool { return strings.EqualFold(o.name, c.Name) }) {
+		return nil, fmt.Errorf("%s.name: %q is used twice: name each linked entry once", key, c.Name)
+	}
+	for _, dn := range []struct{ key, value string }{{key + ".base_dn", c.BaseDN}, {key + ".dn", c.DN}} {
+		if dn.value == "" {
+			continue
+		}
+		if err := ldapsource.CheckDN(dn.key, dn.value); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	if l.scope, err = ldapsource.ParseScope(c.Scope); err != nil {
+		return nil, fmt.Errorf("%s.scope: %w", key, err)
+	}
+	if len(c.Find) == 0 && c.DN == "" {
+		return nil, fmt.Errorf("%s: neither find nor dn: give filters that find the entry, e.g. find: [\"(zimbraId={zimbraCOSId})\"], or its dn", key)
+	}
+	for j, tmpl := range c.Find {
+		f, err := ldapsource.ParseLinkedFilter(tmpl)
+		if err != nil {
+			return nil, fmt.Errorf("%s.find[%d]: %w", key, j, err)
+		}
+		for _, ph := range f.Placeholders() {
+			if err := checkPlaceholder(ph, earlier); err != nil {
+				return nil, fmt.Errorf("%s.find[%d]: %w", key, j, err)
+			}
+		}
+		l.find = append(l.find, f)
+	}
+	for _, a := range c.Inherit {
+		if !validAttributeName(a) {
+			return nil, fmt.Errorf("%s.inherit: %q is not an attribute name", key, a)
+		}
+	}
+	return l, nil
 }
 
 func validLinkName(n string) bool {
@@ -205,55 +213,68 @@ func (r *Resolver) readLinks(ctx context.Context, e *ldapsource.Entry, fresh boo
 	}
 	ld := r.dir.(LinkedDirectory) // checkDirectory
 	var out []linkedEntry
-	value := func(ph string) string {
-		if name, attr, ok := strings.Cut(ph, "."); ok {
-			for _, le := range out {
-				if le.entry != nil && strings.EqualFold(le.link.name, name) {
-					return first(le.entry.Values(attr))
-				}
-			}
-			return ""
-		}
-		attr, mod, _ := strings.Cut(ph, ":")
-		v := first(e.Values(attr))
-		if mod == "domain" {
-			if i := strings.LastIndexByte(v, '@'); i >= 0 {
-				return v[i+1:]
-			}
-			return ""
-		}
-		return v
-	}
 	for _, l := range r.pol.links {
-		le := linkedEntry{link: l}
-		for _, f := range l.find {
-			if slices.ContainsFunc(f.Placeholders(), func(ph string) bool { return strings.TrimSpace(value(ph)) == "" }) {
-				continue
-			}
-			filter := f.Expand(value)
-			q := ldapsource.LinkedQuery{Key: l.key, BaseDN: l.base, Scope: l.scope, Filter: filter}
-			found, err := r.readLink(ctx, ld, q, l.attrs, fresh)
-			if err != nil {
-				return nil, &linkedError{name: l.name, how: filter, err: err}
-			}
-			if found != nil {
-				le.entry, le.by = found, filter
-				break
-			}
-		}
-		if le.entry == nil && l.dn != "" {
-			q := ldapsource.LinkedQuery{Key: l.key, BaseDN: l.dn}
-			found, err := r.readLink(ctx, ld, q, l.attrs, fresh)
-			if err != nil {
-				return nil, &linkedError{name: l.name, how: l.dn, err: err}
-			}
-			if found != nil {
-				le.entry, le.by = found, "dn"
-			}
+		le, err := r.readOneLink(ctx, ld, l, func(ph string) string { return placeholderValue(e, out, ph) }, fresh)
+		if err != nil {
+			return nil, err
 		}
 		out = append(out, le)
 	}
 	return out, nil
+}
+
+// readOneLink finds l: by its first filter whose placeholders all have a
+// value and that finds an entry, else by its fixed DN.
+func (r *Resolver) readOneLink(ctx context.Context, ld LinkedDirectory, l *link, value func(string) string, fresh bool) (linkedEntry, error) {
+	le := linkedEntry{link: l}
+	for _, f := range l.find {
+		if slices.ContainsFunc(f.Placeholders(), func(ph string) bool { return strings.TrimSpace(value(ph)) == "" }) {
+			continue
+		}
+		filter := f.Expand(value)
+		q := ldapsource.LinkedQuery{Key: l.key, BaseDN: l.base, Scope: l.scope, Filter: filter}
+		found, err := r.readLink(ctx, ld, q, l.attrs, fresh)
+		if err != nil {
+			return le, &linkedError{name: l.name, how: filter, err: err}
+		}
+		if found != nil {
+			le.entry, le.by = found, filter
+			return le, nil
+		}
+	}
+	if l.dn == "" {
+		return le, nil
+	}
+	found, err := r.readLink(ctx, ld, ldapsource.LinkedQuery{Key: l.key, BaseDN: l.dn}, l.attrs, fresh)
+	if err != nil {
+		return le, &linkedError{name: l.name, how: l.dn, err: err}
+	}
+	if found != nil {
+		le.entry, le.by = found, "dn"
+	}
+	return le, nil
+}
+
+// placeholderValue is the value of a find placeholder for the user's entry
+// e and the linked entries read before: "" when there is none.
+func placeholderValue(e *ldapsource.Entry, earlier []linkedEntry, ph string) string {
+	if name, attr, ok := strings.Cut(ph, "."); ok {
+		for _, le := range earlier {
+			if le.entry != nil && strings.EqualFold(le.link.name, name) {
+				return first(le.entry.Values(attr))
+			}
+		}
+		return ""
+	}
+	attr, mod, _ := strings.Cut(ph, ":")
+	v := first(e.Values(attr))
+	if mod != "domain" {
+		return v
+	}
+	if i := strings.LastIndexByte(v, '@'); i >= 0 {
+		return v[i+1:]
+	}
+	return ""
 }
 
 // linkedError is a failure to read a linked entry: a directory failure
@@ -394,3 +415,26 @@ func explainLinks(links []linkedEntry) []LinkedExplanation {
 	}
 	return out
 }
+
+// PingLinked reads the base entry of each linked entry's base_dn, so that
+// one the directory lacks is reported at start-up, naming its key, rather
+// than failing every lookup. Nothing to do without policy.linked.
+func (r *Resolver) PingLinked(ctx context.Context) error {
+	ld, ok := r.dir.(LinkedDirectory)
+	if !ok {
+		return nil
+	}
+	for _, l := range r.pol.links {
+		if l.base == "" {
+			continue // ldap.base_dn, which the directory check reads
+		}
+		q := ldapsource.LinkedQuery{Key: l.key, BaseDN: l.base, Scope: ldapsource.ScopeBase, Filter: "(objectClass=*)"}
+		if _, err := ld.FindLinked(ctx, q, nil); err != nil && !errors.Is(err, ldapsource.ErrNotFound) {
+			return fmt.Errorf("reading %s.base_dn: %w", l.key, err)
+		}
+	}
+	return nil
+}
+
+// HasLinked reports whether the policy reads linked entries.
+func (r *Resolver) HasLinked() bool { return len(r.pol.links) > 0 }

@@ -292,8 +292,53 @@ func TestPresetZimbraLinkedCachedPerEntry(t *testing.T) {
 	}
 }
 
+// A reload carries the linked entries with the accounts: the next user of
+// a COS read before it costs no search for the COS.
+func TestPresetZimbraLinkedCarried(t *testing.T) {
+	users := map[string]map[string][]string{
+		"ada@example.com": zimbraUser("ada@example.com", "zimbraCOSId", cosStudents),
+		"eve@example.com": zimbraUser("eve@example.com", "zimbraCOSId", cosStudents),
+	}
+	old, dir, _ := newZimbraResolver(t, DefaultCacheConfig(), users)
+	if _, err := old.Resolve(context.Background(), mustAddr(t, "ada@example.com")); err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewResolver(dir, old.pol, old.domains, DefaultCacheConfig(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.now = old.now
+	r.CarryCache(old, nil)
+	if acct, err := r.Resolve(context.Background(), mustAddr(t, "eve@example.com")); err != nil || !acct.Known || acct.Has(POP3) {
+		t.Fatalf("eve: %v %+v", err, acct)
+	}
+	if got := dir.searched(cosFilter(cosStudents)); got != 1 {
+		t.Errorf("the COS was searched %d times across the reload, want 1", got)
+	}
+}
+
+// host_override_services: [] turns the preset's zimbraMailHost off, for
+// clients that reach every mailbox through Zimbra's proxy.
+func TestPresetZimbraHostOverrideOff(t *testing.T) {
+	d := testDomains(t)["example.com"]
+	e := entry(zimbraUser("u@example.com", "zimbraMailHost", "mbox1.example.com", "zimbraImapEnabled", "TRUE"))
+	for _, tc := range []struct {
+		kinds []string
+		host  string
+	}{{nil, "mbox1.example.com"}, {[]string{}, "mail.example.com"}} {
+		pol, err := New(Config{Preset: "zimbra", HostOverrideKinds: tc.kinds})
+		if err != nil {
+			t.Fatal(err)
+		}
+		acct, _ := pol.Decide(d, mustAddr(t, "u@example.com"), e)
+		if s, ok := acct.First(IMAP); !ok || s.Host != tc.host {
+			t.Errorf("host_override_services %#v: imap %+v, want host %s", tc.kinds, s, tc.host)
+		}
+	}
+}
+
 // policy.linked errors name the key, the value and the fix.
-func TestLinkedConfigErrors(t *testing.T) {
+func TestPresetLinkedConfigErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		linked []LinkedConfig

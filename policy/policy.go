@@ -38,7 +38,8 @@ type Config struct {
 	// allowed to every enabled account.
 	ServiceRules map[string]*Rule `mapstructure:"services"`
 	// HostAttribute optionally names a per-user server attribute (such as
-	// mailHost) that replaces the domain's host for HostOverrideKinds.
+	// mailHost) that replaces the domain's host for HostOverrideKinds; an
+	// empty, non-nil HostOverrideKinds ([] in YAML) replaces it for none.
 	HostAttribute     string   `mapstructure:"host_attribute"`
 	HostOverrideKinds []string `mapstructure:"host_override_services"`
 	// Unknown says what an unknown or disabled address gets: "defaults"
@@ -194,7 +195,7 @@ func merge(base, over Config) Config {
 	if over.HostAttribute != "" {
 		base.HostAttribute = over.HostAttribute
 	}
-	if len(over.HostOverrideKinds) > 0 {
+	if over.HostOverrideKinds != nil { // [] turns the preset's off
 		base.HostOverrideKinds = over.HostOverrideKinds
 	}
 	if over.Unknown != "" {

@@ -135,6 +135,11 @@ func configCheckCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 			fmt.Fprintln(stdout, "domain_source: read domain_source.base_dn")
 		}
 	}
+	if err == nil && a.resolver.HasLinked() {
+		if err = a.resolver.PingLinked(ctx); err == nil {
+			fmt.Fprintln(stdout, "policy.linked: read each base_dn")
+		}
+	}
 	if err != nil {
 		if ldapsource.ConfigurationError(err) != nil {
 			// The directory refuses the configuration (password, CA,

@@ -127,6 +127,9 @@ func checkDirectory(ctx context.Context, a *app, degraded bool, log *slog.Logger
 	if a.domains != nil {
 		checks = append(checks, check{"domain_source", a.domains.Ping})
 	}
+	if a.resolver.HasLinked() {
+		checks = append(checks, check{"policy.linked", a.resolver.PingLinked})
+	}
 	for _, c := range checks {
 		err := c.ping(ctx)
 		switch {

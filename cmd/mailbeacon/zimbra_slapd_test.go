@@ -6,7 +6,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/mailbeacon/mailbeacon/ldapsource"
 	"github.com/mailbeacon/mailbeacon/ldapsource/ldaptest"
 	"github.com/mailbeacon/mailbeacon/protocols"
 )
@@ -61,6 +64,9 @@ domains:
 func TestPresetZimbraSlapd(t *testing.T) {
 	srv := ldaptest.Slapd(t, ldaptest.Zimbra()...)
 	a := buildText(t, zimbraConfigText(t, srv, "", ""))
+	if err := checkDirectory(context.Background(), a, false, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
 	h := protocols.NewHandler(a.resolver, a.handlerOptions(nil))
 
 	const (
@@ -193,6 +199,21 @@ func TestPresetZimbraSlapd(t *testing.T) {
 	if err != nil || len(ex.Linked) != 2 || ex.Linked[1].DN != ldaptest.ZimbraDefaultCOSDN || ex.Linked[1].FoundBy != "the fixed dn" {
 		t.Errorf("bob's linked entries: %v %+v", err, ex)
 	}
+	// The lookup command prints the same.
+	cfgFile := filepath.Join(t.TempDir(), "config.yaml")
+	writeFile(t, cfgFile, zimbraConfigText(t, srv, "", ""))
+	var out, errOut strings.Builder
+	if code := run(t.Context(), []string{"lookup", "--config", cfgFile, "ada.lovelace@example.com"}, &out, &errOut); code != 0 {
+		t.Fatalf("lookup: %d %s", code, errOut.String())
+	}
+	var got lookupOutput
+	if err := json.Unmarshal([]byte(out.String()), &got); err != nil {
+		t.Fatal(err)
+	}
+	if lx := got.Explanation; lx == nil || len(lx.Linked) != 2 || lx.Linked[1].DN != ldaptest.ZimbraStudentsCOSDN ||
+		!strings.Contains(out.String(), `zimbraPop3Enabled equals \"TRUE\" is false, from cos \"students\"`) {
+		t.Errorf("lookup explains:\n%s", out.String())
+	}
 }
 
 // TestPresetZimbraCOSSearchedOnceSlapd: hundreds of users of one class of
@@ -268,6 +289,11 @@ func TestPresetZimbraLinkedBaseMissingSlapd(t *testing.T) {
       find: ["(&(objectClass=zimbraCOS)(zimbraId={zimbraCOSId}))"]
       inherit: [zimbraPop3Enabled]`
 	a := buildText(t, zimbraConfigText(t, srv, policyExtra, ""))
+	// serve refuses to start, as for a missing ldap.base_dn.
+	if err := checkDirectory(context.Background(), a, false, slog.New(slog.DiscardHandler)); err == nil ||
+		!strings.Contains(err.Error(), "policy.linked[0].base_dn") || ldapsource.ConfigurationError(err) == nil {
+		t.Errorf("start-up check: %v, want a configuration error naming policy.linked[0].base_dn", err)
+	}
 	_, _, err := a.resolver.Explain(context.Background(), mustParse(t, "ada@example.com"))
 	if err == nil || !strings.Contains(err.Error(), "policy.linked[0].base_dn") {
 		t.Fatalf("err = %v, want one naming policy.linked[0].base_dn", err)

@@ -86,7 +86,7 @@ type options struct {
 
 // WithExtraLDIF adds LDIF content records, loaded after the base data (the
 // demo directory unless WithLDIF replaces it). Entries must lie under
-// dc=example,dc=com and may use the schema of mailbeacon.schema and of
+// dc=example,dc=com (or a WithSuffix naming context) and may use the schema of mailbeacon.schema and of
 // core, cosine, inetorgperson, nis and misc.
 func WithExtraLDIF(ldif string) Option {
 	return func(o *options) { o.extra = append(o.extra, ldif) }

@@ -40,10 +40,7 @@ func splitLDIF(ldif string, suffixes []string) (string, []string) {
 	}
 	var main []string
 	per := make([][]string, len(suffixes))
-	for _, rec := range strings.Split(strings.ReplaceAll(ldif, "\r\n", "\n"), "\n\n") {
-		if strings.TrimSpace(rec) == "" {
-			continue
-		}
+	for _, rec := range splitRecords(ldif) {
 		dn := strings.ToLower(recordDN(rec))
 		placed := false
 		for i, sfx := range suffixes {
@@ -63,6 +60,17 @@ func splitLDIF(ldif string, suffixes []string) (string, []string) {
 		out[i] = strings.Join(recs, "\n\n")
 	}
 	return strings.Join(main, "\n\n"), out
+}
+
+// splitRecords returns the records of ldif, which blank lines separate.
+func splitRecords(ldif string) []string {
+	var out []string
+	for _, rec := range strings.Split(strings.ReplaceAll(ldif, "\r\n", "\n"), "\n\n") {
+		if strings.TrimSpace(rec) != "" {
+			out = append(out, rec)
+		}
+	}
+	return out
 }
 
 // recordDN returns the DN of an LDIF record: its dn: line with the lines

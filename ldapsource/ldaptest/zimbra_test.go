@@ -12,7 +12,7 @@ import (
 // The Zimbra test directory loads with its schema, its classes of service
 // land in the cn=zimbra naming context, and the service account reads both
 // trees.
-func TestZimbraDirectorySlapd(t *testing.T) {
+func TestPresetZimbraDirectorySlapd(t *testing.T) {
 	s := ldaptest.Slapd(t, ldaptest.Zimbra()...)
 	c, err := ldap.DialURL(s.URL)
 	if err != nil {
