@@ -70,7 +70,7 @@ func initCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&f.caFile, "ca-file", "", "PEM `file` of the CA that signed the directory's certificate (default: the system's)")
 	fs.StringVar(&f.serverName, "tls-server-name", "", "check the certificate against this `name` instead of the URL's host")
 	fs.BoolVar(&f.startTLS, "start-tls", false, "require StartTLS on an ldap:// URL (without it, init tries StartTLS and goes on without when the directory refuses it)")
-	fs.StringVar(&f.baseDN, "base-dn", "", "search under this `DN` (default: the directory's naming context)")
+	fs.StringVar(&f.baseDN, "base-dn", "", "search under this `DN` (default: the naming context that holds the mail schema's entries)")
 	fs.StringVar(&f.preset, "preset", "", "use this policy `preset` instead of the one the schema suggests")
 	fs.Var(&f.domains, "domain", "write this mail `domain` (repeatable; default: the directory's domains, else those of the sampled addresses)")
 	fs.IntVar(&f.sample, "sample", 10, "sample at most `N` accounts")
