@@ -72,7 +72,7 @@ func initCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.BoolVar(&f.startTLS, "start-tls", false, "require StartTLS on an ldap:// URL (without it, init tries StartTLS and goes on without when the directory refuses it)")
 	fs.StringVar(&f.baseDN, "base-dn", "", "search under this `DN` (default: the naming context that holds the mail schema's entries)")
 	fs.StringVar(&f.preset, "preset", "", "use this policy `preset` instead of the one the schema suggests")
-	fs.Var(&f.domains, "domain", "write this mail `domain` (repeatable; default: the directory's domains, else those of the sampled addresses)")
+	fs.Var(&f.domains, "domain", "write this mail `domain` (repeatable; default: the directory's domains and those of the sampled addresses)")
 	fs.IntVar(&f.sample, "sample", 10, "sample at most `N` accounts")
 	fs.StringVar(&f.out, "out", "mailbeacon.yaml", "write the configuration to this `file`, which must not exist")
 	fs.DurationVar(&f.dialTimeout, "dial-timeout", 5*time.Second, "give up connecting after this `duration`")
@@ -413,34 +413,37 @@ func (in *initRun) sampleAccounts(ctx context.Context) error {
 		}
 		if n > 0 {
 			in.hostAttr = "mailHost"
-			in.hostNote = fmt.Sprintf("guessed: %d of the %s name the server of their mailbox in mailHost", n, plural(len(in.sample), "sampled entries"))
+			in.hostNote = fmt.Sprintf("guessed: %d of the %s name the server of their mailbox in mailHost", n, plural(len(in.sample), "sampled entry", "sampled entries"))
 		}
 	}
 	return nil
 }
 
 // findDomains takes --domain, else the domains the stack keeps in the
-// directory, else those of the sampled addresses; and guesses each one's
-// host.
+// directory (those not turned off) and those of the sampled addresses;
+// and guesses each one's host.
 func (in *initRun) findDomains(ctx context.Context) {
 	var names []string
-	switch {
-	case len(in.flags.domains) > 0:
+	if len(in.flags.domains) > 0 {
 		names, in.domainOf = in.flags.domains, "from --domain"
-	default:
+	} else {
+		var from []string
 		if in.stack != nil && in.stack.domains != nil {
 			names = in.directoryDomains(ctx)
+			if len(names) > 0 {
+				from = append(from, fmt.Sprintf("the %s domain entries in the directory, %s", in.stack.name, in.stack.domains.filter))
+			}
 		}
-		if len(names) > 0 {
-			in.domainOf = fmt.Sprintf("the %s domain entries in the directory, %s", in.stack.name, in.stack.domains.filter)
-			break
-		}
+		n := len(names)
 		for _, s := range in.sample {
 			if _, d, ok := strings.Cut(s.address, "@"); ok && !slices.Contains(names, d) {
 				names = append(names, d)
 			}
 		}
-		in.domainOf = fmt.Sprintf("the domains of the %d sampled addresses", len(in.sample))
+		if len(names) > n {
+			from = append(from, fmt.Sprintf("the domains of the %s", plural(len(in.sample), "sampled address", "sampled addresses")))
+		}
+		in.domainOf = strings.Join(from, "; ")
 	}
 	if len(names) == 0 {
 		in.missing = append(in.missing, "mail domains: none found: give --domain DOMAIN")
@@ -456,21 +459,31 @@ func (in *initRun) findDomains(ctx context.Context) {
 	}
 }
 
-// directoryDomains reads the names of the stack's domain entries.
+// directoryDomains reads the names of the stack's domain entries, less
+// those turned off.
 func (in *initRun) directoryDomains(ctx context.Context) []string {
 	de := in.stack.domains
-	entries, err := in.probe.Search(ctx, in.baseDN, ldap.ScopeWholeSubtree, de.filter, []string{de.attr}, maxInitDomains+1)
+	entries, err := in.probe.Search(ctx, in.baseDN, ldap.ScopeWholeSubtree, de.filter, []string{de.attr, de.status}, maxInitDomains+1)
 	if err != nil {
 		in.missing = append(in.missing, fmt.Sprintf("mail domains: searching %s: %v", de.filter, err))
 		return nil
 	}
-	var names []string
+	var names, off []string
 	for _, e := range entries {
+		st := e.Values(de.status)
 		for _, v := range e.Values(de.attr) {
-			if d, err := policy.NormalizeDomain(v); err == nil && !slices.Contains(names, d) {
+			d, err := policy.NormalizeDomain(v)
+			switch {
+			case err != nil, slices.Contains(names, d):
+			case len(st) > 0 && !strings.EqualFold(st[0], "active"):
+				off = append(off, fmt.Sprintf("%s (%s %s)", d, de.status, st[0]))
+			default:
 				names = append(names, d)
 			}
 		}
+	}
+	if len(off) > 0 {
+		in.missing = append(in.missing, "mail domains turned off in the directory, left out: "+strings.Join(off, ", "))
 	}
 	return names
 }
@@ -501,21 +514,21 @@ func (in *initRun) guessHost(domain string) initDomain {
 		}
 	}
 	if best != "" && 2*count[best] >= users {
-		return initDomain{name: domain, host: best, hostNote: fmt.Sprintf("guessed: %s, the %s of %s", best, in.hostAttr, plural(count[best], "sampled users"))}
+		return initDomain{name: domain, host: best, hostNote: fmt.Sprintf("guessed: %s, the %s of %s", best, in.hostAttr, plural(count[best], "sampled user", "sampled users"))}
 	}
 	note := "guessed: mail." + domain + ", no host in the directory"
 	if best != "" {
-		note = fmt.Sprintf("guessed: mail.%s; %s of %s of this domain name their own (%s %s)", domain, plural(len(count), "hosts"), plural(users, "sampled users"), in.hostAttr, best)
+		note = fmt.Sprintf("guessed: mail.%s; %s of %s of this domain name their own (%s %s)", domain, plural(len(count), "host", "hosts"), plural(users, "sampled user", "sampled users"), in.hostAttr, best)
 	}
 	return initDomain{name: domain, host: "mail." + domain, hostNote: note}
 }
 
-// plural is "1 user", "2 users": noun with an s, unless n is 1.
-func plural(n int, noun string) string {
+// plural is "1 user", "2 users": n and the noun, one or many.
+func plural(n int, one, many string) string {
 	if n == 1 {
-		return "1 " + strings.TrimSuffix(noun, "s")
+		return "1 " + one
 	}
-	return fmt.Sprintf("%d %s", n, noun)
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 // build loads text as serve would, with lookups going over the probe's

@@ -301,3 +301,29 @@ func TestInitSlapdHang(t *testing.T) {
 		t.Errorf("%s written", file)
 	}
 }
+
+// iRedMail's hosted domains (mailDomain entries): written, less the one
+// turned off, and with the domain of the sampled users who have none.
+func TestInitSlapdIRedMailDomains(t *testing.T) {
+	srv := ldaptest.Slapd(t, ldaptest.WithExtraLDIF(ldaptest.HostedLDIF))
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "ldap-password")
+	writeFile(t, pw, ldaptest.ServicePassword+"\n")
+	file := filepath.Join(dir, "mailbeacon.yaml")
+	code, stdout, stderr := runInit(t, "--bind-dn", ldaptest.ServiceDN, "--bind-password-file", pw, "--ca-file", srv.CAFile, "--out", file, srv.URL)
+	if code != 0 {
+		t.Fatalf("init: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
+	}
+	want := "Domains: hosted.example nopop.example relay.example example.com (the iRedMail domain entries in the directory, (objectClass=mailDomain); the domains of the 6 sampled addresses)"
+	if !strings.Contains(stdout, want) || !strings.Contains(stdout, "mail domains turned off in the directory, left out: off.example (accountStatus disabled)") {
+		t.Errorf("init's output lacks %q, or off.example left out:\n%s", want, stdout)
+	}
+	if text := readText(t, file); strings.Contains(text, `name: "off.example"`) {
+		t.Errorf("off.example written:\n%s", text)
+	}
+	checkInitFile(t, file, stdout, []initUser{
+		{addr: "hanna@hosted.example", services: "imap pop3 smtp", login: "hanna@hosted.example", enabled: true},
+		{addr: "nora@nopop.example", services: "imap pop3 smtp", login: "nora@nopop.example", enabled: true},
+		{addr: "bob@example.com", services: "imap smtp", login: "bob@example.com", enabled: true},
+	})
+}

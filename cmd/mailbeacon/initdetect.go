@@ -25,7 +25,10 @@ type mailStack struct {
 	domains *domainEntries
 }
 
-type domainEntries struct{ filter, attr string }
+// domainEntries are a stack's domain entries: the filter that finds
+// them, the attribute that names the domain, and the one whose value, if
+// present and not "active", says the domain is off.
+type domainEntries struct{ filter, attr, status string }
 
 // mailStacks in the order init prefers them when a schema carries
 // several: the specific before iRedMail's mailUser, which other schemas
@@ -37,13 +40,13 @@ type domainEntries struct{ filter, attr string }
 // preset reads; msExchMailboxGuid is on every Exchange mailbox.
 var mailStacks = []mailStack{
 	{name: "Zimbra / Carbonio", classes: []string{"zimbraAccount"}, presets: []string{"zimbra"},
-		domains: &domainEntries{"(objectClass=zimbraDomain)", "zimbraDomainName"}},
+		domains: &domainEntries{"(objectClass=zimbraDomain)", "zimbraDomainName", "zimbraDomainStatus"}},
 	{name: "Univention UCS", classes: []string{"univentionMail"}, presets: []string{"univention"}},
 	{name: "Kolab", classes: []string{"kolabInetOrgPerson"}, presets: []string{"kolab"}},
 	{name: "qmail-ldap", classes: []string{"qmailUser"}, presets: []string{"qmail-ldap"}},
 	{name: "postfix-book", classes: []string{"PostfixBookMailAccount"}, presets: []string{"postfix-book"}},
 	{name: "iRedMail", classes: []string{"mailUser"}, presets: []string{"iredmail", "openldap"},
-		domains: &domainEntries{"(objectClass=mailDomain)", "domainName"}},
+		domains: &domainEntries{"(objectClass=mailDomain)", "domainName", "accountStatus"}},
 	{name: "Exchange attributes on Active Directory", types: []string{"msExchMailboxGuid", "protocolSettings"}, presets: []string{"exchange"}},
 }
 
