@@ -111,6 +111,9 @@ func initCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if _, err := os.Lstat(f.out); err == nil {
 		return fmt.Errorf("--out: %s exists: init never overwrites a file: give another --out, or move %s away", f.out, f.out)
 	}
+	if fi, err := os.Stat(filepath.Dir(f.out)); err != nil || !fi.IsDir() {
+		return fmt.Errorf("--out: %s: no directory %s to write it in", f.out, filepath.Dir(f.out))
+	}
 	lc, passwordKey, err := f.ldapConfig(url)
 	if err != nil {
 		return err

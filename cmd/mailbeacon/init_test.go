@@ -92,6 +92,7 @@ func TestInitFlagsOverride(t *testing.T) {
 		{"--domain", "not a domain", srv.URL},
 		{"--start-tls", "ldaps://127.0.0.1:1"},
 		{srv.URL, srv.URL},
+		{"--out", "/nonexistent/dir/mailbeacon.yaml", srv.URL},
 	} {
 		if code, _, stderr := runInit(t, append([]string{"--out", filepath.Join(t.TempDir(), "x.yaml")}, args...)...); code == 0 {
 			t.Errorf("%q: exit 0: %s", args, stderr)
