@@ -75,17 +75,40 @@ type target struct {
 
 // validate checks cfg and returns the parsed targets and TLS settings.
 // Errors name the configuration key and the fix.
-func (cfg *Config) validate() ([]target, *tls.Config, error) {
-	targets, err := cfg.parseTargets()
-	if err != nil {
-		return nil, nil, err
+func (cfg *Config) validate() ([]target, *tls.Config, error) { return cfg.check(true) }
+
+// check is validate; without needBase, an empty base DN is no error (a
+// Probe is there to find it).
+func (cfg *Config) check(needBase bool) ([]target, *tls.Config, error) {
+	if len(cfg.URLs) == 0 {
+		return nil, nil, fmt.Errorf("ldap.urls: no directory URL: give e.g. [\"ldaps://ldap.example.com\"]")
+	}
+	var targets []target
+	for i, raw := range cfg.URLs {
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return nil, nil, fmt.Errorf("ldap.urls[%d]: %q is not an LDAP URL like ldaps://host:636", i, raw)
+		}
+		t := target{url: raw, host: u.Hostname()}
+		switch u.Scheme {
+		case "ldap":
+			t.hostout = hostPort(u, "389")
+		case "ldaps":
+			t.ldaps, t.hostout = true, hostPort(u, "636")
+			if cfg.StartTLS {
+				return nil, nil, fmt.Errorf("ldap.start_tls: StartTLS does not apply to %s, which is TLS already: drop one of them", raw)
+			}
+		default:
+			return nil, nil, fmt.Errorf("ldap.urls[%d]: scheme %q not supported: use ldap:// (with start_tls) or ldaps://", i, u.Scheme)
+		}
+		targets = append(targets, t)
 	}
 	for _, k := range []struct{ key, value string }{{"ldap.bind_dn", cfg.BindDN}, {"ldap.base_dn", cfg.BaseDN}} {
 		if err := noControlCharacter(k.key, k.value); err != nil {
 			return nil, nil, err
 		}
 	}
-	if cfg.BaseDN == "" {
+	if cfg.BaseDN == "" && needBase {
 		// The empty DN is the root of the whole forest, which only an
 		// Active Directory global catalog searches.
 		for i, t := range targets {
@@ -95,8 +118,19 @@ func (cfg *Config) validate() ([]target, *tls.Config, error) {
 			}
 		}
 	}
-	if err := cfg.readPassword(); err != nil {
-		return nil, nil, err
+	if cfg.BindPassword != "" && cfg.BindPasswordFile != "" {
+		return nil, nil, fmt.Errorf("ldap.bind_password_file: give the password either in a file or in ldap.bind_password (or MAILBEACON_LDAP_BIND_PASSWORD), not both")
+	}
+	if cfg.BindPasswordFile != "" {
+		b, err := os.ReadFile(cfg.BindPasswordFile)
+		if err != nil {
+			return nil, nil, passwordFileError(cfg.BindPasswordFile, err)
+		}
+		cfg.BindPassword = strings.TrimRight(string(b), "\r\n")
+		cfg.BindPasswordFile = ""
+	}
+	if cfg.BindDN != "" && cfg.BindPassword == "" {
+		return nil, nil, fmt.Errorf("ldap.bind_dn is set but no password: set ldap.bind_password_file or MAILBEACON_LDAP_BIND_PASSWORD")
 	}
 	if cfg.DialTimeout <= 0 {
 		return nil, nil, fmt.Errorf("ldap.dial_timeout: must be positive, e.g. 3s")
@@ -107,77 +141,19 @@ func (cfg *Config) validate() ([]target, *tls.Config, error) {
 	if cfg.PoolSize < 1 || cfg.PoolSize > 1000 {
 		return nil, nil, fmt.Errorf("ldap.pool_size: %d is out of range 1..1000", cfg.PoolSize)
 	}
-	tc, err := cfg.tlsConfig()
-	if err != nil {
-		return nil, nil, err
-	}
-	return targets, tc, nil
-}
-
-// parseTargets reads ldap.urls.
-func (cfg *Config) parseTargets() ([]target, error) {
-	if len(cfg.URLs) == 0 {
-		return nil, fmt.Errorf("ldap.urls: no directory URL: give e.g. [\"ldaps://ldap.example.com\"]")
-	}
-	var targets []target
-	for i, raw := range cfg.URLs {
-		u, err := url.Parse(raw)
-		if err != nil || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-			return nil, fmt.Errorf("ldap.urls[%d]: %q is not an LDAP URL like ldaps://host:636", i, raw)
-		}
-		t := target{url: raw, host: u.Hostname()}
-		switch u.Scheme {
-		case "ldap":
-			t.hostout = hostPort(u, "389")
-		case "ldaps":
-			t.ldaps, t.hostout = true, hostPort(u, "636")
-			if cfg.StartTLS {
-				return nil, fmt.Errorf("ldap.start_tls: StartTLS does not apply to %s, which is TLS already: drop one of them", raw)
-			}
-		default:
-			return nil, fmt.Errorf("ldap.urls[%d]: scheme %q not supported: use ldap:// (with start_tls) or ldaps://", i, u.Scheme)
-		}
-		targets = append(targets, t)
-	}
-	return targets, nil
-}
-
-// readPassword reads ldap.bind_password_file into BindPassword, and
-// checks that a bind DN has a password.
-func (cfg *Config) readPassword() error {
-	if cfg.BindPassword != "" && cfg.BindPasswordFile != "" {
-		return fmt.Errorf("ldap.bind_password_file: give the password either in a file or in ldap.bind_password (or MAILBEACON_LDAP_BIND_PASSWORD), not both")
-	}
-	if cfg.BindPasswordFile != "" {
-		b, err := os.ReadFile(cfg.BindPasswordFile)
-		if err != nil {
-			return passwordFileError(cfg.BindPasswordFile, err)
-		}
-		cfg.BindPassword = strings.TrimRight(string(b), "\r\n")
-		cfg.BindPasswordFile = ""
-	}
-	if cfg.BindDN != "" && cfg.BindPassword == "" {
-		return fmt.Errorf("ldap.bind_dn is set but no password: set ldap.bind_password_file or MAILBEACON_LDAP_BIND_PASSWORD")
-	}
-	return nil
-}
-
-// tlsConfig is the TLS configuration ldap.ca_file, ldap.tls_server_name
-// and ldap.insecure_skip_verify make.
-func (cfg *Config) tlsConfig() (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.ServerName, InsecureSkipVerify: cfg.InsecureSkipVerify}
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("ldap.ca_file: %w", err)
+			return nil, nil, fmt.Errorf("ldap.ca_file: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ldap.ca_file: %s holds no PEM certificate", cfg.CAFile)
+			return nil, nil, fmt.Errorf("ldap.ca_file: %s holds no PEM certificate", cfg.CAFile)
 		}
 		tc.RootCAs = pool
 	}
-	return tc, nil
+	return targets, tc, nil
 }
 
 // noControlCharacter refuses a value with a control character, the trace

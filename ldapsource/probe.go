@@ -59,20 +59,16 @@ var rootDSEAttributes = []string{
 // names where it came from in errors, as ldap.bind_password_file does for
 // a Source.
 func DialProbe(ctx context.Context, cfg Config, passwordKey string) (*Probe, error) {
-	targets, err := cfg.parseTargets()
-	if err != nil {
-		return nil, settingsError{err}
-	}
-	if err := cfg.readPassword(); err != nil {
-		return nil, settingsError{err}
-	}
-	tc, err := cfg.tlsConfig()
-	if err != nil {
-		return nil, settingsError{err}
-	}
+	d := DefaultConfig()
 	if cfg.DialTimeout <= 0 || cfg.RequestTimeout <= 0 {
-		d := DefaultConfig()
 		cfg.DialTimeout, cfg.RequestTimeout = d.DialTimeout, d.RequestTimeout
+	}
+	if cfg.PoolSize < 1 {
+		cfg.PoolSize = d.PoolSize
+	}
+	targets, tc, err := cfg.check(false)
+	if err != nil {
+		return nil, settingsError{err}
 	}
 	p := &Probe{cfg: cfg, target: targets[0], tls: tc, passwordKey: passwordKey}
 	if err := p.dial(ctx); err != nil {
@@ -126,6 +122,10 @@ func (p *Probe) Bound() bool { return p.bound }
 
 // ErrProbeClosed: the probe's connection is closed (or lent to a Source).
 var ErrProbeClosed = errors.New("the probe's connection is closed")
+
+// errLentConnection: a Probe's Source lost the probe's connection, and
+// does not bind again.
+var errLentConnection = errors.New("the probe's connection to the directory is gone, and the probe does not bind again")
 
 // deadline bounds one operation by the request timeout.
 func (p *Probe) deadline(ctx context.Context) (context.Context, context.CancelFunc) {

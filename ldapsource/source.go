@@ -24,10 +24,6 @@ var (
 	ErrAmbiguous = errors.New("several directory entries match the address")
 	// ErrClosed: the source was closed.
 	ErrClosed = errors.New("directory source closed")
-
-	// errLentConnection: a Probe's Source lost the probe's connection,
-	// and does not bind again.
-	errLentConnection = errors.New("the probe's connection to the directory is gone, and the probe does not bind again")
 )
 
 // Entry is a directory entry with the attributes asked for.
@@ -51,6 +47,9 @@ type Source struct {
 	// for a non-ASCII address (Lookup).
 	exactAttrs []string
 	log        *slog.Logger
+	// lent: the source has one connection, a Probe's, and never dials
+	// (Probe.Source).
+	lent bool
 
 	slots     chan struct{} // one per connection checked out or being dialed
 	binds     chan struct{} // one per user bind under way (bind.go), outside the pool
@@ -69,10 +68,6 @@ type Source struct {
 
 	breakers []*breaker    // per target (breaker.go)
 	cooldown time.Duration // breakerCooldown; shorter in tests
-
-	// lent: the source has one connection, a Probe's, and never dials
-	// (Probe.Source).
-	lent bool
 }
 
 type conn struct {
