@@ -35,12 +35,13 @@ type config struct {
 	// StateDir keeps what must outlive a restart: the service-account
 	// credentials the directory refused (state.go).
 	StateDir string `mapstructure:"state_dir"`
-
-	// noState: remember refusals in memory only (--demo, init).
-	noState bool
 	// newSource makes the directory source when set, instead of
-	// ldapsource.New (init: lookups over its probe's one bound connection).
+	// ldapsource.New (init: lookups over its probe's one bound connection,
+	// refusals remembered in memory: noState).
 	newSource func(ldapsource.Config, []string, *slog.Logger, *ldapsource.Metrics) (*ldapsource.Source, error)
+
+	// noState: remember refusals in memory only (--demo).
+	noState bool
 	// placeholders are warnings about config.example.yaml's placeholder
 	// hosts and domains left in place (configwarn.go).
 	placeholders []string

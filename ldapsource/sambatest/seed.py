@@ -8,9 +8,7 @@ Debian ships Samba's Python module for /usr/bin/python3 only. The users and
 groups are described in the package documentation of sambatest (doc.go);
 keep both in step.
 """
-import base64
 import sys
-import uuid
 
 from samba.auth import system_session
 from samba.param import LoadParm
@@ -111,10 +109,10 @@ for sam, (given, surname, mail, extra) in users.items():
 db.disable_account("(sAMAccountName=carol)")
 
 # msExchMailboxGuid, the 16 bytes of an Exchange mailbox's GUID, marks the
-# mailbox users (mailbeacon init recognises Exchange by it).
+# mailbox users (mailbeacon init recognises Exchange by it). Any 16 bytes
+# do; printable ones go into LDIF as they are.
 for sam in ("asmith", "bob.login", "erin"):
-    guid = base64.b64encode(uuid.uuid5(uuid.NAMESPACE_DNS, sam + ".example.test").bytes).decode()
-    db.modify_ldif(f"dn: {user_dn(sam)}\nchangetype: modify\nreplace: msExchMailboxGuid\nmsExchMailboxGuid:: {guid}\n")
+    modify(user_dn(sam), msExchMailboxGuid=(sam + "-mailbox-guid---")[:16])
 
 db.create_ou(f"OU=Groups,{base}")
 for g in ("Mail-POP3-Disabled", "Contractors", "Mobile-Users"):
