@@ -83,7 +83,11 @@ type target struct {
 
 // validate checks cfg and returns the parsed targets and TLS settings.
 // Errors name the configuration key and the fix.
-func (cfg *Config) validate() ([]target, *tls.Config, error) {
+func (cfg *Config) validate() ([]target, *tls.Config, error) { return cfg.check(true) }
+
+// check is validate; without needBase, an empty base DN is no error (a
+// Probe is there to find it).
+func (cfg *Config) check(needBase bool) ([]target, *tls.Config, error) {
 	if len(cfg.URLs) == 0 {
 		return nil, nil, fmt.Errorf("ldap.urls: no directory URL: give e.g. [\"ldaps://ldap.example.com\"]")
 	}
@@ -120,7 +124,7 @@ func (cfg *Config) validate() ([]target, *tls.Config, error) {
 			return nil, nil, err
 		}
 	}
-	if cfg.BaseDN == "" {
+	if cfg.BaseDN == "" && needBase {
 		// The empty DN is the root of the whole forest, which only an
 		// Active Directory global catalog searches.
 		for i, t := range targets {

@@ -50,6 +50,9 @@ type Source struct {
 	// for a non-ASCII address (Lookup).
 	exactAttrs []string
 	log        *slog.Logger
+	// lent: the source has one connection, a Probe's, and never dials
+	// (Probe.Source).
+	lent bool
 
 	slots     chan struct{} // one per connection checked out or being dialed
 	binds     chan struct{} // one per user bind under way (bind.go), outside the pool
@@ -337,6 +340,10 @@ func (s *Source) get(ctx context.Context) (*conn, error) {
 	}
 	if c := s.takeIdle(); c != nil {
 		return c, nil
+	}
+	if s.lent {
+		s.release()
+		return nil, errLentConnection
 	}
 	c, err := s.gate.dial(ctx, func() (*conn, error) { return s.dial(ctx) })
 	if err != nil {

@@ -199,6 +199,10 @@ func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 
 // primaryOf returns the entry's primary address by the first spec that
 // gives a valid one.
+// PrimaryAddress returns the entry's primary address, found as
+// policy.primary_address says.
+func (p *Policy) PrimaryAddress(e Entry) (string, bool) { return p.primaryOf(e) }
+
 func (p *Policy) primaryOf(e Entry) (string, bool) {
 	for _, s := range p.primary {
 		vals := e.Values(s.attr)

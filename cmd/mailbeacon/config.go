@@ -35,6 +35,10 @@ type config struct {
 	// StateDir keeps what must outlive a restart: the service-account
 	// credentials the directory refused (state.go).
 	StateDir string `mapstructure:"state_dir"`
+	// newSource makes the directory source when set, instead of
+	// ldapsource.New (init: lookups over its probe's one bound connection,
+	// refusals remembered in memory: noState).
+	newSource func(ldapsource.Config, []string, *slog.Logger, *ldapsource.Metrics) (*ldapsource.Source, error)
 
 	// noState: remember refusals in memory only (--demo).
 	noState bool
@@ -181,7 +185,11 @@ func buildWith(cfg config, log *slog.Logger, m *metrics, r *ldapsource.Refusals)
 	if cfg.LDAP.Filter == "" {
 		cfg.LDAP.Filter = pol.Filter()
 	}
-	src, err := ldapsource.New(cfg.LDAP, pol.Attributes(), log, m.source)
+	newSource := ldapsource.New
+	if cfg.newSource != nil {
+		newSource = cfg.newSource
+	}
+	src, err := newSource(cfg.LDAP, pol.Attributes(), log, m.source)
 	if err != nil {
 		return nil, err
 	}

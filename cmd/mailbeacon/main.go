@@ -23,6 +23,7 @@ import (
 const usage = `mailbeacon - e-mail client autoconfiguration from your LDAP directory
 
 Usage:
+  mailbeacon init   [--bind-dn DN --bind-password-file FILE] [--out FILE] URL
   mailbeacon serve  [--config FILE] [--listen ADDR] [--operations-listen ADDR]
                     [--start-degraded] [--demo [--demo-sign]]
   mailbeacon lookup [--config FILE] [--demo] ADDRESS
@@ -35,6 +36,8 @@ Usage:
   mailbeacon help [--man]
 
 Commands:
+  init     look at a directory and write a commented configuration for it,
+           with a sample of accounts as lookup explains them
   serve    answer client discovery requests over HTTP
   lookup   resolve one address like a request would, bypassing the cache, and
            print the account as JSON with the rule that decided each service
@@ -90,6 +93,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var err error
 	switch args[0] {
+	case "init":
+		err = initCmd(ctx, args[1:], stdout, stderr)
 	case "serve":
 		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 		defer stop()

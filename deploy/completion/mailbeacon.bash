@@ -4,13 +4,13 @@ _mailbeacon() {
 	# The command: the leading words that name one.
 	for ((i = 1; i < COMP_CWORD; i++)); do
 		case "$cmdpath${cmdpath:+ }${COMP_WORDS[i]}" in
-		"check" | "completion" | "config" | "config check" | "dns" | "health" | "help" | "lookup" | "serve" | "version") cmdpath="$cmdpath${cmdpath:+ }${COMP_WORDS[i]}" ;;
+		"check" | "completion" | "config" | "config check" | "dns" | "health" | "help" | "init" | "lookup" | "serve" | "version") cmdpath="$cmdpath${cmdpath:+ }${COMP_WORDS[i]}" ;;
 		*) break ;;
 		esac
 	done
 	local words= flags= files= values=
 	case $cmdpath in
-	"") words="check completion config dns health help lookup serve version" flags="--start-degraded --demo --demo-sign" files="" values="" ;;
+	"") words="check completion config dns health help init lookup serve version" flags="--start-degraded --demo --demo-sign" files="" values="" ;;
 	"check") words="" flags="--address --ca-file --config --demo --json --min-days --resolver --target --timeout" files="--ca-file --config" values="--address --min-days --resolver --target --timeout" ;;
 	"completion") words="bash zsh" flags="" files="" values="" ;;
 	"config") words="check" flags="" files="" values="" ;;
@@ -18,6 +18,7 @@ _mailbeacon() {
 	"dns") words="" flags="--address --config --demo --target --ttl" files="--config" values="--address --target --ttl" ;;
 	"health") words="" flags="--config --timeout --url" files="--config" values="--timeout --url" ;;
 	"help") words="" flags="--man" files="" values="" ;;
+	"init") words="" flags="--base-dn --bind-dn --bind-password-file --ca-file --dial-timeout --domain --out --preset --request-timeout --sample --start-tls --tls-server-name" files="--bind-password-file --ca-file --out" values="--base-dn --bind-dn --dial-timeout --domain --preset --request-timeout --sample --tls-server-name" ;;
 	"lookup") words="" flags="--config --demo" files="--config" values="" ;;
 	"serve") words="" flags="--config --demo --demo-sign --listen --operations-listen --start-degraded" files="--config" values="--listen --operations-listen" ;;
 	"version") words="" flags="" files="" values="" ;;

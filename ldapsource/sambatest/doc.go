@@ -47,7 +47,9 @@
 //	twin1, twin2    twins@example.test is twin1's mail and      an ambiguous address
 //	                one of twin2's proxyAddresses
 //
-// protocolSettings, msExchOmaAdminWirelessEnable and
-// msExchHideFromAddressLists are not in Samba's schema: the seed adds them
-// under Exchange's names with OIDs of the RFC 5612 documentation arc.
+// asmith, bob.login and erin have an msExchMailboxGuid (Exchange's mark of
+// a mailbox user). protocolSettings, msExchOmaAdminWirelessEnable,
+// msExchHideFromAddressLists and msExchMailboxGuid are not in Samba's
+// schema: the seed adds them under Exchange's names with OIDs of the RFC
+// 5612 documentation arc.
 package sambatest

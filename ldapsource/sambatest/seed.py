@@ -29,6 +29,7 @@ for cn, name, oid, syntax, om, single in [
     ("ms-Exch-Protocol-Settings", "protocolSettings", "1.3.6.1.4.1.32473.1.3.2", "2.5.5.12", 64, "FALSE"),
     ("ms-Exch-Oma-Admin-Wireless-Enable", "msExchOmaAdminWirelessEnable", "1.3.6.1.4.1.32473.1.3.1", "2.5.5.9", 2, "TRUE"),
     ("ms-Exch-Hide-From-Address-Lists", "msExchHideFromAddressLists", "1.3.6.1.4.1.32473.1.3.4", "2.5.5.8", 1, "TRUE"),
+    ("ms-Exch-Mailbox-Guid", "msExchMailboxGuid", "1.3.6.1.4.1.32473.1.3.5", "2.5.5.10", 4, "TRUE"),
 ]:
     db.add_ldif(f"""dn: CN={cn},{schema}
 objectClass: top
@@ -48,6 +49,7 @@ add: mayContain
 mayContain: protocolSettings
 mayContain: msExchOmaAdminWirelessEnable
 mayContain: msExchHideFromAddressLists
+mayContain: msExchMailboxGuid
 """)
 db.set_schema_update_now()
 
@@ -105,6 +107,12 @@ for sam, (given, surname, mail, extra) in users.items():
     if extra:
         modify(user_dn(sam), **extra)
 db.disable_account("(sAMAccountName=carol)")
+
+# msExchMailboxGuid, the 16 bytes of an Exchange mailbox's GUID, marks the
+# mailbox users (mailbeacon init recognises Exchange by it). Any 16 bytes
+# do; printable ones go into LDIF as they are.
+for sam in ("asmith", "bob.login", "erin"):
+    modify(user_dn(sam), msExchMailboxGuid=(sam + "-mailbox-guid---")[:16])
 
 db.create_ou(f"OU=Groups,{base}")
 for g in ("Mail-POP3-Disabled", "Contractors", "Mobile-Users"):
