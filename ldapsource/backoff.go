@@ -43,9 +43,8 @@ type bindGate struct {
 	log         *slog.Logger
 	backoffs    prometheus.Counter
 	refusals    *Refusals
-	digest      string        // of the credentials, for refusals
-	passwordKey string        // as Source.passwordKey
-	bindDN      string        // ldap.bind_dn, named in errors
+	digest      string           // of the credentials, for refusals
+	classify    func(error) error // Source.classify: the key at fault
 	lockedRetry time.Duration // ldap.locked_retry_interval
 	binding     chan struct{} // one bind in flight
 
@@ -65,9 +64,9 @@ type probe struct {
 
 // newBindGate returns a gate for binds with cfg's credentials, remembered
 // in r.
-func newBindGate(cfg *Config, r *Refusals, passwordKey string, log *slog.Logger, backoffs prometheus.Counter) *bindGate {
+func newBindGate(cfg *Config, r *Refusals, classify func(error) error, log *slog.Logger, backoffs prometheus.Counter) *bindGate {
 	return &bindGate{
-		now: time.Now, log: log, backoffs: backoffs, refusals: r, digest: r.digest(cfg), passwordKey: passwordKey, bindDN: cfg.BindDN,
+		now: time.Now, log: log, backoffs: backoffs, refusals: r, digest: r.digest(cfg), classify: classify,
 		lockedRetry: cfg.LockedRetryInterval, binding: make(chan struct{}, 1),
 	}
 }
@@ -177,7 +176,7 @@ func (g *bindGate) bind(ctx context.Context, f func() error) error {
 	if kind == notRefused {
 		return err
 	}
-	ce := ConfigurationError(classify(err, g.passwordKey, g.bindDN))
+	ce := ConfigurationError(g.classify(err))
 	now := g.now()
 	rec := refusal{Digest: g.digest, At: now, Key: ce.Key, Reason: ce.Reason, Fix: ce.Fix, Err: err.Error()}
 	if kind == accountLocked {

@@ -163,8 +163,13 @@ func (r *Refusals) read() (map[string]refusal, error) {
 	return recs, nil
 }
 
-// digest is the keyed digest of the credentials cfg binds with.
+// digest is the keyed digest of the credentials cfg binds with: for a
+// GSSAPI bind the principal, the service principal and the keytab's
+// content (a keytab exported again is new credentials).
 func (r *Refusals) digest(cfg *Config) string {
+	if cfg.Bind == BindGSSAPI {
+		return r.mac("gssapi credentials", append(slices.Clone(cfg.URLs), cfg.Principal, cfg.ServicePrincipal, string(cfg.keytabContent)))
+	}
 	return r.mac("credentials", append(slices.Clone(cfg.URLs), cfg.BindDN, cfg.BindPassword))
 }
 
@@ -321,6 +326,9 @@ const (
 )
 
 func kindOfRefusal(err error) refusalKind {
+	if k := kerberosRefusal(err); k != notRefused {
+		return k
+	}
 	if !ldap.IsErrorWithCode(err, ldap.LDAPResultInvalidCredentials) {
 		return notRefused
 	}
@@ -350,7 +358,7 @@ func (cfg *Config) checkLockedRetry() error {
 // first lookup. Without it a Source remembers refusals itself.
 func (s *Source) UseRefusals(r *Refusals) {
 	s.gate = r.gate(r.identity(&s.cfg), func() *bindGate {
-		return newBindGate(&s.cfg, r, s.passwordKey, s.log, s.metrics.bindBackoffs)
+		return newBindGate(&s.cfg, r, s.classify, s.log, s.metrics.bindBackoffs)
 	})
 }
 
