@@ -43,10 +43,10 @@ type bindGate struct {
 	log         *slog.Logger
 	backoffs    prometheus.Counter
 	refusals    *Refusals
-	digest      string           // of the credentials, for refusals
+	digest      string            // of the credentials, for refusals
 	classify    func(error) error // Source.classify: the key at fault
-	lockedRetry time.Duration // ldap.locked_retry_interval
-	binding     chan struct{} // one bind in flight
+	lockedRetry time.Duration     // ldap.locked_retry_interval
+	binding     chan struct{}     // one bind in flight
 
 	mu      sync.Mutex
 	worked  bool          // a bind has worked since the gate was made
