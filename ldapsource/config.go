@@ -145,7 +145,7 @@ func (cfg *Config) validate() ([]target, *tls.Config, error) {
 		cfg.BindPassword = strings.TrimRight(string(b), "\r\n")
 		cfg.BindPasswordFile = ""
 	}
-	if cfg.BindDN != "" && cfg.BindPassword == "" {
+	if cfg.BindDN != "" && cfg.BindPassword == "" && cfg.Bind != BindGSSAPI {
 		return nil, nil, fmt.Errorf("ldap.bind_dn is set but no password: set ldap.bind_password_file or MAILBEACON_LDAP_BIND_PASSWORD")
 	}
 	if cfg.DialTimeout <= 0 {
