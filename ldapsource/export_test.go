@@ -15,3 +15,10 @@ func HoldServiceBinds(s *Source) (release func()) {
 	s.gate.binding <- struct{}{}
 	return func() { <-s.gate.binding }
 }
+
+// DropIdle closes s's idle connections, so that the next lookup dials.
+func DropIdle(s *Source) {
+	for i := range s.targets {
+		s.dropIdle(i)
+	}
+}

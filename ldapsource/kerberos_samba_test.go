@@ -6,9 +6,11 @@ package ldapsource_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -221,5 +223,82 @@ func TestKerberosRefusedKeytabSamba(t *testing.T) {
 	src.UseRefusals(refusals)
 	if err := src.Ping(ctx); err != nil {
 		t.Fatalf("the current keytab: %v", err)
+	}
+}
+
+// kerberosLog collects what gokrb5 logs through the source's logger.
+type kerberosLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *kerberosLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *kerberosLog) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, r.Message)
+	return nil
+}
+func (l *kerberosLog) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *kerberosLog) WithGroup(string) slog.Handler      { return l }
+
+// count returns how many lines hold s.
+func (l *kerberosLog) count(s string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range l.lines {
+		if strings.Contains(line, s) {
+			n++
+		}
+	}
+	return n
+}
+
+// krbMinLifetime is the shortest ticket life the Samba KDC hands out
+// that it also takes back: with less, it answers the request for a
+// service ticket with KRB_AP_ERR_TKT_EXPIRED (its clock skew allowance
+// is 5 minutes).
+const krbMinLifetime = 5 * time.Minute
+
+// TestKerberosTicketRenewalSamba: with tickets that live 5 minutes (the
+// least the KDC serves), a connection dialed after they ended binds: the
+// client got a new ticket-granting ticket before the old one ended and a
+// new service ticket once the old one had. It waits out the tickets'
+// life, in parallel with the other tests.
+func TestKerberosTicketRenewalSamba(t *testing.T) {
+	t.Parallel()
+	srv := sambatest.DC(t)
+	conf := filepath.Join(t.TempDir(), "krb5.conf")
+	text := "[libdefaults]\n default_realm = " + sambatest.Realm + "\n ticket_lifetime = " + krbMinLifetime.String() +
+		"\n[realms]\n " + sambatest.Realm + " = {\n  kdc = " + srv.KDC + "\n }\n"
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := krbConfig(srv, srv.ExportKeytab(t, sambatest.MachinePrincipal))
+	cfg.KDC, cfg.KRB5Conf = nil, conf
+	klog := &kerberosLog{}
+	src, err := ldapsource.New(cfg, adAttrs, slog.New(klog), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	first := time.Now()
+	if _, err := adLookup(src, "alice@example.test"); err != nil {
+		t.Fatalf("first lookup: %v", err)
+	}
+	if n := klog.count("ticket added to cache"); n != 1 {
+		t.Fatalf("%d service tickets after the first bind, want 1: %q", n, klog.lines)
+	}
+	time.Sleep(time.Until(first.Add(krbMinLifetime + 10*time.Second)))
+	ldapsource.DropIdle(src)
+	if _, err := adLookup(src, "bob@example.test"); err != nil {
+		t.Fatalf("a connection dialed after the tickets ended: %v", err)
+	}
+	if n := klog.count("ticket added to cache"); n != 2 {
+		t.Errorf("%d service tickets, want 2: the bind after the first one ended used it", n)
+	}
+	if n := klog.count("refreshing TGT session"); n < 1 {
+		t.Errorf("the ticket-granting ticket was not refreshed: %q", klog.lines)
 	}
 }
