@@ -62,8 +62,12 @@ func (cfg *Config) kerberos(targets []target, log *slog.Logger) (*kerberos, erro
 	default:
 		return nil, fmt.Errorf("ldap.bind: %q is not a bind method: give simple (ldap.bind_dn and a password) or gssapi (Kerberos, with ldap.keytab)", cfg.Bind)
 	}
-	if cfg.BindDN != "" || cfg.BindPassword != "" || cfg.BindPasswordFile != "" {
-		return nil, fmt.Errorf("ldap.bind_dn: ldap.bind: gssapi binds as the keytab's principal (ldap.principal), with no password: remove ldap.bind_dn, ldap.bind_password and ldap.bind_password_file")
+	for _, k := range []struct{ key, value string }{{"ldap.bind_dn", cfg.BindDN}, {"ldap.bind_password", cfg.BindPassword}, {"ldap.bind_password_file", cfg.BindPasswordFile}} {
+		if k.value != "" {
+			env := "MAILBEACON_" + strings.ToUpper(strings.ReplaceAll(k.key, ".", "_"))
+			return nil, fmt.Errorf("%s: ldap.bind: gssapi binds as the keytab's principal (ldap.principal), with no password: remove %s from the configuration and %s from the environment "+
+				"(the shipped systemd unit sets MAILBEACON_LDAP_BIND_PASSWORD_FILE: drop it with systemctl edit, as README's Kerberos section shows)", k.key, k.key, env)
+		}
 	}
 	for i, t := range targets {
 		if !cfg.usesTLS(t) {

@@ -127,3 +127,16 @@ func TestKerberosServeRefusedKeytabSamba(t *testing.T) {
 		}
 	}
 }
+
+// TestKerberosKeysFromEnvironment: the systemd drop-in of the README
+// points ldap.keytab at the credential through the environment.
+func TestKerberosKeysFromEnvironment(t *testing.T) {
+	t.Setenv("MAILBEACON_LDAP_KEYTAB", "/run/credentials/mailbeacon.service/krb5.keytab")
+	cfg, err := loadConfig(strings.NewReader("ldap:\n  bind: gssapi\n"), "config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.LDAP.Bind != "gssapi" || cfg.LDAP.Keytab != "/run/credentials/mailbeacon.service/krb5.keytab" {
+		t.Errorf("bind %q, keytab %q", cfg.LDAP.Bind, cfg.LDAP.Keytab)
+	}
+}
