@@ -139,7 +139,7 @@ func (g *bindGate) held() error {
 			g.log.Error("not binding as the service account: the directory reported it locked out; mailbeacon tries it again once per ldap.locked_retry_interval",
 				"key", err.Key, "reason", err.Reason, "fix", err.Fix, "err", err.Err, "state", g.refusals.File())
 		} else {
-			g.log.Error("not binding as the service account: the directory refused these credentials before, and mailbeacon does not bind with them again until the password, ldap.bind_dn or ldap.urls change",
+			g.log.Error("not binding as the service account: the directory refused these credentials before, and mailbeacon does not bind with them again until the password (or the keytab's content), ldap.bind_dn or ldap.urls change",
 				"key", err.Key, "reason", err.Reason, "fix", err.Fix, "err", err.Err, "state", g.refusals.File())
 		}
 	}
@@ -184,7 +184,7 @@ func (g *bindGate) bind(ctx context.Context, f func() error) error {
 		g.log.Error("the directory reports the service account locked out: lookups get stale or default answers; mailbeacon binds as it again once per ldap.locked_retry_interval, at "+rec.RetryAt.Format(time.DateTime),
 			"key", ce.Key, "reason", ce.Reason, "fix", ce.Fix, "err", err, "state", g.refusals.File())
 	} else {
-		g.log.Error("the directory refused the service account's credentials: mailbeacon does not bind with them again until the password, ldap.bind_dn or ldap.urls change (then reload or restart)",
+		g.log.Error("the directory refused the service account's credentials: mailbeacon does not bind with them again until the password (or the keytab's content), ldap.bind_dn or ldap.urls change (then reload or restart)",
 			"key", ce.Key, "reason", ce.Reason, "fix", ce.Fix, "err", err, "state", g.refusals.File())
 	}
 	if rerr := g.refusals.remember(rec); rerr != nil {

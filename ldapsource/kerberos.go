@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/go-ldap/ldap/v3"
 	"github.com/go-ldap/ldap/v3/gssapi"
@@ -40,6 +41,16 @@ type kerberos struct {
 	realm     string   // e.g. EXAMPLE.COM
 	spns      []string // the LDAP service principal, per target
 	client    *gssapi.Client
+
+	mu       sync.Mutex
+	fetching map[string]*ticketFetch // by service principal: one request to the KDC at a time
+}
+
+// ticketFetch is a request for a service ticket under way; binds that
+// need the same ticket wait for it rather than ask again.
+type ticketFetch struct {
+	done chan struct{}
+	err  error
 }
 
 // name is the principal with its realm, as errors and logs show it.
@@ -245,24 +256,46 @@ func keytabFileError(file string, err error) error {
 	return fmt.Errorf("ldap.keytab: %q: %w", file, err)
 }
 
-// bind gets a service ticket for spn, within ctx (gokrb5 waits for a KDC
-// up to its own timeouts, which ctx does not end), then binds lc with it.
+// bind gets a service ticket for spn, then binds lc with it.
 func (k *kerberos) bind(ctx context.Context, lc *ldap.Conn, spn string) error {
-	got := make(chan error, 1)
-	go func() {
-		_, _, err := k.client.GetServiceTicket(spn)
-		got <- err
-	}()
-	select {
-	case err := <-got:
-		if err != nil {
-			return &kdcError{principal: k.name(), spn: spn, err: err}
-		}
-	case <-ctx.Done():
-		return fmt.Errorf("asking the KDC of %s for a ticket to %s: %w", k.realm, spn, context.Cause(ctx))
+	if err := k.ticket(ctx, spn); err != nil {
+		return err
 	}
 	// The ticket is cached: GSSAPIBind takes it from there.
 	return lc.GSSAPIBind(k.client, spn, "")
+}
+
+// ticket makes sure the client holds a valid service ticket for spn,
+// asking the KDC if it does not. gokrb5 waits for a KDC up to its own
+// timeouts, which ctx cannot shorten: the request runs on, one per
+// service principal, and the caller stops waiting when ctx ends.
+func (k *kerberos) ticket(ctx context.Context, spn string) error {
+	k.mu.Lock()
+	f := k.fetching[spn]
+	if f == nil {
+		f = &ticketFetch{done: make(chan struct{})}
+		if k.fetching == nil {
+			k.fetching = map[string]*ticketFetch{}
+		}
+		k.fetching[spn] = f
+		go func() {
+			_, _, f.err = k.client.GetServiceTicket(spn)
+			k.mu.Lock()
+			delete(k.fetching, spn)
+			k.mu.Unlock()
+			close(f.done)
+		}()
+	}
+	k.mu.Unlock()
+	select {
+	case <-f.done:
+		if f.err != nil {
+			return &kdcError{principal: k.name(), spn: spn, err: f.err}
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("asking the KDC of %s for a ticket to %s: %w", k.realm, spn, context.Cause(ctx))
+	}
 }
 
 // close ends the client's background renewal and forgets its tickets.

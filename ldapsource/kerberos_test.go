@@ -1,11 +1,15 @@
 package ldapsource
 
 import (
+	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -158,5 +162,58 @@ func TestKerberosDigest(t *testing.T) {
 	}
 	if r.digest(&a) == r.digest(&c) {
 		t.Error("a new keytab has the digest of the old one")
+	}
+}
+
+// TestKerberosKDCHang: a KDC that takes requests and never answers holds
+// no bind beyond its deadline, and concurrent binds share one request
+// to it rather than each sending their own.
+func TestKerberosKDCHang(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	var requests atomic.Int32
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+			requests.Add(1) // and no answer
+		}
+	}()
+	c := DefaultConfig()
+	c.URLs, c.BaseDN, c.Bind, c.ServicePrincipal = []string{"ldaps://dc1.example.com"}, "dc=example,dc=com", BindGSSAPI, "ldap/dc1.example.com"
+	c.Keytab, c.KDC = writeKeytab(t, "WEB$@EXAMPLE.COM"), []string{pc.LocalAddr().String()}
+	targets, _, err := c.validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := c.kerberos(targets, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.close()
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			if err := k.ticket(ctx, "ldap/dc1.example.com"); !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("ticket from a KDC that does not answer: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("20 binds waited %v for a KDC that does not answer, past their 300ms deadline", d)
+	}
+	if n := requests.Load(); n != 1 {
+		t.Errorf("the KDC got %d requests from 20 concurrent binds, want 1", n)
 	}
 }

@@ -29,7 +29,7 @@ var (
 	// ErrRefusedBefore marks a lookup refused without asking the
 	// directory, because it refused the same service-account credentials
 	// before: mailbeacon never binds with them again.
-	ErrRefusedBefore = errors.New("the directory refused these service-account credentials before; mailbeacon does not bind with them again until ldap.bind_dn, the password or ldap.urls change")
+	ErrRefusedBefore = errors.New("the directory refused these service-account credentials before; mailbeacon does not bind with them again until ldap.bind_dn, the password (or the keytab's content) or ldap.urls change")
 	// ErrLockedOut marks a lookup refused without asking the directory,
 	// because it reported the service account locked out (AD 775) less
 	// than ldap.locked_retry_interval ago.
