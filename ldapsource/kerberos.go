@@ -60,34 +60,71 @@ func (k *kerberos) name() string { return k.principal + "@" + k.realm }
 // or nil for a simple bind. It reads the keytab (kept in cfg for the
 // refusals' digest) and the Kerberos configuration. Errors name the key.
 func (cfg *Config) kerberos(targets []target, log *slog.Logger) (*kerberos, error) {
+	if gssapi, err := cfg.checkBindMethod(targets); !gssapi || err != nil {
+		return nil, err
+	}
+	if cfg.Keytab == "" {
+		cfg.Keytab = DefaultKeytab
+	}
+	kt, err := cfg.readKeytab()
+	if err != nil {
+		return nil, err
+	}
+	k := &kerberos{}
+	if k.principal, k.realm, err = cfg.principal(kt); err != nil {
+		return nil, err
+	}
+	conf, err := cfg.krb5Config(k.realm)
+	if err != nil {
+		return nil, err
+	}
+	conf.LibDefaults.DefaultRealm = k.realm
+	if k.spns, err = cfg.servicePrincipals(targets); err != nil {
+		return nil, err
+	}
+	// No FAST armour: Active Directory's KDC answers a plain AS-REQ, and
+	// gokrb5 has no armour ticket to give without a password.
+	settings := []func(*krbclient.Settings){krbclient.DisablePAFXFAST(true)}
+	if log.Enabled(context.Background(), slog.LevelDebug) {
+		settings = append(settings, krbclient.Logger(slog.NewLogLogger(log.With("component", "kerberos").Handler(), slog.LevelDebug)))
+	}
+	k.client = &gssapi.Client{Client: krbclient.NewWithKeytab(k.principal, k.realm, kt, conf, settings...)}
+	return k, nil
+}
+
+// checkBindMethod checks ldap.bind and the keys that go with it, and
+// reports whether it is gssapi.
+func (cfg *Config) checkBindMethod(targets []target) (gssapi bool, err error) {
 	switch cfg.Bind {
 	case "", BindSimple:
 		for _, k := range []struct{ key, value string }{{"ldap.keytab", cfg.Keytab}, {"ldap.principal", cfg.Principal}, {"ldap.realm", cfg.Realm},
 			{"ldap.krb5_conf", cfg.KRB5Conf}, {"ldap.service_principal", cfg.ServicePrincipal}, {"ldap.kdc", strings.Join(cfg.KDC, " ")}} {
 			if k.value != "" {
-				return nil, fmt.Errorf("%s: applies to ldap.bind: gssapi only: set ldap.bind: gssapi, or remove %s", k.key, k.key)
+				return false, fmt.Errorf("%s: applies to ldap.bind: gssapi only: set ldap.bind: gssapi, or remove %s", k.key, k.key)
 			}
 		}
-		return nil, nil
+		return false, nil
 	case BindGSSAPI:
 	default:
-		return nil, fmt.Errorf("ldap.bind: %q is not a bind method: give simple (ldap.bind_dn and a password) or gssapi (Kerberos, with ldap.keytab)", cfg.Bind)
+		return false, fmt.Errorf("ldap.bind: %q is not a bind method: give simple (ldap.bind_dn and a password) or gssapi (Kerberos, with ldap.keytab)", cfg.Bind)
 	}
 	for _, k := range []struct{ key, value string }{{"ldap.bind_dn", cfg.BindDN}, {"ldap.bind_password", cfg.BindPassword}, {"ldap.bind_password_file", cfg.BindPasswordFile}} {
 		if k.value != "" {
 			env := "MAILBEACON_" + strings.ToUpper(strings.ReplaceAll(k.key, ".", "_"))
-			return nil, fmt.Errorf("%s: ldap.bind: gssapi binds as the keytab's principal (ldap.principal), with no password: remove %s from the configuration and %s from the environment "+
+			return true, fmt.Errorf("%s: ldap.bind: gssapi binds as the keytab's principal (ldap.principal), with no password: remove %s from the configuration and %s from the environment "+
 				"(the shipped systemd unit sets MAILBEACON_LDAP_BIND_PASSWORD_FILE: drop it with systemctl edit, as README's Kerberos section shows)", k.key, k.key, env)
 		}
 	}
 	for i, t := range targets {
 		if !cfg.usesTLS(t) {
-			return nil, fmt.Errorf("ldap.start_tls: ldap.urls[%d] %s is not encrypted: a GSSAPI bind negotiates no SASL security layer (signing or sealing), so the connection must be TLS: use ldaps:// or set ldap.start_tls: true", i, t.url)
+			return true, fmt.Errorf("ldap.start_tls: ldap.urls[%d] %s is not encrypted: a GSSAPI bind negotiates no SASL security layer (signing or sealing), so the connection must be TLS: use ldaps:// or set ldap.start_tls: true", i, t.url)
 		}
 	}
-	if cfg.Keytab == "" {
-		cfg.Keytab = DefaultKeytab
-	}
+	return true, nil
+}
+
+// readKeytab reads ldap.keytab, and keeps its content for the digest.
+func (cfg *Config) readKeytab() (*keytab.Keytab, error) {
 	b, err := os.ReadFile(cfg.Keytab)
 	if err != nil {
 		return nil, keytabFileError(cfg.Keytab, err)
@@ -100,21 +137,13 @@ func (cfg *Config) kerberos(targets []target, log *slog.Logger) (*kerberos, erro
 		return nil, fmt.Errorf("ldap.keytab: %q is not a keytab holding keys (%v): export it again (samba-tool domain exportkeytab, ktpass, or adcli on a joined host)", cfg.Keytab, err)
 	}
 	cfg.keytabContent = b
-	k := &kerberos{}
-	if k.principal, k.realm, err = cfg.principal(kt); err != nil {
-		return nil, err
-	}
-	conf, err := cfg.krb5Config(k.realm)
-	if err != nil {
-		return nil, err
-	}
-	if k.realm == "" {
-		k.realm = conf.LibDefaults.DefaultRealm
-	}
-	if k.realm == "" {
-		return nil, fmt.Errorf("ldap.realm: no realm: give ldap.principal as name@REALM, or set ldap.realm, e.g. EXAMPLE.COM")
-	}
-	conf.LibDefaults.DefaultRealm = k.realm
+	return kt, nil
+}
+
+// servicePrincipals returns the LDAP service principal of each target:
+// ldap.service_principal, or ldap/ and the URL's host name.
+func (cfg *Config) servicePrincipals(targets []target) ([]string, error) {
+	var spns []string
 	for i, t := range targets {
 		spn := cfg.ServicePrincipal
 		if spn == "" {
@@ -124,14 +153,9 @@ func (cfg *Config) kerberos(targets []target, log *slog.Logger) (*kerberos, erro
 			}
 			spn = "ldap/" + t.host
 		}
-		k.spns = append(k.spns, spn)
+		spns = append(spns, spn)
 	}
-	settings := []func(*krbclient.Settings){krbclient.DisablePAFXFAST(true)}
-	if log.Enabled(context.Background(), slog.LevelDebug) {
-		settings = append(settings, krbclient.Logger(slog.NewLogLogger(log.With("component", "kerberos").Handler(), slog.LevelDebug)))
-	}
-	k.client = &gssapi.Client{Client: krbclient.NewWithKeytab(k.principal, k.realm, kt, conf, settings...)}
-	return k, nil
+	return spns, nil
 }
 
 // principal returns ldap.principal split into name and realm, or by
@@ -197,18 +221,13 @@ func containsFold(list []string, s string) bool {
 	return false
 }
 
-// krb5Config returns the Kerberos configuration: made from ldap.kdc when
-// given, else read from ldap.krb5_conf (default /etc/krb5.conf).
+// krb5Config returns the Kerberos configuration: made from ldap.kdc for
+// realm when given, else read from ldap.krb5_conf (default
+// /etc/krb5.conf).
 func (cfg *Config) krb5Config(realm string) (*krbconfig.Config, error) {
 	if len(cfg.KDC) > 0 {
 		if cfg.KRB5Conf != "" {
 			return nil, fmt.Errorf("ldap.kdc: give the KDCs either in ldap.kdc or through ldap.krb5_conf, not both")
-		}
-		if realm == "" {
-			realm = strings.ToUpper(cfg.Realm)
-		}
-		if realm == "" {
-			return nil, fmt.Errorf("ldap.realm: ldap.kdc needs the realm: give ldap.principal as name@REALM, or set ldap.realm")
 		}
 		var b strings.Builder
 		fmt.Fprintf(&b, "[libdefaults]\n default_realm = %s\n dns_lookup_kdc = false\n[realms]\n %s = {\n", realm, realm)
