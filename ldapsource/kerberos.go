@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
 	"github.com/go-ldap/ldap/v3/gssapi"
@@ -28,29 +29,37 @@ const (
 	DefaultKRB5Conf = "/etc/krb5.conf"
 )
 
+// defaultRenewLifetime is how long tickets are asked to stay renewable
+// when the Kerberos configuration does not say (renew_lifetime): Active
+// Directory's default maximum.
+const defaultRenewLifetime = 7 * 24 * time.Hour
+
 // kerberos is what a GSSAPI bind as the service account needs: the
 // principal and its keys from the keytab, the realm's KDCs, and one
 // gokrb5 client per Source. The client keeps the ticket-granting ticket
 // and the service tickets it got, and gets new ones before they end
-// (gokrb5 refreshes the TGT when less than a sixth of its life is left, in
+// (gokrb5 renews the TGT when less than a sixth of its life is left, in
 // the background and before each ticket request, and asks for a service
-// ticket again once the cached one has ended), so that a connection the
-// pool dials hours later binds with a valid ticket.
+// ticket again once the cached one has ended; fetch logs in anew when the
+// TGT ended unrenewed), so that a connection the pool dials hours later
+// binds with a valid ticket.
 type kerberos struct {
-	principal string   // without the realm, e.g. HOST$
-	realm     string   // e.g. EXAMPLE.COM
-	spns      []string // the LDAP service principal, per target
-	client    *gssapi.Client
+	principal string                // without the realm, e.g. HOST$
+	realm     string                // e.g. EXAMPLE.COM
+	spns      []string              // the LDAP service principal, per target
+	login     func() *gssapi.Client // a new client, with no tickets yet
 
 	mu       sync.Mutex
+	client   *gssapi.Client
 	fetching map[string]*ticketFetch // by service principal: one request to the KDC at a time
 }
 
 // ticketFetch is a request for a service ticket under way; binds that
 // need the same ticket wait for it rather than ask again.
 type ticketFetch struct {
-	done chan struct{}
-	err  error
+	done   chan struct{}
+	client *gssapi.Client // holding the ticket
+	err    error
 }
 
 // name is the principal with its realm, as errors and logs show it.
@@ -79,6 +88,13 @@ func (cfg *Config) kerberos(targets []target, log *slog.Logger) (*kerberos, erro
 		return nil, err
 	}
 	conf.LibDefaults.DefaultRealm = k.realm
+	if conf.LibDefaults.RenewLifetime == 0 {
+		// Renewable tickets are renewed with the ticket itself: gokrb5's
+		// background renewal then never sends the keytab's key, which
+		// only binds do, through the bind gate (a key rotated under a
+		// running server is sent once, not once per renewal attempt).
+		conf.LibDefaults.RenewLifetime = defaultRenewLifetime
+	}
 	if k.spns, err = cfg.servicePrincipals(targets); err != nil {
 		return nil, err
 	}
@@ -88,7 +104,10 @@ func (cfg *Config) kerberos(targets []target, log *slog.Logger) (*kerberos, erro
 	if log.Enabled(context.Background(), slog.LevelDebug) {
 		settings = append(settings, krbclient.Logger(slog.NewLogLogger(log.With("component", "kerberos").Handler(), slog.LevelDebug)))
 	}
-	k.client = &gssapi.Client{Client: krbclient.NewWithKeytab(k.principal, k.realm, kt, conf, settings...)}
+	k.login = func() *gssapi.Client {
+		return &gssapi.Client{Client: krbclient.NewWithKeytab(k.principal, k.realm, kt, conf, settings...)}
+	}
+	k.client = k.login()
 	return k, nil
 }
 
@@ -277,18 +296,19 @@ func keytabFileError(file string, err error) error {
 
 // bind gets a service ticket for spn, then binds lc with it.
 func (k *kerberos) bind(ctx context.Context, lc *ldap.Conn, spn string) error {
-	if err := k.ticket(ctx, spn); err != nil {
+	cl, err := k.ticket(ctx, spn)
+	if err != nil {
 		return err
 	}
 	// The ticket is cached: GSSAPIBind takes it from there.
-	return lc.GSSAPIBind(k.client, spn, "")
+	return lc.GSSAPIBind(cl, spn, "")
 }
 
-// ticket makes sure the client holds a valid service ticket for spn,
-// asking the KDC if it does not. gokrb5 waits for a KDC up to its own
-// timeouts, which ctx cannot shorten: the request runs on, one per
-// service principal, and the caller stops waiting when ctx ends.
-func (k *kerberos) ticket(ctx context.Context, spn string) error {
+// ticket makes sure a client holds a valid service ticket for spn, asking
+// the KDC if it does not, and returns that client. gokrb5 waits for a KDC
+// up to its own timeouts, which ctx cannot shorten: the request runs on,
+// one per service principal, and the caller stops waiting when ctx ends.
+func (k *kerberos) ticket(ctx context.Context, spn string) (*gssapi.Client, error) {
 	k.mu.Lock()
 	f := k.fetching[spn]
 	if f == nil {
@@ -297,8 +317,9 @@ func (k *kerberos) ticket(ctx context.Context, spn string) error {
 			k.fetching = map[string]*ticketFetch{}
 		}
 		k.fetching[spn] = f
+		cl := k.client
 		go func() {
-			_, _, f.err = k.client.GetServiceTicket(spn)
+			f.client, f.err = k.fetch(cl, spn)
 			k.mu.Lock()
 			delete(k.fetching, spn)
 			k.mu.Unlock()
@@ -309,19 +330,42 @@ func (k *kerberos) ticket(ctx context.Context, spn string) error {
 	select {
 	case <-f.done:
 		if f.err != nil {
-			return &kdcError{principal: k.name(), spn: spn, err: f.err}
+			return nil, &kdcError{principal: k.name(), spn: spn, err: f.err}
 		}
-		return nil
+		return f.client, nil
 	case <-ctx.Done():
-		return fmt.Errorf("asking the KDC of %s for a ticket to %s: %w", k.realm, spn, context.Cause(ctx))
+		return nil, fmt.Errorf("asking the KDC of %s for a ticket to %s: %w", k.realm, spn, context.Cause(ctx))
 	}
+}
+
+// fetch gets a service ticket for spn with cl. A ticket-granting ticket
+// that ended before it was renewed (the KDC did not answer in time) is
+// one gokrb5 would try to renew at every request, in vain: then a new
+// client logs in with the keytab, once, within the caller's bind.
+func (k *kerberos) fetch(cl *gssapi.Client, spn string) (*gssapi.Client, error) {
+	_, _, err := cl.GetServiceTicket(spn)
+	if code, _ := krbCode(err); code != krbTktExpired {
+		return cl, err
+	}
+	k.mu.Lock()
+	if k.client == cl {
+		k.client = k.login()
+		cl.Destroy()
+	}
+	cl = k.client
+	k.mu.Unlock()
+	_, _, err = cl.GetServiceTicket(spn)
+	return cl, err
 }
 
 // close ends the client's background renewal and forgets its tickets.
 func (k *kerberos) close() {
-	if k != nil {
-		k.client.Destroy()
+	if k == nil {
+		return
 	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.client.Destroy()
 }
 
 // kdcError is a failure to get a ticket from the KDC.
@@ -349,6 +393,7 @@ const (
 	krbETypeNoSupp       = 14
 	krbClientRevoked     = 18
 	krbPreauthFailed     = 24
+	krbTktExpired        = 32
 	krbSkew              = 37
 	krbWrongRealm        = 68
 )
