@@ -52,7 +52,7 @@ type Config struct {
 	// ServicePrincipal is the directory server's LDAP service principal;
 	// default ldap/ and the host name of each URL.
 	ServicePrincipal string `mapstructure:"service_principal"`
-	// keytabContent is the keytab as read by validate, for the digest
+	// keytabContent is the keytab as New read it, for the digest
 	// that remembers a refused keytab (refusals.go).
 	keytabContent []byte
 
