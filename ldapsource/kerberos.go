@@ -44,13 +44,13 @@ const defaultRenewLifetime = 7 * 24 * time.Hour
 // TGT ended unrenewed), so that a connection the pool dials hours later
 // binds with a valid ticket.
 type kerberos struct {
-	principal string                // without the realm, e.g. HOST$
-	realm     string                // e.g. EXAMPLE.COM
-	spns      []string              // the LDAP service principal, per target
-	login     func() *gssapi.Client // a new client, with no tickets yet
+	principal string            // without the realm, e.g. HOST$
+	realm     string            // e.g. EXAMPLE.COM
+	spns      []string          // the LDAP service principal, per target
+	login     func() *krbClient // a new client, with no tickets yet
 
 	mu       sync.Mutex
-	client   *gssapi.Client
+	client   *krbClient
 	fetching map[string]*ticketFetch // by service principal: one request to the KDC at a time
 }
 
@@ -58,8 +58,34 @@ type kerberos struct {
 // need the same ticket wait for it rather than ask again.
 type ticketFetch struct {
 	done   chan struct{}
-	client *gssapi.Client // holding the ticket
+	client *krbClient // holding the ticket
 	err    error
+}
+
+// krbClient is a gokrb5 client that is destroyed (its background renewal
+// stopped, its tickets forgotten) only once nothing works with it:
+// gokrb5's Destroy races with a request under way.
+type krbClient struct {
+	*gssapi.Client
+	use sync.RWMutex // read-held while the client works
+}
+
+// getServiceTicket is GetServiceTicket, the client held in use.
+func (c *krbClient) getServiceTicket(spn string) error {
+	c.use.RLock()
+	defer c.use.RUnlock()
+	_, _, err := c.GetServiceTicket(spn)
+	return err
+}
+
+// destroy destroys the client once the work under way with it has
+// ended, without waiting for that. Used afterwards, it fails.
+func (c *krbClient) destroy() {
+	go func() {
+		c.use.Lock()
+		defer c.use.Unlock()
+		c.Destroy()
+	}()
 }
 
 // name is the principal with its realm, as errors and logs show it.
@@ -104,8 +130,8 @@ func (cfg *Config) kerberos(targets []target, log *slog.Logger) (*kerberos, erro
 	if log.Enabled(context.Background(), slog.LevelDebug) {
 		settings = append(settings, krbclient.Logger(slog.NewLogLogger(log.With("component", "kerberos").Handler(), slog.LevelDebug)))
 	}
-	k.login = func() *gssapi.Client {
-		return &gssapi.Client{Client: krbclient.NewWithKeytab(k.principal, k.realm, kt, conf, settings...)}
+	k.login = func() *krbClient {
+		return &krbClient{Client: &gssapi.Client{Client: krbclient.NewWithKeytab(k.principal, k.realm, kt, conf, settings...)}}
 	}
 	k.client = k.login()
 	return k, nil
@@ -301,14 +327,16 @@ func (k *kerberos) bind(ctx context.Context, lc *ldap.Conn, spn string) error {
 		return err
 	}
 	// The ticket is cached: GSSAPIBind takes it from there.
-	return lc.GSSAPIBind(cl, spn, "")
+	cl.use.RLock()
+	defer cl.use.RUnlock()
+	return lc.GSSAPIBind(cl.Client, spn, "")
 }
 
 // ticket makes sure a client holds a valid service ticket for spn, asking
 // the KDC if it does not, and returns that client. gokrb5 waits for a KDC
 // up to its own timeouts, which ctx cannot shorten: the request runs on,
 // one per service principal, and the caller stops waiting when ctx ends.
-func (k *kerberos) ticket(ctx context.Context, spn string) (*gssapi.Client, error) {
+func (k *kerberos) ticket(ctx context.Context, spn string) (*krbClient, error) {
 	k.mu.Lock()
 	f := k.fetching[spn]
 	if f == nil {
@@ -342,19 +370,19 @@ func (k *kerberos) ticket(ctx context.Context, spn string) (*gssapi.Client, erro
 // that ended before it was renewed (the KDC did not answer in time) is
 // one gokrb5 would try to renew at every request, in vain: then a new
 // client logs in with the keytab, once, within the caller's bind.
-func (k *kerberos) fetch(cl *gssapi.Client, spn string) (*gssapi.Client, error) {
-	_, _, err := cl.GetServiceTicket(spn)
+func (k *kerberos) fetch(cl *krbClient, spn string) (*krbClient, error) {
+	err := cl.getServiceTicket(spn)
 	if code, _ := krbCode(err); code != krbTktExpired {
 		return cl, err
 	}
 	k.mu.Lock()
 	if k.client == cl {
 		k.client = k.login()
-		cl.Destroy()
+		cl.destroy()
 	}
 	cl = k.client
 	k.mu.Unlock()
-	_, _, err = cl.GetServiceTicket(spn)
+	err = cl.getServiceTicket(spn)
 	return cl, err
 }
 
@@ -365,7 +393,7 @@ func (k *kerberos) close() {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.client.Destroy()
+	k.client.destroy()
 }
 
 // kdcError is a failure to get a ticket from the KDC.
