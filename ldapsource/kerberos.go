@@ -51,6 +51,7 @@ type kerberos struct {
 
 	mu       sync.Mutex
 	client   *krbClient
+	closed   bool
 	fetching map[string]*ticketFetch // by service principal: one request to the KDC at a time
 }
 
@@ -376,6 +377,10 @@ func (k *kerberos) fetch(cl *krbClient, spn string) (*krbClient, error) {
 		return cl, err
 	}
 	k.mu.Lock()
+	if k.closed {
+		k.mu.Unlock()
+		return cl, err
+	}
 	if k.client == cl {
 		k.client = k.login()
 		cl.destroy()
@@ -393,6 +398,7 @@ func (k *kerberos) close() {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.closed = true
 	k.client.destroy()
 }
 
