@@ -43,11 +43,10 @@ type bindGate struct {
 	log         *slog.Logger
 	backoffs    prometheus.Counter
 	refusals    *Refusals
-	digest      string        // of the credentials, for refusals
-	passwordKey string        // as Source.passwordKey
-	bindDN      string        // ldap.bind_dn, named in errors
-	lockedRetry time.Duration // ldap.locked_retry_interval
-	binding     chan struct{} // one bind in flight
+	digest      string            // of the credentials, for refusals
+	classify    func(error) error // Source.classify: the key at fault
+	lockedRetry time.Duration     // ldap.locked_retry_interval
+	binding     chan struct{}     // one bind in flight
 
 	mu      sync.Mutex
 	worked  bool          // a bind has worked since the gate was made
@@ -65,9 +64,9 @@ type probe struct {
 
 // newBindGate returns a gate for binds with cfg's credentials, remembered
 // in r.
-func newBindGate(cfg *Config, r *Refusals, passwordKey string, log *slog.Logger, backoffs prometheus.Counter) *bindGate {
+func newBindGate(cfg *Config, r *Refusals, classify func(error) error, log *slog.Logger, backoffs prometheus.Counter) *bindGate {
 	return &bindGate{
-		now: time.Now, log: log, backoffs: backoffs, refusals: r, digest: r.digest(cfg), passwordKey: passwordKey, bindDN: cfg.BindDN,
+		now: time.Now, log: log, backoffs: backoffs, refusals: r, digest: r.digest(cfg), classify: classify,
 		lockedRetry: cfg.LockedRetryInterval, binding: make(chan struct{}, 1),
 	}
 }
@@ -140,7 +139,7 @@ func (g *bindGate) held() error {
 			g.log.Error("not binding as the service account: the directory reported it locked out; mailbeacon tries it again once per ldap.locked_retry_interval",
 				"key", err.Key, "reason", err.Reason, "fix", err.Fix, "err", err.Err, "state", g.refusals.File())
 		} else {
-			g.log.Error("not binding as the service account: the directory refused these credentials before, and mailbeacon does not bind with them again until the password, ldap.bind_dn or ldap.urls change",
+			g.log.Error("not binding as the service account: the directory refused these credentials before, and mailbeacon does not bind with them again until the password (or the keytab's content), ldap.bind_dn or ldap.urls change",
 				"key", err.Key, "reason", err.Reason, "fix", err.Fix, "err", err.Err, "state", g.refusals.File())
 		}
 	}
@@ -177,7 +176,7 @@ func (g *bindGate) bind(ctx context.Context, f func() error) error {
 	if kind == notRefused {
 		return err
 	}
-	ce := ConfigurationError(classify(err, g.passwordKey, g.bindDN))
+	ce := ConfigurationError(g.classify(err))
 	now := g.now()
 	rec := refusal{Digest: g.digest, At: now, Key: ce.Key, Reason: ce.Reason, Fix: ce.Fix, Err: err.Error()}
 	if kind == accountLocked {
@@ -185,7 +184,7 @@ func (g *bindGate) bind(ctx context.Context, f func() error) error {
 		g.log.Error("the directory reports the service account locked out: lookups get stale or default answers; mailbeacon binds as it again once per ldap.locked_retry_interval, at "+rec.RetryAt.Format(time.DateTime),
 			"key", ce.Key, "reason", ce.Reason, "fix", ce.Fix, "err", err, "state", g.refusals.File())
 	} else {
-		g.log.Error("the directory refused the service account's credentials: mailbeacon does not bind with them again until the password, ldap.bind_dn or ldap.urls change (then reload or restart)",
+		g.log.Error("the directory refused the service account's credentials: mailbeacon does not bind with them again until the password (or the keytab's content), ldap.bind_dn or ldap.urls change (then reload or restart)",
 			"key", ce.Key, "reason", ce.Reason, "fix", ce.Fix, "err", err, "state", g.refusals.File())
 	}
 	if rerr := g.refusals.remember(rec); rerr != nil {

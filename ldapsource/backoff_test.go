@@ -23,7 +23,7 @@ func fakeGate() (g *bindGate, clock *time.Time, calls *atomic.Int32, fail *error
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	clock = &now
 	cfg := Config{URLs: []string{"ldap://ldap.example.com"}, BindDN: "cn=svc", BindPassword: "secret", LockedRetryInterval: DefaultLockedRetryInterval}
-	g = newBindGate(&cfg, NewRefusals(), "ldap.bind_password_file", slog.New(slog.DiscardHandler), NewMetrics(nil).bindBackoffs)
+	g = newBindGate(&cfg, NewRefusals(), passwordFileClassifier(cfg.BindDN), slog.New(slog.DiscardHandler), NewMetrics(nil).bindBackoffs)
 	g.now = func() time.Time { return *clock }
 	calls = new(atomic.Int32)
 	fail = new(error)
@@ -104,4 +104,10 @@ func TestBindGateCollapses(t *testing.T) {
 			t.Errorf("a transient failure started a backoff")
 		}
 	}
+}
+
+// passwordFileClassifier classifies as a Source with a password file
+// and bind DN bindDN does.
+func passwordFileClassifier(bindDN string) func(error) error {
+	return func(err error) error { return classify(err, "ldap.bind_password_file", bindDN) }
 }

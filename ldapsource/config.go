@@ -38,9 +38,29 @@ type Config struct {
 	// InsecureSkipVerify turns certificate checks off. Never in production.
 	InsecureSkipVerify bool `mapstructure:"insecure_skip_verify"`
 
+	// Bind is how the service account binds: simple (BindDN and a
+	// password; the default) or gssapi (Kerberos, with a keytab and no
+	// password: kerberos.go).
+	Bind             string `mapstructure:"bind"`
 	BindDN           string `mapstructure:"bind_dn"`
 	BindPassword     string `mapstructure:"bind_password"`
 	BindPasswordFile string `mapstructure:"bind_password_file"`
+
+	// Keytab holds the keys of Principal (default /etc/krb5.keytab, a
+	// joined host's, whose machine principal HOST$ binds by default).
+	Keytab    string `mapstructure:"keytab"`
+	Principal string `mapstructure:"principal"`
+	Realm     string `mapstructure:"realm"`
+	// KRB5Conf names the realm's KDCs (default /etc/krb5.conf); KDC lists
+	// them instead, host or host:port.
+	KRB5Conf string   `mapstructure:"krb5_conf"`
+	KDC      []string `mapstructure:"kdc"`
+	// ServicePrincipal is the directory server's LDAP service principal;
+	// default ldap/ and the host name of each URL.
+	ServicePrincipal string `mapstructure:"service_principal"`
+	// keytabContent is the keytab as New read it, for the digest
+	// that remembers a refused keytab (refusals.go).
+	keytabContent []byte
 
 	BaseDN string `mapstructure:"base_dn"`
 	// Filter is the search filter template; {email}, {local} and {domain}
@@ -145,7 +165,7 @@ func (cfg *Config) check(needBase bool) ([]target, *tls.Config, error) {
 		cfg.BindPassword = strings.TrimRight(string(b), "\r\n")
 		cfg.BindPasswordFile = ""
 	}
-	if cfg.BindDN != "" && cfg.BindPassword == "" {
+	if cfg.BindDN != "" && cfg.BindPassword == "" && cfg.Bind != BindGSSAPI {
 		return nil, nil, fmt.Errorf("ldap.bind_dn is set but no password: set ldap.bind_password_file or MAILBEACON_LDAP_BIND_PASSWORD")
 	}
 	if cfg.DialTimeout <= 0 {

@@ -27,3 +27,10 @@ func SetSRVTTLBounds(s *Source, lo, hi time.Duration) { s.srv.minTTL, s.srv.maxT
 
 // OrderSRV orders SRV records as a source does, drawing from rnd.
 func OrderSRV(rrs []*dns.SRV, rnd *rand.Rand) []*dns.SRV { return orderSRV(rrs, rnd) }
+
+// DropIdle closes s's idle connections, so that the next lookup dials.
+func DropIdle(s *Source) {
+	for i := range s.targets {
+		s.dropIdle(i)
+	}
+}

@@ -29,7 +29,7 @@ var (
 	// ErrRefusedBefore marks a lookup refused without asking the
 	// directory, because it refused the same service-account credentials
 	// before: mailbeacon never binds with them again.
-	ErrRefusedBefore = errors.New("the directory refused these service-account credentials before; mailbeacon does not bind with them again until ldap.bind_dn, the password or ldap.urls change")
+	ErrRefusedBefore = errors.New("the directory refused these service-account credentials before; mailbeacon does not bind with them again until ldap.bind_dn, the password (or the keytab's content) or ldap.urls change")
 	// ErrLockedOut marks a lookup refused without asking the directory,
 	// because it reported the service account locked out (AD 775) less
 	// than ldap.locked_retry_interval ago.
@@ -163,8 +163,13 @@ func (r *Refusals) read() (map[string]refusal, error) {
 	return recs, nil
 }
 
-// digest is the keyed digest of the credentials cfg binds with.
+// digest is the keyed digest of the credentials cfg binds with: for a
+// GSSAPI bind the principal, the service principal and the keytab's
+// content (a keytab exported again is new credentials).
 func (r *Refusals) digest(cfg *Config) string {
+	if cfg.Bind == BindGSSAPI {
+		return r.mac("gssapi credentials", append(slices.Clone(cfg.URLs), cfg.Principal, cfg.ServicePrincipal, string(cfg.keytabContent)))
+	}
 	return r.mac("credentials", append(slices.Clone(cfg.URLs), cfg.BindDN, cfg.BindPassword))
 }
 
@@ -321,6 +326,9 @@ const (
 )
 
 func kindOfRefusal(err error) refusalKind {
+	if k := kerberosRefusal(err); k != notRefused {
+		return k
+	}
 	if !ldap.IsErrorWithCode(err, ldap.LDAPResultInvalidCredentials) {
 		return notRefused
 	}
@@ -350,7 +358,7 @@ func (cfg *Config) checkLockedRetry() error {
 // first lookup. Without it a Source remembers refusals itself.
 func (s *Source) UseRefusals(r *Refusals) {
 	s.gate = r.gate(r.identity(&s.cfg), func() *bindGate {
-		return newBindGate(&s.cfg, r, s.passwordKey, s.log, s.metrics.bindBackoffs)
+		return newBindGate(&s.cfg, r, s.classify, s.log, s.metrics.bindBackoffs)
 	})
 }
 

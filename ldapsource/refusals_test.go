@@ -39,7 +39,7 @@ func gateOn(r *Refusals, cfg Config, clock *time.Time) (g *bindGate, dial func()
 		cfg.LockedRetryInterval = DefaultLockedRetryInterval
 	}
 	g = r.gate(r.identity(&cfg), func() *bindGate {
-		return newBindGate(&cfg, r, "ldap.bind_password_file", slog.New(slog.DiscardHandler), NewMetrics(nil).bindBackoffs)
+		return newBindGate(&cfg, r, passwordFileClassifier(cfg.BindDN), slog.New(slog.DiscardHandler), NewMetrics(nil).bindBackoffs)
 	})
 	g.now = func() time.Time { return *clock }
 	binds, fail = new(atomic.Int32), new(error)

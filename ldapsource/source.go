@@ -68,6 +68,7 @@ type Source struct {
 	// messages: ldap.bind_password_file or ldap.bind_password.
 	passwordKey string
 	gate        *bindGate // backoff.go; shared through Refusals
+	krb         *kerberos // kerberos.go; nil for a simple bind
 
 	breakers []*breaker    // per target (breaker.go)
 	cooldown time.Duration // breakerCooldown; shorter in tests
@@ -99,12 +100,19 @@ func New(cfg Config, attrs []string, log *slog.Logger, m *Metrics) (*Source, err
 	if err != nil {
 		return nil, err
 	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	krb, err := cfg.kerberos(targets, log)
+	if err != nil {
+		return nil, err
+	}
+	if krb != nil {
+		passwordKey = "ldap.keytab"
+	}
 	f, err := parseFilter(cfg.Filter)
 	if err != nil {
 		return nil, fmt.Errorf("ldap.filter: %w", err)
-	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.InsecureSkipVerify {
 		log.Warn("ldap.insecure_skip_verify is on: the directory's certificate is NOT checked; anyone on the path can read the service password")
@@ -136,6 +144,7 @@ func New(cfg Config, attrs []string, log *slog.Logger, m *Metrics) (*Source, err
 		breakers[i] = newBreaker(t.url, log, m.breakerOpen.WithLabelValues(t.url))
 	}
 	if err := cfg.checkLockedRetry(); err != nil {
+		krb.close()
 		return nil, err
 	}
 	s := &Source{
@@ -145,6 +154,7 @@ func New(cfg Config, attrs []string, log *slog.Logger, m *Metrics) (*Source, err
 		idle:        make(chan *conn, cfg.PoolSize),
 		closed:      make(chan struct{}),
 		passwordKey: passwordKey,
+		krb:         krb,
 		breakers:    breakers,
 		cooldown:    breakerCooldown,
 		listed:      len(targets),
@@ -451,7 +461,7 @@ func (s *Source) dial(ctx context.Context) (*conn, error) {
 		}
 		// The same credentials go to every URL: trying the next one
 		// would only count one more failed bind against the account.
-		if ce := ConfigurationError(err); ce != nil && (ce.Key == s.passwordKey || ce.Key == "ldap.bind_dn") {
+		if ce := ConfigurationError(err); ce != nil && (ce.Key == s.passwordKey || ce.Key == "ldap.bind_dn" || ce.Key == "ldap.principal") {
 			break
 		}
 	}
@@ -468,11 +478,16 @@ func (s *Source) dialOne(ctx context.Context, idx int) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.cfg.BindDN != "" {
+	if s.cfg.BindDN != "" || s.krb != nil {
 		err := s.gate.bind(dctx, func() error {
 			// A breaker that opens meanwhile ends the bind at once.
 			stop := interruptOn(dctx, nc)
-			err := lc.Bind(s.cfg.BindDN, s.cfg.BindPassword)
+			var err error
+			if s.krb != nil {
+				err = s.krb.bind(dctx, lc, s.krb.spns[idx])
+			} else {
+				err = lc.Bind(s.cfg.BindDN, s.cfg.BindPassword)
+			}
 			if !stop() && err == nil {
 				err = context.Cause(dctx)
 			}
@@ -480,7 +495,7 @@ func (s *Source) dialOne(ctx context.Context, idx int) (*conn, error) {
 		})
 		if err != nil {
 			lc.Close()
-			return nil, fmt.Errorf("%s: bind as %s: %w", t.url, s.cfg.BindDN, err)
+			return nil, fmt.Errorf("%s: bind as %s: %w", t.url, s.bindName(), err)
 		}
 	}
 	if err := nc.SetDeadline(time.Time{}); err != nil {
@@ -538,6 +553,24 @@ func (s *Source) connect(dctx context.Context, idx int) (*ldap.Conn, net.Conn, e
 	return lc, nc, nil
 }
 
+// bindName is the service account as errors name it: ldap.bind_dn, or
+// the Kerberos principal.
+func (s *Source) bindName() string {
+	if s.krb != nil {
+		return s.krb.name()
+	}
+	return s.cfg.BindDN
+}
+
+// classify turns a failed dial and bind as the service account into a
+// configuration error naming the key, where it is one.
+func (s *Source) classify(err error) error {
+	if s.krb != nil {
+		return classifyKerberos(err, s.krb.name(), s.cfg.Keytab)
+	}
+	return classify(err, s.passwordKey, s.cfg.BindDN)
+}
+
 // Ping checks that the directory can be reached, the service account can
 // bind, and the base DN can be read.
 func (s *Source) Ping(ctx context.Context) error {
@@ -576,6 +609,7 @@ func (s *Source) Check(ctx context.Context) (server string, err error) {
 func (s *Source) Close() {
 	s.closeOnce.Do(func() {
 		close(s.closed)
+		s.krb.close()
 		for _, b := range s.breakers[:s.knownTargets()] {
 			b.close()
 		}

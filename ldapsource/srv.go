@@ -527,7 +527,7 @@ func (st *srvSet) retire(old []int) {
 // that does not name a server DNS found is the record's or the
 // certificate's fault, which ldap.tls_server_name does not mend.
 func (s *Source) classifyTarget(idx int, err error) error {
-	err = classify(err, s.passwordKey, s.cfg.BindDN)
+	err = s.classify(err)
 	t := s.targets[idx]
 	if ce := ConfigurationError(err); ce != nil && t.via != nil && ce.Key == "ldap.tls_server_name" {
 		return &Error{Kind: Configuration, Key: t.via.key, Reason: fmt.Sprintf("the DC's certificate does not name %s, the host name its SRV record gives", t.host),

@@ -64,7 +64,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			log.Warn(w) // as config check prints them
 		}
 	}
-	if a.refusals.File() == "" && !c.demo && a.cfg.LDAP.BindDN != "" {
+	if a.refusals.File() == "" && !c.demo && (a.cfg.LDAP.BindDN != "" || a.cfg.LDAP.Bind == ldapsource.BindGSSAPI) {
 		log.Warn("no state directory: refused service-account credentials are remembered until the process exits, so each restart binds with them once more; set state_dir (systemd's StateDirectory= sets it)")
 	}
 	// The flags win over the file, at start and at every reload.

@@ -35,7 +35,7 @@ var seedScript []byte
 // templateVersion changes whenever the making of the template changes
 // without seed.py changing; the template's key covers both and Samba's
 // version.
-const templateVersion = "1"
+const templateVersion = "2"
 
 const (
 	netPrefix    = "10.213."        // each DC gets 10.213.N.0/24, N in 1..250
@@ -164,6 +164,7 @@ func DC(t testing.TB) *Server {
 		IP:        nw.dcIP.String(),
 		URL:       "ldap://" + nw.dcIP.String(),
 		LDAPSURL:  "ldaps://" + nw.dcIP.String(),
+		KDC:       net.JoinHostPort(nw.dcIP.String(), "88"),
 		CAFile:    filepath.Join(dir, "tls", "ca.pem"),
 		Dir:       dir,
 		Namespace: nw.ns,
@@ -255,8 +256,11 @@ func provision(tl tools, dir string) error {
 		"--adminpass="+AdminPassword, "--option=interfaces=127.0.0.1/8", "--option=bind interfaces only=yes"); err != nil {
 		return err
 	}
-	// Keep every path inside the DC's directory, answer LDAP only, and
-	// refuse simple binds without TLS as Active Directory does by default.
+	// Keep every path inside the DC's directory, answer LDAP and Kerberos
+	// (the KDC, for GSSAPI binds) only, and refuse simple binds without
+	// TLS as Active Directory does by default. allow_sasl_over_tls is
+	// Active Directory's rule too: a SASL bind without signing or sealing
+	// only over TLS (Samba's "yes" refuses it even there).
 	conf := filepath.Join(dir, "etc", "smb.conf")
 	b, err := os.ReadFile(conf)
 	if err != nil {
@@ -270,7 +274,7 @@ func provision(tl tools, dir string) error {
 		{"ntp signd socket directory", dir + "/run/ntp_signd"},
 		{"log file", dir + "/log/samba.log"},
 		{"log level", "1"},
-		{"ldap server require strong auth", "yes"},
+		{"ldap server require strong auth", "allow_sasl_over_tls"},
 		{"dsdb:schema update allowed", "true"},
 		{"tls enabled", "yes"},
 		{"tls keyfile", dir + "/tls/key.pem"},
@@ -286,7 +290,7 @@ func provision(tl tools, dir string) error {
 		}
 		out = append(out, line)
 		if strings.TrimSpace(line) == "[global]" {
-			out = append(out, extra.String(), "\tserver services = ldap\n")
+			out = append(out, extra.String(), "\tserver services = ldap kdc\n")
 		}
 	}
 	if err := os.WriteFile(conf, []byte(strings.Join(out, "")), 0o644); err != nil {

@@ -25,6 +25,12 @@ const (
 	ServicePassword = "Svc-Passw0rd!mb"
 	// UserPassword is every other seeded user's password.
 	UserPassword = "User-Passw0rd!mb"
+	// MachinePrincipal is the Kerberos principal of the computer account
+	// MAILBEACON$, whose key only a keytab holds (Server.ExportKeytab);
+	// MachineDN is its entry. ServicePrincipal is the DC's LDAP service.
+	MachinePrincipal = "MAILBEACON$@" + Realm
+	MachineDN        = "CN=MAILBEACON,CN=Computers," + BaseDN
+	ServicePrincipal = "ldap/dc1.example.test"
 	// AdminUPN and AdminPassword are the domain administrator's.
 	AdminUPN      = "Administrator@example.test"
 	AdminPassword = "Admin-Passw0rd!mb"
@@ -45,6 +51,7 @@ type Server struct {
 	IP        string // the DC's address, in its own network namespace
 	URL       string // ldap://IP: StartTLS; simple binds without it are refused
 	LDAPSURL  string // ldaps://IP
+	KDC       string // IP:88, the DC's Kerberos KDC (TCP and UDP)
 	CAFile    string // PEM of the CA that signed the DC's certificate
 	Dir       string // the DC's files: configuration, database, log/
 	Namespace string // the network namespace's name

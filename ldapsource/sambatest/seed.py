@@ -8,6 +8,7 @@ Debian ships Samba's Python module for /usr/bin/python3 only. The users and
 groups are described in the package documentation of sambatest (doc.go);
 keep both in step.
 """
+import secrets
 import sys
 
 from samba.auth import system_session
@@ -120,4 +121,19 @@ for g in ("Mail-POP3-Disabled", "Contractors", "Mobile-Users"):
 db.add_remove_group_members("Mail-POP3-Disabled", ["bob.login", "Contractors"])
 db.add_remove_group_members("Contractors", ["dave"])
 db.add_remove_group_members("Mobile-Users", ["asmith", "dave"])
+
+# A computer account for mailbeacon to bind as with Kerberos: its key comes
+# from a random password nobody knows; tests export it into a keytab
+# (Server.ExportKeytab), as a realm-joined host has its /etc/krb5.keytab.
+db.newcomputer("MAILBEACON", service_principal_name_list=["HOST/mailbeacon.example.test"])
+db.setpassword("(sAMAccountName=MAILBEACON$)", secrets.token_urlsafe(24))
+# The DC's LDAP service principal: samba_spnupdate, which the dnsupdate
+# service runs, registers it on a DC that runs it; this one does not.
+db.modify_ldif(f"""dn: CN=DC1,OU=Domain Controllers,{base}
+changetype: modify
+add: servicePrincipalName
+servicePrincipalName: ldap/dc1.example.test
+servicePrincipalName: ldap/dc1.example.test/example.test
+servicePrincipalName: ldap/DC1
+""")
 print("seeded", len(users), "users")
