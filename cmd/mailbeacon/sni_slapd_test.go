@@ -134,8 +134,10 @@ func TestSNIBudgetSlapd(t *testing.T) {
 		t.Errorf("refusals for the budget counted %v, want at least %d", v, flood-bound)
 	}
 	const logLine = "TLS handshakes refused: the client's unknown-address budget is spent"
-	if n := strings.Count(s.stderr.String(), logLine); n != 1 {
-		t.Errorf("the refusals were logged %d times, want once for the client within a minute", n)
+	// Once a minute per client: a flood slowed past a minute by a loaded
+	// machine is logged once more per minute it lasted.
+	if n, most := strings.Count(s.stderr.String(), logLine), 1+int(elapsed/time.Minute); n < 1 || n > most {
+		t.Errorf("the refusals were logged %d times in %v, want once a minute for the client (1 to %d)", n, elapsed.Round(time.Second), most)
 	}
 	for line := range strings.Lines(s.stderr.String()) {
 		if strings.Contains(line, logLine) {
