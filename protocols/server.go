@@ -300,7 +300,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) serve(c *call) error {
 	c.ip, c.peerOK = h.lim.clientIP(c.r)
 	c.client = clientKey(c.ip)
-	if err := h.lim.admit(c.client, !c.rt.ops); err != nil {
+	if err := h.lim.admit(c.client, !c.rt.ops, c.start); err != nil {
 		return err
 	}
 	if !c.rt.ops {

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/mailbeacon/mailbeacon/protocols"
 )
@@ -20,6 +22,16 @@ type textLog struct {
 	slog.Handler // the TextHandler, on w
 	w            io.Writer
 	bufs         *sync.Pool // *[]byte
+	stamp        *atomic.Pointer[timeStamp]
+}
+
+// timeStamp is a second's time as the log writes it: lines of the same
+// second and zone format only their milliseconds.
+type timeStamp struct {
+	sec    int64
+	loc    *time.Location
+	prefix []byte // up to the seconds' dot: 2006-01-02T15:04:05.
+	zone   []byte // Z or -07:00
 }
 
 func newTextLog(w io.Writer, opts *slog.HandlerOptions) *textLog {
@@ -27,6 +39,7 @@ func newTextLog(w io.Writer, opts *slog.HandlerOptions) *textLog {
 		Handler: slog.NewTextHandler(w, opts),
 		w:       w,
 		bufs:    &sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }},
+		stamp:   new(atomic.Pointer[timeStamp]),
 	}
 }
 
@@ -36,7 +49,7 @@ func (t *textLog) LogAccess(e *protocols.AccessEntry) bool {
 		return true // the TextHandler would write nothing either
 	}
 	bp := t.bufs.Get().(*[]byte)
-	b, ok := appendAccessText((*bp)[:0], e)
+	b, ok := appendAccessText((*bp)[:0], e, t.timeStamp(e.Time))
 	if ok {
 		_, _ = t.w.Write(b)
 	}
@@ -47,19 +60,36 @@ func (t *textLog) LogAccess(e *protocols.AccessEntry) bool {
 	return ok
 }
 
-// appendAccessText appends e as the TextHandler writes it:
+// timeStamp returns the stamp of t's second, made anew when the second
+// (or the zone) is not the last one's.
+func (t *textLog) timeStamp(at time.Time) *timeStamp {
+	ts := t.stamp.Load()
+	if ts != nil && ts.sec == at.Unix() && ts.loc == at.Location() {
+		return ts
+	}
+	s := at.AppendFormat(nil, "2006-01-02T15:04:05.000Z07:00")
+	ts = &timeStamp{sec: at.Unix(), loc: at.Location(), prefix: s[:len("2006-01-02T15:04:05.")], zone: s[len("2006-01-02T15:04:05.000"):]}
+	t.stamp.Store(ts)
+	return ts
+}
+
+// appendAccessText appends e as the TextHandler writes it, its time of
+// ts's second:
 //
 //	time=2006-01-02T15:04:05.000Z07:00 level=INFO msg=request method=GET path=/p status=200 duration=1.5ms format=f client=192.0.2.1 domain=example.com address=a@example.com
 //
 // ok is false when a value would be quoted.
-func appendAccessText(b []byte, e *protocols.AccessEntry) (_ []byte, ok bool) {
+func appendAccessText(b []byte, e *protocols.AccessEntry, ts *timeStamp) (_ []byte, ok bool) {
 	year := e.Time.Year()
 	if year < 0 || year > 9999 {
 		return b, false
 	}
 	b = append(b, "time="...)
 	// The TextHandler's time: truncated to the millisecond, three digits.
-	b = e.Time.AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+	ms := e.Time.Nanosecond() / int(time.Millisecond)
+	b = append(b, ts.prefix...)
+	b = append(b, byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10))
+	b = append(b, ts.zone...)
 	b = append(b, " level="...)
 	b = append(b, e.Level.String()...)
 	b = append(b, " msg=request method="...)

@@ -45,12 +45,22 @@ func slogAccessLine(t testing.TB, e *protocols.AccessEntry, level slog.Level) st
 	return buf.String()
 }
 
+// textLogs are textLogs at each level, kept across the lines of a test so
+// that their time stamps are reused.
+type textLogs map[slog.Level]*textLog
+
 // checkAccessLine asserts that textLog writes what the TextHandler would,
 // or nothing when it declines; it reports whether textLog wrote the line.
-func checkAccessLine(t testing.TB, e *protocols.AccessEntry, level slog.Level) bool {
+func checkAccessLine(t testing.TB, logs textLogs, e *protocols.AccessEntry, level slog.Level) bool {
 	t.Helper()
 	var buf bytes.Buffer
-	ok := newTextLog(&buf, &slog.HandlerOptions{Level: level}).LogAccess(e)
+	tl := logs[level]
+	if tl == nil {
+		tl = newTextLog(nil, &slog.HandlerOptions{Level: level})
+		logs[level] = tl
+	}
+	tl.w = &buf
+	ok := tl.LogAccess(e)
 	switch want := slogAccessLine(t, e, level); {
 	case ok && buf.String() != want:
 		t.Fatalf("access line\n got %q\nwant %q", buf.String(), want)
@@ -63,6 +73,7 @@ func checkAccessLine(t testing.TB, e *protocols.AccessEntry, level slog.Level) b
 func TestAccessLogTextMatchesSlog(t *testing.T) {
 	at := time.Date(2026, 12, 7, 14, 49, 46, 745999999, time.UTC)
 	east := time.FixedZone("east", 5*3600+30*60)
+	logs := textLogs{}
 	base := protocols.AccessEntry{Time: at, Level: slog.LevelInfo, Method: "GET", Path: "/mail/config-v1.1.xml",
 		Status: 200, Duration: 2931270 * time.Nanosecond, Format: "autoconfig",
 		Client: netip.MustParseAddr("127.0.0.1"), Domain: "example.com"}
@@ -81,6 +92,9 @@ func TestAccessLogTextMatchesSlog(t *testing.T) {
 		{name: "mapped ipv4", edit: func(e *protocols.AccessEntry) { e.Client = netip.MustParseAddr("::ffff:192.0.2.1") }},
 		{name: "whole millisecond", edit: func(e *protocols.AccessEntry) { e.Time = at.Truncate(time.Second) }},
 		{name: "zone", edit: func(e *protocols.AccessEntry) { e.Time = at.In(east) }},
+		{name: "back from the zone", edit: func(e *protocols.AccessEntry) { e.Time = at.Add(-time.Millisecond) }},
+		{name: "next second", edit: func(e *protocols.AccessEntry) { e.Time = at.Add(time.Millisecond) }},
+		{name: "before 1970", edit: func(e *protocols.AccessEntry) { e.Time = time.Unix(-1, 2e6).UTC() }},
 		{name: "monotonic", edit: func(e *protocols.AccessEntry) { e.Time = time.Now() }},
 		{name: "long duration", edit: func(e *protocols.AccessEntry) { e.Duration = 90*time.Second + 5 }},
 		{name: "zero duration", edit: func(e *protocols.AccessEntry) { e.Duration = 0 }},
@@ -104,7 +118,7 @@ func TestAccessLogTextMatchesSlog(t *testing.T) {
 			if tc.edit != nil {
 				tc.edit(&e)
 			}
-			if got := checkAccessLine(t, &e, tc.level); got == tc.declined {
+			if got := checkAccessLine(t, logs, &e, tc.level); got == tc.declined {
 				t.Errorf("written %v, want %v", got, !tc.declined)
 			}
 		})
@@ -116,6 +130,7 @@ func FuzzAccessLogText(f *testing.F) {
 	f.Add("POST", "/autodiscover/autodiscover.xml", "autodiscover", "example.com", "bob@example.com", int64(0), int64(-1), uint8(1))
 	f.Add("PROPFIND", `/.well-known/caldav\x`, "dav_redirect", "", "", int64(-62135596800000000), int64(1<<62), uint8(2))
 	f.Add("GET", "/a b=\"c\"\x7f\xff", "other", "é.example", "a b", int64(253402300799999999), int64(999), uint8(3))
+	logs := textLogs{}
 	f.Fuzz(func(t *testing.T, method, path, format, domain, address string, unixNano, dur int64, client uint8) {
 		e := protocols.AccessEntry{Time: time.Unix(0, unixNano).UTC(), Level: slog.LevelInfo, Method: method, Path: path,
 			Status: 200, Duration: time.Duration(dur), Format: format, Domain: domain}
@@ -128,7 +143,7 @@ func FuzzAccessLogText(f *testing.F) {
 		case 2:
 			e.Client = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: client})
 		}
-		checkAccessLine(t, &e, slog.LevelInfo)
+		checkAccessLine(t, logs, &e, slog.LevelInfo)
 	})
 }
 
