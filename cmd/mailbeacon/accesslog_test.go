@@ -225,6 +225,10 @@ func (w *discardResponse) Header() http.Header         { return w.h }
 func (w *discardResponse) Write(b []byte) (int, error) { return len(b), nil }
 func (w *discardResponse) WriteHeader(int)             {}
 
+// SetReadDeadline is the server's (http.ResponseController): the body
+// deadline of a POST costs what it costs there, less the system's part.
+func (w *discardResponse) SetReadDeadline(time.Time) error { return nil }
+
 // BenchmarkAccessLog is the whole handler of `serve --demo` on cached
 // answers, limits lifted as bench/ lifts them, its access log written as
 // text to nowhere: by slog's TextHandler alone, and by textLog.
