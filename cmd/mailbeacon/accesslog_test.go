@@ -270,3 +270,36 @@ func BenchmarkAccessLog(b *testing.B) {
 		}
 	}
 }
+
+// Under the journal, the text format's access lines are written by hand
+// too, each after its level's priority, as slog's lines are.
+func TestAccessLogJournal(t *testing.T) {
+	for _, tc := range []struct {
+		level  slog.Level
+		prefix string
+	}{
+		{slog.LevelInfo, prioInfo},
+		{slog.LevelDebug, prioDebug},
+	} {
+		var out syncBuffer
+		lw := newLogWriter(&out, time.Hour)
+		log, err := newJournalLogger(lw, logConfig{Format: "text", Level: "debug"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, ok := log.Handler().(protocols.AccessLogger)
+		if !ok {
+			t.Fatal("the journal's text logger writes no access lines itself")
+		}
+		e := protocols.AccessEntry{Time: time.Date(2026, 12, 7, 14, 49, 46, 745e6, time.UTC), Level: tc.level,
+			Method: "GET", Path: "/healthz", Status: 200, Duration: time.Millisecond, Format: "operations",
+			Client: netip.MustParseAddr("127.0.0.1")}
+		if !a.LogAccess(&e) {
+			t.Fatal("a plain line declined")
+		}
+		lw.Close()
+		if want := tc.prefix + slogAccessLine(t, &e, slog.LevelDebug); out.String() != want {
+			t.Errorf("journal line\n got %q\nwant %q", out.String(), want)
+		}
+	}
+}
