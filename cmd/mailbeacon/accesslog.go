@@ -23,6 +23,10 @@ type textLog struct {
 	w            io.Writer
 	bufs         *sync.Pool // *[]byte
 	stamp        *atomic.Pointer[timeStamp]
+	// exact: the options change nothing of a line but its level's
+	// threshold (no ReplaceAttr, no AddSource), so a line made by hand is
+	// the TextHandler's.
+	exact bool
 }
 
 // timeStamp is a second's time as the log writes it: lines of the same
@@ -40,11 +44,15 @@ func newTextLog(w io.Writer, opts *slog.HandlerOptions) *textLog {
 		w:       w,
 		bufs:    &sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }},
 		stamp:   new(atomic.Pointer[timeStamp]),
+		exact:   opts == nil || opts.ReplaceAttr == nil && !opts.AddSource,
 	}
 }
 
 // LogAccess writes e's line, unless one of its values needs quoting.
 func (t *textLog) LogAccess(e *protocols.AccessEntry) bool {
+	if !t.exact {
+		return false
+	}
 	if !t.Enabled(context.Background(), e.Level) {
 		return true // the TextHandler would write nothing either
 	}

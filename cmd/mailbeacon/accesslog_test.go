@@ -125,6 +125,24 @@ func TestAccessLogTextMatchesSlog(t *testing.T) {
 	}
 }
 
+// Options that change what the TextHandler writes leave every line to it.
+func TestAccessLogTextOptions(t *testing.T) {
+	e := protocols.AccessEntry{Time: time.Now(), Level: slog.LevelInfo, Method: "GET", Path: "/", Status: 200,
+		Format: "setup_page", Client: netip.MustParseAddr("192.0.2.1")}
+	for _, opts := range []*slog.HandlerOptions{
+		{AddSource: true},
+		{ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr { return a }},
+	} {
+		var buf bytes.Buffer
+		if newTextLog(&buf, opts).LogAccess(&e) || buf.Len() > 0 {
+			t.Errorf("options %+v: the line was written by hand", opts)
+		}
+	}
+	if !newTextLog(io.Discard, nil).LogAccess(&e) {
+		t.Error("no options: the line was left to the TextHandler")
+	}
+}
+
 func FuzzAccessLogText(f *testing.F) {
 	f.Add("GET", "/mail/config-v1.1.xml", "autoconfig", "example.com", "", int64(1765118986745999999), int64(2931270), uint8(0))
 	f.Add("POST", "/autodiscover/autodiscover.xml", "autodiscover", "example.com", "bob@example.com", int64(0), int64(-1), uint8(1))
