@@ -214,6 +214,35 @@ func TestDescriptorEvictsLongestWaiting(t *testing.T) {
 	}
 }
 
+// A request on a kept-alive connection takes it out of the waiting queue
+// and puts it back (ConnState Active, then Idle) without allocating, and
+// the queue stays in the order the connections last went idle.
+func TestDescriptorQueueRequestCycle(t *testing.T) {
+	cl := NewConnLimiter(limitsFor(t, LimitOptions{}), 4)
+	conns := make([]*limitedConn, 4)
+	for i := range conns {
+		conns[i] = cl.admit(fakePeer(fmt.Sprintf("192.0.2.%d:1", i+1)))
+		cl.ConnState(conns[i], http.StateNew)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		for _, i := range []int{2, 0, 3, 1} { // idle from now on: 2, 0, 3, 1
+			cl.ConnState(conns[i], http.StateActive)
+			cl.ConnState(conns[i], http.StateIdle)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per 4 requests; want 0", allocs)
+	}
+	for n, want := range []int{2, 0, 3} {
+		if cl.admit(fakePeer(fmt.Sprintf("198.51.100.%d:1", n+1))) == nil || !conns[want].released {
+			t.Fatalf("at the bound: connection %d (waiting longest) not closed", want)
+		}
+	}
+	if conns[1].released {
+		t.Error("the connection that went idle last was closed before its turn")
+	}
+}
+
 // The bound derived from the descriptor limit leaves the reserve.
 func TestDescriptorBoundDerived(t *testing.T) {
 	if got := MaxConnections(LimitOptions{MaxConns: 300}, 96); got != 300 {

@@ -178,3 +178,23 @@ func BenchmarkPipeline(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkConnState is what the connection bound costs a request on a
+// kept-alive connection: ConnState Active, then Idle, among 64
+// connections.
+func BenchmarkConnState(b *testing.B) {
+	cl := NewConnLimiter(limitsFor(b, LimitOptions{}), 1024)
+	conns := make([]*limitedConn, 64)
+	for i := range conns {
+		conns[i] = cl.admit(fakePeer(fmt.Sprintf("192.0.2.%d:1", i+1)))
+		cl.ConnState(conns[i], http.StateNew)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		c := conns[i&63]
+		cl.ConnState(c, http.StateActive)
+		cl.ConnState(c, http.StateIdle)
+		i++
+	}
+}

@@ -1,7 +1,6 @@
 package protocols
 
 import (
-	"container/list"
 	"net"
 	"net/http"
 	"net/netip"
@@ -72,7 +71,7 @@ type ConnLimiter struct {
 	open    int
 	clients map[netip.Addr]int // per client key; entries of open connections only
 	sites   map[netip.Addr]int // per IPv6 /48
-	waiting list.List          // of *limitedConn waiting for a request, longest first
+	waiting connQueue          // connections waiting for a request, longest first
 }
 
 // NewConnLimiter returns a limiter of bound connections (MaxConnections),
@@ -152,12 +151,11 @@ func (l *ConnLimiter) admit(c net.Conn) *limitedConn {
 		l.mu.Unlock()
 		return nil
 	case l.open >= l.max:
-		e := l.waiting.Front()
-		if e == nil {
+		victim = l.waiting.head
+		if victim == nil {
 			l.mu.Unlock()
 			return nil // every connection is serving a request
 		}
-		victim = e.Value.(*limitedConn)
 		l.releaseLocked(victim)
 	}
 	l.open++
@@ -195,10 +193,7 @@ func (l *ConnLimiter) releaseLocked(c *limitedConn) {
 			l.sites[c.site]--
 		}
 	}
-	if c.waiting != nil {
-		l.waiting.Remove(c.waiting)
-		c.waiting = nil
-	}
+	l.waiting.remove(c)
 }
 
 // ConnState follows the connections of l's listeners through their
@@ -218,16 +213,10 @@ func (l *ConnLimiter) ConnState(c net.Conn, st http.ConnState) {
 	}
 	switch st {
 	case http.StateNew, http.StateIdle:
-		if lc.waiting != nil {
-			l.waiting.MoveToBack(lc.waiting)
-		} else {
-			lc.waiting = l.waiting.PushBack(lc)
-		}
+		l.waiting.remove(lc)
+		l.waiting.pushBack(lc)
 	case http.StateActive, http.StateHijacked:
-		if lc.waiting != nil {
-			l.waiting.Remove(lc.waiting)
-			lc.waiting = nil
-		}
+		l.waiting.remove(lc)
 	case http.StateClosed:
 		l.releaseLocked(lc)
 	}
@@ -258,8 +247,41 @@ type limitedConn struct {
 	bounded bool       // not a trusted proxy
 
 	// Under l.mu:
-	released bool
-	waiting  *list.Element // in l.waiting
+	released   bool
+	queued     bool         // in l.waiting
+	prev, next *limitedConn // in l.waiting
+}
+
+// connQueue is a list of connections linked through their own fields:
+// a connection goes in and out of it twice per request (ConnState), which
+// allocates nothing this way.
+type connQueue struct{ head, tail *limitedConn }
+
+func (q *connQueue) pushBack(c *limitedConn) {
+	c.prev, c.next, c.queued = q.tail, nil, true
+	if q.tail != nil {
+		q.tail.next = c
+	} else {
+		q.head = c
+	}
+	q.tail = c
+}
+
+func (q *connQueue) remove(c *limitedConn) {
+	if !c.queued {
+		return
+	}
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		q.head = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	} else {
+		q.tail = c.prev
+	}
+	c.prev, c.next, c.queued = nil, nil, false
 }
 
 func (c *limitedConn) Close() error {

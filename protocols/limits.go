@@ -528,12 +528,13 @@ func (l *limiter) lockSite(site netip.Addr, now int64) (*limiterShard, bucket) {
 
 // admit takes a token from the client's request bucket and, when slot is
 // set, one of the client's own concurrency slots (given back by leave).
-func (l *limiter) admit(key netip.Addr, slot bool) error {
+// at is when the request came, read from the clock just before.
+func (l *limiter) admit(key netip.Addr, slot bool, at time.Time) error {
 	slot = slot && l.perClient > 0
 	if l.reqRate == 0 && !slot {
 		return nil
 	}
-	now := l.now()
+	now := int64(at.Sub(l.epoch))
 	sh, c := l.lock(key, now)
 	defer sh.mu.Unlock()
 	if l.reqRate > 0 {

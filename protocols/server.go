@@ -84,6 +84,7 @@ type Handler struct {
 	res    Resolver
 	auth   authenticator // res, when it can check passwords
 	log    *slog.Logger
+	access AccessLogger // log's handler, when it writes access-log lines itself
 	opts   Options
 	lim    *limiter
 	met    *Metrics
@@ -132,6 +133,7 @@ func newHandler(res Resolver, opts Options) *Handler {
 		h.met = privateMetrics()
 	}
 	h.auth, _ = res.(authenticator)
+	h.access, _ = h.log.Handler().(AccessLogger)
 	h.calls.New = func() any { return new(call) }
 	h.bodies.New = func() any { b := make([]byte, pooledBody); return &b }
 	h.lim = newLimiter(opts.Limits, h.log, opts.Previous)
@@ -273,6 +275,8 @@ type call struct {
 
 	reserved bool // holds a token of the client's unknown-address budget
 	known    bool // the lookup found a known account (or a served domain)
+
+	entry AccessEntry // the access log's line, for an AccessLogger
 }
 
 // ServeHTTP runs the pipeline for one request.
@@ -296,7 +300,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) serve(c *call) error {
 	c.ip, c.peerOK = h.lim.clientIP(c.r)
 	c.client = clientKey(c.ip)
-	if err := h.lim.admit(c.client, !c.rt.ops); err != nil {
+	if err := h.lim.admit(c.client, !c.rt.ops, c.start); err != nil {
 		return err
 	}
 	if !c.rt.ops {

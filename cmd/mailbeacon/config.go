@@ -262,7 +262,7 @@ func newLogger(w io.Writer, c logConfig) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: level}
 	switch c.Format {
 	case "text", "":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(newTextLog(w, opts)), nil
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}

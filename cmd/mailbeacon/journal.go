@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"syscall"
+
+	"github.com/mailbeacon/mailbeacon/protocols"
 )
 
 // Under systemd, stderr is a stream to the journal, which reads a leading
@@ -87,6 +89,13 @@ func (h priorityHandler) Enabled(ctx context.Context, l slog.Level) bool {
 
 func (h priorityHandler) Handle(ctx context.Context, r slog.Record) error {
 	return h.pick(r.Level).Handle(ctx, r)
+}
+
+// LogAccess hands e to the handler of its level, when that one writes
+// access-log lines itself (protocols.AccessLogger).
+func (h priorityHandler) LogAccess(e *protocols.AccessEntry) bool {
+	a, ok := h.pick(e.Level).(protocols.AccessLogger)
+	return ok && a.LogAccess(e)
 }
 
 func (h priorityHandler) WithAttrs(attrs []slog.Attr) slog.Handler {

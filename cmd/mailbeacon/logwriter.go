@@ -59,18 +59,19 @@ func (lw *logWriter) Write(p []byte) (int, error) {
 	return lw.writePrefixed("", p)
 }
 
-// writePrefixed writes prefix then p as one line of output.
+// writePrefixed writes prefix then p as one line of output. A line that
+// fits is appended under one lock; one that does not first flushes.
 func (lw *logWriter) writePrefixed(prefix string, p []byte) (int, error) {
-	lw.mu.Lock()
-	full := len(lw.buf) > 0 && len(lw.buf)+len(prefix)+len(p) > logWriterSize
-	lw.mu.Unlock()
-	if full {
+	for flushed := false; ; flushed = true {
+		lw.mu.Lock()
+		if flushed || len(lw.buf) == 0 || len(lw.buf)+len(prefix)+len(p) <= logWriterSize {
+			lw.buf = append(append(lw.buf, prefix...), p...)
+			lw.mu.Unlock()
+			return len(p), nil
+		}
+		lw.mu.Unlock()
 		lw.flush()
 	}
-	lw.mu.Lock()
-	lw.buf = append(append(lw.buf, prefix...), p...)
-	lw.mu.Unlock()
-	return len(p), nil
 }
 
 // flush writes what is buffered.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -71,4 +72,19 @@ func TestLogWriterDoesNotWaitForTheFile(t *testing.T) {
 	if want := "first\nsecond\n" + strings.Repeat("x", logWriterSize) + "\nthird\n"; out.String() != want {
 		t.Errorf("log output %d bytes, want %d: %.40q", len(out.String()), len(want), out.String())
 	}
+}
+
+// BenchmarkLogWriter is an access-log line written by many goroutines at
+// once, as requests write them.
+func BenchmarkLogWriter(b *testing.B) {
+	lw := newLogWriter(io.Discard, 100*time.Millisecond)
+	defer lw.Close()
+	line := []byte("time=2026-12-07T14:49:46.745Z level=INFO msg=request method=GET path=/mail/config-v1.1.xml status=200 duration=2.93127ms format=autoconfig client=127.0.0.1 domain=example.com\n")
+	b.ReportAllocs()
+	b.SetParallelism(32)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			_, _ = lw.Write(line)
+		}
+	})
 }
