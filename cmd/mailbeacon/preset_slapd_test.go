@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 
@@ -71,11 +70,7 @@ func mailUser(class, uid string, attrs ...string) string {
 // server.
 func presetConfigText(t *testing.T, srv *ldaptest.Server, preset string) string {
 	t.Helper()
-	pw := t.TempDir() + "/ldap-password"
-	if err := os.WriteFile(pw, []byte(ldaptest.ServicePassword+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf(`policy:
+	return slapdLDAPText(t, srv, slapdOptions{}) + fmt.Sprintf(`policy:
   preset: %s
 domains:
   - name: example.com
@@ -85,14 +80,7 @@ domains:
       - {type: smtp, host: mail.example.com, port: 465, socket: tls}
       - {type: smtp, host: mail.example.com, port: 587, socket: starttls}
       - {type: activesync, url: "https://mail.example.com/Microsoft-Server-ActiveSync"}
-ldap:
-  urls: [%q]
-  start_tls: true
-  ca_file: %q
-  bind_dn: %q
-  bind_password_file: %q
-  base_dn: %q
-`, preset, srv.URL, srv.CAFile, ldaptest.ServiceDN, pw, ldaptest.BaseDN)
+`, preset)
 }
 
 // presetCase is one address asked, and what its answers must say: the
