@@ -157,15 +157,7 @@ func checkPresetSlapd(t *testing.T, preset, schema, entries string, cases []pres
 	}
 	opts = append(opts, ldaptest.WithLDIF(presetBaseLDIF+"\n"+entries))
 	srv := ldaptest.Slapd(t, opts...)
-	cfg, err := loadConfig(strings.NewReader(presetConfigText(t, srv, preset)), preset+" test config")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := build(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(a.source.Close)
+	a := buildText(t, presetConfigText(t, srv, preset))
 	h := protocols.NewHandler(a.resolver, a.handlerOptions(nil))
 	before := srv.SearchCount()
 	for _, tc := range cases {
