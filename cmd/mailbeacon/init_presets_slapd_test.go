@@ -1,7 +1,6 @@
 package main
 
 import (
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -47,14 +46,8 @@ func TestInitSlapdPresetOfEachStack(t *testing.T) {
 		t.Run(tc.preset, func(t *testing.T) {
 			srv := ldaptest.Slapd(t, ldaptest.WithBaseSchemasOnly(), ldaptest.WithSchema(ldaptest.Schema(tc.schema)),
 				ldaptest.WithLDIF(presetBaseLDIF+"\n"+strings.Join(tc.entries, "\n")))
-			dir := t.TempDir()
-			pw := filepath.Join(dir, "ldap-password")
-			writeFile(t, pw, ldaptest.ServicePassword+"\n")
-			file := filepath.Join(dir, "mailbeacon.yaml")
-			code, stdout, stderr := runInit(t, "--bind-dn", ldaptest.ServiceDN, "--bind-password-file", pw, "--ca-file", srv.CAFile, "--out", file, srv.URL)
-			if code != 0 {
-				t.Fatalf("init: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
-			}
+			pw, file := initPaths(t)
+			stdout := runInitOK(t, srv, pw, file)
 			if text := readText(t, file); !strings.Contains(text, `preset: "`+tc.preset+`"`) {
 				t.Errorf("the file names no preset %s:\n%s", tc.preset, text)
 			}
