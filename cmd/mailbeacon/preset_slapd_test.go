@@ -28,20 +28,7 @@ objectClass: organization
 dc: example
 o: Example
 
-dn: ou=services,dc=example,dc=com
-objectClass: organizationalUnit
-ou: services
-
-dn: cn=mailbeacon,ou=services,dc=example,dc=com
-objectClass: organizationalRole
-objectClass: simpleSecurityObject
-cn: mailbeacon
-userPassword: ` + ldaptest.ServicePassword + `
-
-dn: ou=people,dc=example,dc=com
-objectClass: organizationalUnit
-ou: people
-`
+` + ldaptest.ServiceLDIF
 
 // presetUser is an entry under ou=people named rdn (uid=NAME, or
 // mail=NAME@example.com), of class inetOrgPerson and the classes given,
