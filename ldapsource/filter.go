@@ -47,25 +47,16 @@ func parseFilter(tmpl string) (filterTemplate, error) {
 // parseFilterOf is parseFilter accepting only the placeholders allowed,
 // which the error messages call says.
 func parseFilterOf(tmpl, says string, allowed ...string) (filterTemplate, error) {
-	var t filterTemplate
-	rest := tmpl
-	for {
-		i := strings.IndexByte(rest, '{')
-		if i < 0 {
-			t.parts = append(t.parts, rest)
-			break
-		}
-		j := strings.IndexByte(rest[i:], '}')
-		if j < 0 {
-			return t, fmt.Errorf("unclosed { in %q", tmpl)
-		}
-		name := rest[i+1 : i+j]
+	parts, err := splitPlaceholders(tmpl, func(name string) error {
 		if !slices.Contains(allowed, name) {
-			return t, fmt.Errorf("unknown placeholder {%s} in %q: use %s", name, tmpl, says)
+			return fmt.Errorf("unknown placeholder {%s} in %q: use %s", name, tmpl, says)
 		}
-		t.parts = append(t.parts, rest[:i], name)
-		rest = rest[i+j+1:]
+		return nil
+	})
+	if err != nil {
+		return filterTemplate{}, err
 	}
+	t := filterTemplate{parts: parts}
 	if len(t.parts) == 1 {
 		return t, fmt.Errorf("%q has no %s placeholder: every lookup would find the same entries", tmpl, says)
 	}
@@ -218,12 +209,41 @@ func (t filterTemplate) expand(q Query) string {
 	if q.Or != nil {
 		return "(|" + t.expand(Query{Email: q.Email, Local: q.Local, Domain: q.Domain}) + t.expand(*q.Or) + ")"
 	}
+	return expandParts(t.parts, func(name string) string { return placeholders[name](q) })
+}
+
+// splitPlaceholders splits tmpl into literal, placeholder name, literal,
+// ... (odd indexes are names); check refuses a name with its error.
+func splitPlaceholders(tmpl string, check func(name string) error) ([]string, error) {
+	var parts []string
+	rest := tmpl
+	for {
+		i := strings.IndexByte(rest, '{')
+		if i < 0 {
+			return append(parts, rest), nil
+		}
+		j := strings.IndexByte(rest[i:], '}')
+		if j < 0 {
+			return nil, fmt.Errorf("unclosed { in %q", tmpl)
+		}
+		name := rest[i+1 : i+j]
+		if err := check(name); err != nil {
+			return nil, err
+		}
+		parts = append(parts, rest[:i], name)
+		rest = rest[i+j+1:]
+	}
+}
+
+// expandParts joins the parts splitPlaceholders made, each placeholder
+// as value(name) escaped with ldap.EscapeFilter.
+func expandParts(parts []string, value func(name string) string) string {
 	var b strings.Builder
-	for i, p := range t.parts {
+	for i, p := range parts {
 		if i%2 == 0 {
 			b.WriteString(p)
 		} else {
-			b.WriteString(ldap.EscapeFilter(placeholders[p](q)))
+			b.WriteString(ldap.EscapeFilter(value(p)))
 		}
 	}
 	return b.String()

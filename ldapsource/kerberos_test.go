@@ -93,6 +93,22 @@ func writeKeytab(t *testing.T, principals ...string) string {
 // TestKerberosConfig: the keys of a GSSAPI bind, checked before any bind,
 // with the defaults: the keytab's machine principal, ldap/ and the URL's
 // host name.
+// testKerberos validates c, as New does, and makes its Kerberos client,
+// closed when the test ends.
+func testKerberos(t *testing.T, c *Config) *kerberos {
+	t.Helper()
+	targets, _, err := c.validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := c.kerberos(targets, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.close)
+	return k
+}
+
 func TestKerberosConfig(t *testing.T) {
 	kt := writeKeytab(t, "HTTP/web.example.com@EXAMPLE.COM", "WEB$@EXAMPLE.COM")
 	conf := filepath.Join(t.TempDir(), "krb5.conf")
@@ -106,15 +122,7 @@ func TestKerberosConfig(t *testing.T) {
 	}
 	t.Run("defaults", func(t *testing.T) {
 		c := base()
-		targets, _, err := c.validate()
-		if err != nil {
-			t.Fatal(err)
-		}
-		k, err := c.kerberos(targets, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer k.close()
+		k := testKerberos(t, &c)
 		if k.name() != "WEB$@EXAMPLE.COM" || strings.Join(k.spns, " ") != "ldap/dc1.example.com ldap/dc2.example.com" {
 			t.Errorf("principal %s, service principals %v", k.name(), k.spns)
 		}
@@ -187,15 +195,7 @@ func TestKerberosKDCHang(t *testing.T) {
 	c := DefaultConfig()
 	c.URLs, c.BaseDN, c.Bind, c.ServicePrincipal = []string{"ldaps://dc1.example.com"}, "dc=example,dc=com", BindGSSAPI, "ldap/dc1.example.com"
 	c.Keytab, c.KDC = writeKeytab(t, "WEB$@EXAMPLE.COM"), []string{pc.LocalAddr().String()}
-	targets, _, err := c.validate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := c.kerberos(targets, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.close()
+	k := testKerberos(t, &c)
 	var wg sync.WaitGroup
 	start := time.Now()
 	for range 20 {

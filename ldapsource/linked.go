@@ -21,25 +21,16 @@ type LinkedFilter struct {
 // ParseLinkedFilter checks tmpl: balanced braces, placeholder names that
 // are not empty, and a filter that compiles.
 func ParseLinkedFilter(tmpl string) (LinkedFilter, error) {
-	var f LinkedFilter
-	rest := tmpl
-	for {
-		i := strings.IndexByte(rest, '{')
-		if i < 0 {
-			f.parts = append(f.parts, rest)
-			break
-		}
-		j := strings.IndexByte(rest[i:], '}')
-		if j < 0 {
-			return f, fmt.Errorf("unclosed { in %q", tmpl)
-		}
-		name := rest[i+1 : i+j]
+	parts, err := splitPlaceholders(tmpl, func(name string) error {
 		if name == "" || strings.ContainsAny(name, "{()") {
-			return f, fmt.Errorf("placeholder {%s} in %q: name an attribute, e.g. {zimbraCOSId}", name, tmpl)
+			return fmt.Errorf("placeholder {%s} in %q: name an attribute, e.g. {zimbraCOSId}", name, tmpl)
 		}
-		f.parts = append(f.parts, rest[:i], name)
-		rest = rest[i+j+1:]
+		return nil
+	})
+	if err != nil {
+		return LinkedFilter{}, err
 	}
+	f := LinkedFilter{parts: parts}
 	if strings.ContainsRune(strings.Join(f.parts, ""), '}') {
 		return f, fmt.Errorf("unopened } in %q", tmpl)
 	}
@@ -61,15 +52,7 @@ func (f LinkedFilter) Placeholders() []string {
 
 // Expand fills the placeholders with value(name), escaped.
 func (f LinkedFilter) Expand(value func(name string) string) string {
-	var b strings.Builder
-	for i, p := range f.parts {
-		if i%2 == 0 {
-			b.WriteString(p)
-		} else {
-			b.WriteString(ldap.EscapeFilter(value(p)))
-		}
-	}
-	return b.String()
+	return expandParts(f.parts, value)
 }
 
 // LinkedQuery is one search for a linked entry: a filter under a base, or

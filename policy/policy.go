@@ -422,23 +422,12 @@ func (p *Policy) decide(d *Domain, addr Address, e *decisionEntry, explain bool)
 			host = h
 		}
 	}
-	acct := &Account{
-		Address:     addr,
-		Primary:     addr.String(),
-		DisplayName: p.displayNameOf(e),
-		Known:       true,
-		DN:          e.DN,
-		Domain:      d,
-		Services: d.accountFor(addr, login, func(k Kind) bool { return !slices.Contains(denied, k) }, func(k Kind) string {
-			if p.hostOverrides[k] {
-				return host
-			}
-			return ""
-		}),
-	}
-	if pa, ok := p.primaryOf(e); ok {
-		acct.Primary = pa
-	}
+	acct := p.foundAccount(d, addr, e, d.accountFor(addr, login, func(k Kind) bool { return !slices.Contains(denied, k) }, func(k Kind) string {
+		if p.hostOverrides[k] {
+			return host
+		}
+		return ""
+	}))
 	if explain {
 		ex.Enabled, ex.Login = true, login
 	}
@@ -481,6 +470,22 @@ func (p *Policy) decideDestination(d *Domain, addr, la Address, login string, e 
 			services = append(services, s)
 		}
 	}
+	acct := p.foundAccount(d, addr, e, services)
+	to := &Destination{Name: dest.name, Provider: dest.provider, OAuth: dest.oauth, RedirectURL: dest.url}
+	var note string
+	to.RedirectAddr, note = dest.redirectOf(addr, acct.Primary, e)
+	acct.Destination = to
+	if explain {
+		ex.Enabled, ex.Login = true, login
+		ex.Destination, ex.RedirectAddr, ex.RedirectURL, ex.RedirectNote = dest.name, to.RedirectAddr, to.RedirectURL, note
+	}
+	return acct, ex
+}
+
+// foundAccount is the account of the entry e found for addr in d, with
+// services: its primary address as policy.primary_address finds it (else
+// addr), its display name and DN.
+func (p *Policy) foundAccount(d *Domain, addr Address, e *decisionEntry, services []Service) *Account {
 	acct := &Account{
 		Address:     addr,
 		Primary:     addr.String(),
@@ -493,15 +498,7 @@ func (p *Policy) decideDestination(d *Domain, addr, la Address, login string, e 
 	if pa, ok := p.primaryOf(e); ok {
 		acct.Primary = pa
 	}
-	to := &Destination{Name: dest.name, Provider: dest.provider, OAuth: dest.oauth, RedirectURL: dest.url}
-	var note string
-	to.RedirectAddr, note = dest.redirectOf(addr, acct.Primary, e)
-	acct.Destination = to
-	if explain {
-		ex.Enabled, ex.Login = true, login
-		ex.Destination, ex.RedirectAddr, ex.RedirectURL, ex.RedirectNote = dest.name, to.RedirectAddr, to.RedirectURL, note
-	}
-	return acct, ex
+	return acct
 }
 
 // defaults is the answer for an entry not found or disabled (why), with

@@ -7,7 +7,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,19 +18,7 @@ import (
 // destinations m365 (the preset) and site-b.
 func destinationConfigText(t testing.TB, srv *ldaptest.Server) string {
 	t.Helper()
-	pw := filepath.Join(t.TempDir(), "ldap-password")
-	if err := os.WriteFile(pw, []byte(ldaptest.ServicePassword+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf(`
-ldap:
-  urls: [%q]
-  start_tls: true
-  ca_file: %q
-  bind_dn: %q
-  bind_password_file: %q
-  base_dn: %q
-policy:
+	return slapdLDAPText(t, srv, slapdOptions{}) + fmt.Sprintf(`policy:
   preset: iredmail
   login: "{uid}"
   destinations:
@@ -59,7 +46,7 @@ domains:
       - {type: imap, host: mail.example.com, port: 993, socket: tls}
       - {type: pop3, host: mail.example.com, port: 995, socket: tls}
       - {type: smtp, host: mail.example.com, port: 465, socket: tls}
-`, srv.URL, srv.CAFile, ldaptest.ServiceDN, pw, ldaptest.BaseDN, ldaptest.DestinationGroupDN)
+`, ldaptest.DestinationGroupDN)
 }
 
 // TestDestinationLookupSlapd runs lookup for each user: the destination,

@@ -34,17 +34,7 @@ import (
 // at srv, with short TTLs: no domains list at all.
 func hostedConfigText(t *testing.T, srv *ldaptest.Server, ttl, negativeTTL time.Duration) string {
 	t.Helper()
-	pw := filepath.Join(t.TempDir(), "ldap-password")
-	writeFile(t, pw, ldaptest.ServicePassword+"\n")
-	return fmt.Sprintf(`
-ldap:
-  urls: [%q]
-  start_tls: true
-  ca_file: %q
-  bind_dn: %q
-  bind_password_file: %q
-  base_dn: %q
-policy:
+	return slapdLDAPText(t, srv, slapdOptions{}) + fmt.Sprintf(`policy:
   preset: iredmail
   login: "{uid}"
 cache:
@@ -60,7 +50,7 @@ domain_source:
       - {type: pop3, host: "mail.{domain}", port: 995, socket: tls}
       - {type: smtp, host: "smtp.{domain}", host_attribute: mtaTransport, port: 465, socket: tls}
       - {type: activesync, url: "https://mail.{domain}/Microsoft-Server-ActiveSync"}
-`, srv.URL, srv.CAFile, ldaptest.ServiceDN, pw, ldaptest.BaseDN, ttl, negativeTTL)
+`, ttl, negativeTTL)
 }
 
 func hostedHandler(t *testing.T, srv *ldaptest.Server, ttl, negativeTTL time.Duration) http.Handler {

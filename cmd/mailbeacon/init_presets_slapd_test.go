@@ -1,8 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -13,10 +11,6 @@ import (
 // recognised, the stack's preset written, and the written file answers
 // the users as their entries say.
 func TestInitSlapdPresetOfEachStack(t *testing.T) {
-	user := func(class, uid string, extra ...string) string {
-		return fmt.Sprintf("dn: uid=%[2]s,ou=people,dc=example,dc=com\nobjectClass: inetOrgPerson\nobjectClass: %[1]s\n"+
-			"uid: %[2]s\ncn: %[2]s\nsn: %[2]s\nmail: %[2]s@example.com\n%[3]s\n", class, uid, strings.Join(extra, "\n"))
-	}
 	for _, tc := range []struct {
 		preset, schema, stack string
 		entries               []string
@@ -25,9 +19,9 @@ func TestInitSlapdPresetOfEachStack(t *testing.T) {
 		{
 			preset: "qmail-ldap", schema: "qmail", stack: "qmail-ldap",
 			entries: []string{
-				user("qmailUser", "quinn", "accountStatus: active"),
-				user("qmailUser", "nora", "accountStatus: nopop"),
-				user("qmailUser", "dana", "accountStatus: disabled"),
+				mailUser("qmailUser", "quinn", "accountStatus: active"),
+				mailUser("qmailUser", "nora", "accountStatus: nopop"),
+				mailUser("qmailUser", "dana", "accountStatus: disabled"),
 			},
 			users: []initUser{
 				{addr: "quinn@example.com", services: "imap pop3 smtp", login: "quinn", enabled: true},
@@ -38,9 +32,9 @@ func TestInitSlapdPresetOfEachStack(t *testing.T) {
 		{
 			preset: "postfix-book", schema: "postfixbook", stack: "postfix-book",
 			entries: []string{
-				user("PostfixBookMailAccount", "paula", "mailEnabled: TRUE"),
-				user("PostfixBookMailAccount", "fritz", "mailEnabled: FALSE"),
-				user("PostfixBookMailAccount", "otto", "mailEnabled: TRUE"),
+				mailUser("PostfixBookMailAccount", "paula", "mailEnabled: TRUE"),
+				mailUser("PostfixBookMailAccount", "fritz", "mailEnabled: FALSE"),
+				mailUser("PostfixBookMailAccount", "otto", "mailEnabled: TRUE"),
 			},
 			users: []initUser{
 				{addr: "paula@example.com", services: "imap pop3 smtp", login: "paula@example.com", enabled: true},
@@ -52,14 +46,8 @@ func TestInitSlapdPresetOfEachStack(t *testing.T) {
 		t.Run(tc.preset, func(t *testing.T) {
 			srv := ldaptest.Slapd(t, ldaptest.WithBaseSchemasOnly(), ldaptest.WithSchema(ldaptest.Schema(tc.schema)),
 				ldaptest.WithLDIF(presetBaseLDIF+"\n"+strings.Join(tc.entries, "\n")))
-			dir := t.TempDir()
-			pw := filepath.Join(dir, "ldap-password")
-			writeFile(t, pw, ldaptest.ServicePassword+"\n")
-			file := filepath.Join(dir, "mailbeacon.yaml")
-			code, stdout, stderr := runInit(t, "--bind-dn", ldaptest.ServiceDN, "--bind-password-file", pw, "--ca-file", srv.CAFile, "--out", file, srv.URL)
-			if code != 0 {
-				t.Fatalf("init: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
-			}
+			pw, file := initPaths(t)
+			stdout := runInitOK(t, srv, pw, file)
 			if text := readText(t, file); !strings.Contains(text, `preset: "`+tc.preset+`"`) {
 				t.Errorf("the file names no preset %s:\n%s", tc.preset, text)
 			}

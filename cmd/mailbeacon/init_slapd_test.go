@@ -27,6 +27,29 @@ func runInit(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	return code, out.String(), errOut.String()
 }
 
+// initPaths is what an init test gives init: a password file holding
+// the service account's password, and the file to write (not there yet).
+func initPaths(t *testing.T) (pw, file string) {
+	t.Helper()
+	dir := t.TempDir()
+	pw = filepath.Join(dir, "ldap-password")
+	writeFile(t, pw, ldaptest.ServicePassword+"\n")
+	return pw, filepath.Join(dir, "mailbeacon.yaml")
+}
+
+// runInitOK runs init against srv as the service account with srv's CA,
+// writing file, with more arguments before the URL, and fails the test
+// unless it exits 0. It returns init's standard output.
+func runInitOK(t *testing.T, srv *ldaptest.Server, pw, file string, more ...string) string {
+	t.Helper()
+	args := append([]string{"--bind-dn", ldaptest.ServiceDN, "--bind-password-file", pw, "--ca-file", srv.CAFile, "--out", file}, more...)
+	code, stdout, stderr := runInit(t, append(args, srv.URL)...)
+	if code != 0 {
+		t.Fatalf("init: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
+	}
+	return stdout
+}
+
 // initUser is what a sampled user's entry says: the services allowed (in
 // the domain's order, as init's table and lookup's explanation list
 // them), the login, and whether the account is enabled.
@@ -118,15 +141,9 @@ func assertGuessed(t *testing.T, text, value string) {
 // accountStatus, enabledService), mailHost on one user.
 func TestInitSlapdIRedMail(t *testing.T) {
 	srv := ldaptest.Slapd(t)
-	dir := t.TempDir()
-	pw := filepath.Join(dir, "ldap-password")
-	writeFile(t, pw, ldaptest.ServicePassword+"\n")
-	file := filepath.Join(dir, "mailbeacon.yaml")
+	pw, file := initPaths(t)
 	before := srv.BindCount()
-	code, stdout, stderr := runInit(t, "--bind-dn", ldaptest.ServiceDN, "--bind-password-file", pw, "--ca-file", srv.CAFile, "--out", file, srv.URL)
-	if code != 0 {
-		t.Fatalf("init: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
-	}
+	stdout := runInitOK(t, srv, pw, file)
 	t.Logf("init:\n%s", stdout)
 	if n := srv.BindCount() - before; n != 1 {
 		t.Errorf("init bound %d times, want once", n)
@@ -165,7 +182,7 @@ func TestInitSlapdIRedMail(t *testing.T) {
 
 	// A second run refuses the file before it asks the directory anything.
 	before = srv.BindCount()
-	code, _, stderr = runInit(t, "--bind-dn", ldaptest.ServiceDN, "--bind-password-file", pw, "--out", file, srv.URL)
+	code, _, stderr := runInit(t, "--bind-dn", ldaptest.ServiceDN, "--bind-password-file", pw, "--out", file, srv.URL)
 	if code != 1 || !strings.Contains(stderr, file+" exists: init never overwrites a file") || srv.BindCount() != before {
 		t.Errorf("second run: exit %d, %d binds: %s", code, srv.BindCount()-before, stderr)
 	}
@@ -240,10 +257,7 @@ func TestInitSlapdRefusals(t *testing.T) {
 func TestInitSlapdAnonymousRefused(t *testing.T) {
 	srv := ldaptest.Slapd(t)
 	srv.RequireAuthentication()
-	dir := t.TempDir()
-	pw := filepath.Join(dir, "ldap-password")
-	writeFile(t, pw, ldaptest.ServicePassword+"\n")
-	file := filepath.Join(dir, "mailbeacon.yaml")
+	pw, file := initPaths(t)
 
 	code, stdout, stderr := runInit(t, "--ca-file", srv.CAFile, "--out", file, srv.URL)
 	if code != exitConfig || !strings.Contains(stderr, "the directory does not show its RootDSE to this client") ||
@@ -273,10 +287,7 @@ func TestInitSlapdAnonymousRefused(t *testing.T) {
 // init gives up after --request-timeout, says so, and sends no password.
 func TestInitSlapdHang(t *testing.T) {
 	srv := ldaptest.Slapd(t)
-	dir := t.TempDir()
-	pw := filepath.Join(dir, "ldap-password")
-	writeFile(t, pw, ldaptest.ServicePassword+"\n")
-	file := filepath.Join(dir, "mailbeacon.yaml")
+	pw, file := initPaths(t)
 	before := srv.BindCount()
 	resume := srv.Hang()
 	start := time.Now()
@@ -306,14 +317,8 @@ func TestInitSlapdHang(t *testing.T) {
 // turned off, and with the domain of the sampled users who have none.
 func TestInitSlapdIRedMailDomains(t *testing.T) {
 	srv := ldaptest.Slapd(t, ldaptest.WithExtraLDIF(ldaptest.HostedLDIF))
-	dir := t.TempDir()
-	pw := filepath.Join(dir, "ldap-password")
-	writeFile(t, pw, ldaptest.ServicePassword+"\n")
-	file := filepath.Join(dir, "mailbeacon.yaml")
-	code, stdout, stderr := runInit(t, "--bind-dn", ldaptest.ServiceDN, "--bind-password-file", pw, "--ca-file", srv.CAFile, "--out", file, srv.URL)
-	if code != 0 {
-		t.Fatalf("init: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
-	}
+	pw, file := initPaths(t)
+	stdout := runInitOK(t, srv, pw, file)
 	want := "Domains: hosted.example nopop.example relay.example example.com (the iRedMail domain entries in the directory, (objectClass=mailDomain); the domains of the 6 sampled addresses)"
 	if !strings.Contains(stdout, want) || !strings.Contains(stdout, "mail domains turned off in the directory, left out: off.example (accountStatus disabled)") {
 		t.Errorf("init's output lacks %q, or off.example left out:\n%s", want, stdout)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -16,16 +15,10 @@ import (
 // class of service say.
 func TestInitSlapdZimbra(t *testing.T) {
 	srv := ldaptest.Slapd(t, ldaptest.Zimbra()...)
-	dir := t.TempDir()
-	pw := filepath.Join(dir, "ldap-password")
-	writeFile(t, pw, ldaptest.ServicePassword+"\n")
-	file := filepath.Join(dir, "mailbeacon.yaml")
+	pw, file := initPaths(t)
 	before := srv.BindCount()
-	code, stdout, stderr := runInit(t, "--bind-dn", ldaptest.ServiceDN, "--bind-password-file", pw, "--ca-file", srv.CAFile, "--sample", "20", "--out", file, srv.URL)
+	stdout := runInitOK(t, srv, pw, file, "--sample", "20")
 	t.Logf("init:\n%s", stdout)
-	if code != 0 {
-		t.Fatalf("init: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
-	}
 	if n := srv.BindCount() - before; n != 1 {
 		t.Errorf("init bound %d times, want once", n)
 	}

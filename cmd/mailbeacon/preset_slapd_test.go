@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 
@@ -29,31 +28,36 @@ objectClass: organization
 dc: example
 o: Example
 
-dn: ou=services,dc=example,dc=com
-objectClass: organizationalUnit
-ou: services
+` + ldaptest.ServiceLDIF
 
-dn: cn=mailbeacon,ou=services,dc=example,dc=com
-objectClass: organizationalRole
-objectClass: simpleSecurityObject
-cn: mailbeacon
-userPassword: ` + ldaptest.ServicePassword + `
+// presetUser is an entry under ou=people named rdn (uid=NAME, or
+// mail=NAME@example.com), of class inetOrgPerson and the classes given,
+// with uid, cn and sn uid, and the attribute lines given.
+func presetUser(rdn, uid string, classes []string, attrs ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "dn: %s,ou=people,dc=example,dc=com\nobjectClass: inetOrgPerson\n", rdn)
+	for _, c := range classes {
+		fmt.Fprintf(&b, "objectClass: %s\n", c)
+	}
+	fmt.Fprintf(&b, "uid: %[1]s\ncn: %[1]s\nsn: %[1]s\n", uid)
+	for _, a := range attrs {
+		b.WriteString(a + "\n")
+	}
+	return b.String()
+}
 
-dn: ou=people,dc=example,dc=com
-objectClass: organizationalUnit
-ou: people
-`
+// mailUser is presetUser of class class named uid=uid, with mail
+// uid@example.com and the attribute lines given.
+func mailUser(class, uid string, attrs ...string) string {
+	return presetUser("uid="+uid, uid, []string{class}, append([]string{"mail: " + uid + "@example.com"}, attrs...)...)
+}
 
 // presetConfigText is a configuration naming only the preset, the demo's
 // domain (IMAP 993, POP3 995, SMTP 465 and 587, ActiveSync) and the test
 // server.
 func presetConfigText(t *testing.T, srv *ldaptest.Server, preset string) string {
 	t.Helper()
-	pw := t.TempDir() + "/ldap-password"
-	if err := os.WriteFile(pw, []byte(ldaptest.ServicePassword+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf(`policy:
+	return slapdLDAPText(t, srv, slapdOptions{}) + fmt.Sprintf(`policy:
   preset: %s
 domains:
   - name: example.com
@@ -63,14 +67,7 @@ domains:
       - {type: smtp, host: mail.example.com, port: 465, socket: tls}
       - {type: smtp, host: mail.example.com, port: 587, socket: starttls}
       - {type: activesync, url: "https://mail.example.com/Microsoft-Server-ActiveSync"}
-ldap:
-  urls: [%q]
-  start_tls: true
-  ca_file: %q
-  bind_dn: %q
-  bind_password_file: %q
-  base_dn: %q
-`, preset, srv.URL, srv.CAFile, ldaptest.ServiceDN, pw, ldaptest.BaseDN)
+`, preset)
 }
 
 // presetCase is one address asked, and what its answers must say: the
@@ -147,15 +144,7 @@ func checkPresetSlapd(t *testing.T, preset, schema, entries string, cases []pres
 	}
 	opts = append(opts, ldaptest.WithLDIF(presetBaseLDIF+"\n"+entries))
 	srv := ldaptest.Slapd(t, opts...)
-	cfg, err := loadConfig(strings.NewReader(presetConfigText(t, srv, preset)), preset+" test config")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := build(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(a.source.Close)
+	a := buildText(t, presetConfigText(t, srv, preset))
 	h := protocols.NewHandler(a.resolver, a.handlerOptions(nil))
 	before := srv.SearchCount()
 	for _, tc := range cases {
@@ -191,20 +180,9 @@ func TestPresetUniventionSlapd(t *testing.T) {
 	// (which also sets shadowExpire 1); shadowExpire is also the day the
 	// account expires (20000: 2024-10-04).
 	user := func(uid, flags string, extra ...string) string {
-		return fmt.Sprintf(`dn: uid=%[1]s,ou=people,dc=example,dc=com
-objectClass: inetOrgPerson
-objectClass: shadowAccount
-objectClass: krb5KDCEntry
-objectClass: univentionMail
-uid: %[1]s
-cn: %[1]s
-sn: %[1]s
-krb5PrincipalName: %[1]s@EXAMPLE.COM
-krb5KeyVersionNumber: 1
-krb5KDCFlags: %[2]s
-mailPrimaryAddress: %[1]s@example.com
-%[3]s
-`, uid, flags, strings.Join(extra, "\n"))
+		return presetUser("uid="+uid, uid, []string{"shadowAccount", "krb5KDCEntry", "univentionMail"},
+			append([]string{"krb5PrincipalName: " + uid + "@EXAMPLE.COM", "krb5KeyVersionNumber: 1",
+				"krb5KDCFlags: " + flags, "mailPrimaryAddress: " + uid + "@example.com"}, extra...)...)
 	}
 	entries := user("ute", "126", "mailAlternativeAddress: ute.alias@example.com") + "\n" +
 		user("dirk", "254", "shadowExpire: 1") + "\n" +
@@ -224,19 +202,8 @@ func TestPresetKolabSlapd(t *testing.T) {
 	// bit field (0x2 active, 0x10 LDAP ready, 0x20 IMAP ready; 0x4
 	// suspended), services as managed roles under the root DN.
 	user := func(uid, status string, extra ...string) string {
-		return fmt.Sprintf(`dn: uid=%[1]s,ou=people,dc=example,dc=com
-objectClass: inetOrgPerson
-objectClass: inetUser
-objectClass: kolabInetOrgPerson
-objectClass: mailRecipient
-objectClass: mailbeaconDSOperational
-uid: %[1]s
-cn: %[1]s
-sn: %[1]s
-mail: %[1]s@example.com
-inetUserStatus: %[2]s
-%[3]s
-`, uid, status, strings.Join(extra, "\n"))
+		return presetUser("uid="+uid, uid, []string{"inetUser", "kolabInetOrgPerson", "mailRecipient", "mailbeaconDSOperational"},
+			append([]string{"mail: " + uid + "@example.com", "inetUserStatus: " + status}, extra...)...)
 	}
 	entries := user("kim", "50", "alias: kim.alias@example.com", "mailAlternateAddress: kim.alt@example.com",
 		"nsRoleDN: cn=activesync-user,dc=example,dc=com", "nsRoleDN: cn=imap-user,dc=example,dc=com") + "\n" +
@@ -257,15 +224,7 @@ inetUserStatus: %[2]s
 
 func TestPresetQmailLDAPSlapd(t *testing.T) {
 	user := func(uid string, extra ...string) string {
-		return fmt.Sprintf(`dn: uid=%[1]s,ou=people,dc=example,dc=com
-objectClass: inetOrgPerson
-objectClass: qmailUser
-uid: %[1]s
-cn: %[1]s
-sn: %[1]s
-mail: %[1]s@example.com
-%[2]s
-`, uid, strings.Join(extra, "\n"))
+		return mailUser("qmailUser", uid, extra...)
 	}
 	entries := user("quinn", "accountStatus: active", "mailAlternateAddress: q.alias@example.com") + "\n" +
 		user("nora", "accountStatus: nopop") + "\n" +
@@ -284,15 +243,7 @@ mail: %[1]s@example.com
 
 func TestPresetPostfixBookSlapd(t *testing.T) {
 	user := func(uid string, extra ...string) string {
-		return fmt.Sprintf(`dn: uid=%[1]s,ou=people,dc=example,dc=com
-objectClass: inetOrgPerson
-objectClass: PostfixBookMailAccount
-uid: %[1]s
-cn: %[1]s
-sn: %[1]s
-mail: %[1]s@example.com
-%[2]s
-`, uid, strings.Join(extra, "\n"))
+		return mailUser("PostfixBookMailAccount", uid, extra...)
 	}
 	entries := user("paula", "mailEnabled: TRUE", "mailAlias: p.alias@example.com") + "\n" +
 		user("fritz", "mailEnabled: FALSE") + "\n" +
@@ -310,17 +261,8 @@ func TestPresetIRedMailSlapd(t *testing.T) {
 	// enabledService lists ("mail" is the switch for all of them), in
 	// mailbeacon.schema, which the test server loads by default.
 	user := func(uid, status string, services ...string) string {
-		return fmt.Sprintf(`dn: mail=%[1]s@example.com,ou=people,dc=example,dc=com
-objectClass: inetOrgPerson
-objectClass: mailUser
-uid: %[1]s
-cn: %[1]s
-sn: %[1]s
-mail: %[1]s@example.com
-shadowAddress: %[1]s.alias@example.com
-accountStatus: %[2]s
-enabledService: %[3]s
-`, uid, status, strings.Join(services, "\nenabledService: "))
+		return presetUser("mail="+uid+"@example.com", uid, []string{"mailUser"}, "mail: "+uid+"@example.com",
+			"shadowAddress: "+uid+".alias@example.com", "accountStatus: "+status, "enabledService: "+strings.Join(services, "\nenabledService: "))
 	}
 	all := []string{"mail", "imapsecured", "pop3secured", "smtpsecured", "activesync"}
 	entries := user("ida", "active", all...) + "\n" +

@@ -36,6 +36,13 @@ type slapdOptions struct {
 // slapdConfigText is slapdConfig's YAML.
 func slapdConfigText(t testing.TB, srv *ldaptest.Server, o slapdOptions) string {
 	t.Helper()
+	return demoConfig + slapdLDAPText(t, srv, o) + o.extra
+}
+
+// slapdLDAPText is the ldap section of a configuration against srv, its
+// password in a file of the test's (o.extra is not in it).
+func slapdLDAPText(t testing.TB, srv *ldaptest.Server, o slapdOptions) string {
+	t.Helper()
 	if o.password == "" {
 		o.password = ldaptest.ServicePassword
 	}
@@ -53,7 +60,7 @@ func slapdConfigText(t testing.TB, srv *ldaptest.Server, o slapdOptions) string 
 	if o.ldaps {
 		url, startTLS = srv.LDAPSURL, false
 	}
-	return demoConfig + fmt.Sprintf(`
+	return fmt.Sprintf(`
 ldap:
   urls: [%q]
   start_tls: %t
@@ -62,7 +69,7 @@ ldap:
   bind_password_file: %q
   base_dn: %q
 %s
-%s`, url, startTLS, o.caFile, ldaptest.ServiceDN, pw, o.baseDN, o.ldapExtra, o.extra)
+`, url, startTLS, o.caFile, ldaptest.ServiceDN, pw, o.baseDN, o.ldapExtra)
 }
 
 // The demo contract, answered from a real OpenLDAP server.

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -26,10 +25,6 @@ import (
 // section, cacheText a cache section.
 func zimbraConfigText(t testing.TB, srv *ldaptest.Server, policyExtra, cacheText string) string {
 	t.Helper()
-	pw := filepath.Join(t.TempDir(), "ldap-password")
-	if err := os.WriteFile(pw, []byte(ldaptest.ServicePassword+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	services := `
     default_services: [imap, smtp]
     services:
@@ -38,15 +33,7 @@ func zimbraConfigText(t testing.TB, srv *ldaptest.Server, policyExtra, cacheText
       - {type: smtp, host: mail.example.com, port: 465, socket: tls}
       - {type: activesync, url: "https://mail.example.com/Microsoft-Server-ActiveSync"}
       - {type: ews, url: "https://mail.example.com/EWS/Exchange.asmx"}`
-	return fmt.Sprintf(`
-ldap:
-  urls: [%q]
-  start_tls: true
-  ca_file: %q
-  bind_dn: %q
-  bind_password_file: %q
-  base_dn: %q
-policy:
+	return slapdLDAPText(t, srv, slapdOptions{}) + fmt.Sprintf(`policy:
   preset: zimbra
 %s
 %s
@@ -55,7 +42,7 @@ domains:
     provider: Example%s
   - name: school.example.com
     provider: School%s
-`, srv.URL, srv.CAFile, ldaptest.ServiceDN, pw, ldaptest.BaseDN, policyExtra, cacheText, services, services)
+`, policyExtra, cacheText, services, services)
 }
 
 // TestPresetZimbraSlapd: who gets what, from the account's own switches or

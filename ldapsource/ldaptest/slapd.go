@@ -45,6 +45,24 @@ const (
 	RootDN          = "cn=admin,dc=example,dc=com"
 )
 
+// ServiceLDIF is what a base LDIF (WithLDIF) holds besides its suffix
+// entry dc=example,dc=com: ou=services with the service account
+// (ServiceDN, ServicePassword), and ou=people.
+const ServiceLDIF = `dn: ou=services,dc=example,dc=com
+objectClass: organizationalUnit
+ou: services
+
+dn: cn=mailbeacon,ou=services,dc=example,dc=com
+objectClass: organizationalRole
+objectClass: simpleSecurityObject
+cn: mailbeacon
+userPassword: ` + ServicePassword + `
+
+dn: ou=people,dc=example,dc=com
+objectClass: organizationalUnit
+ou: people
+`
+
 const (
 	startTimeout = 10 * time.Second // slapd start until it answers
 	stopTimeout  = 5 * time.Second  // SIGTERM until SIGKILL, and SIGKILL until we give up

@@ -73,20 +73,7 @@ o: example.com
 zimbraId: 0b7b5d0f-1e0b-4c1c-a3a4-6f1f3c2d9a01
 zimbraDomainName: example.com
 
-dn: ou=services,dc=example,dc=com
-objectClass: organizationalUnit
-ou: services
-
-dn: cn=mailbeacon,ou=services,dc=example,dc=com
-objectClass: organizationalRole
-objectClass: simpleSecurityObject
-cn: mailbeacon
-userPassword: ` + ServicePassword + `
-
-dn: ou=people,dc=example,dc=com
-objectClass: organizationalUnit
-ou: people
-
+` + ServiceLDIF + `
 dn: dc=school,dc=example,dc=com
 objectClass: dcObject
 objectClass: organization
