@@ -80,7 +80,7 @@ type Resolver struct {
 	domains    map[string]*Domain
 	dsrc       *DomainSource // nil: the configured domains only
 	cfg        CacheConfig
-	cache      *boundcache.Cache[string, *cachedAccount] // nil value: unknown or disabled
+	cache      *boundcache.Cache[Address, *cachedAccount] // by the address, not its string: a hit allocates nothing; nil value: unknown or disabled
 	flight     singleflight.Group
 	links      *linkCache // policy.linked entries, by how they were found
 	linkFlight singleflight.Group
@@ -114,7 +114,7 @@ func NewResolver(dir Directory, pol *Policy, domains map[string]*Domain, cfg Cac
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	c, err := boundcache.New[string, *cachedAccount](cacheOptions(cfg, pol.Strict()))
+	c, err := boundcache.New[Address, *cachedAccount](cacheOptions(cfg, pol.Strict()))
 	if err != nil {
 		return nil, fmt.Errorf("cache.%w", err)
 	}
@@ -190,10 +190,9 @@ func (r *Resolver) resolve(ctx context.Context, addr Address, full bool) (*Accou
 	if err != nil {
 		return nil, err
 	}
-	key := addr.String()
 	now := r.now()
 	var stale *boundcache.Entry[*cachedAccount]
-	if e, ok := r.cache.Get(key, now); ok {
+	if e, ok := r.cache.Get(addr, now); ok {
 		// An account decided with another version of a directory domain
 		// is decided anew.
 		if e.Fresh(now) && (e.Negative || e.Value.full.Domain == d) {
@@ -207,7 +206,7 @@ func (r *Resolver) resolve(ctx context.Context, addr Address, full bool) (*Accou
 		stale = &e
 	}
 	r.metrics.cacheMiss.Inc()
-	ch := r.flight.DoChan(key, func() (any, error) {
+	ch := r.flight.DoChan(addr.String(), func() (any, error) {
 		// Detached from the first caller's cancellation: the other callers
 		// waiting on this search must not fail because one gave up. The
 		// directory bounds the search with its own request timeout.
@@ -296,7 +295,7 @@ func (r *Resolver) load(ctx context.Context, d *Domain, addr Address) (*cachedAc
 	if acct.Known {
 		c = r.newCachedAccount(acct)
 	}
-	r.cache.Put(addr.String(), c, c == nil, r.now())
+	r.cache.Put(addr, c, c == nil, r.now())
 	return c, nil
 }
 
