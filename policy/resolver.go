@@ -184,6 +184,24 @@ func (r *Resolver) Resolve(ctx context.Context, addr Address) (*Account, error) 
 	return r.resolve(ctx, addr, false)
 }
 
+// ResolveCached returns what Resolve would for addr when that is a known
+// address's fresh cached answer under a domain of the configuration, and
+// ok false otherwise (unknown, not cached, stale, a directory domain):
+// the caller then calls Resolve. It never asks the directory.
+func (r *Resolver) ResolveCached(addr Address) (acct *Account, ok bool) {
+	d, ok := r.domains[addr.Domain]
+	if !ok {
+		return nil, false
+	}
+	now := r.now()
+	e, ok := r.cache.Get(addr, now)
+	if !ok || e.Negative || !e.Fresh(now) || e.Value.full.Domain != d {
+		return nil, false
+	}
+	r.metrics.cacheHit.Inc()
+	return e.Value.public, true
+}
+
 // resolve is Resolve; full asks for the whole account (Authenticate).
 func (r *Resolver) resolve(ctx context.Context, addr Address, full bool) (*Account, error) {
 	d, err := r.Domain(ctx, addr.Domain)
