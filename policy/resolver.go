@@ -185,11 +185,15 @@ func (r *Resolver) Resolve(ctx context.Context, addr Address) (*Account, error) 
 }
 
 // ResolveCached returns what Resolve would for addr when that is a known
-// address's fresh cached answer under a domain of the configuration, and
-// ok false otherwise (unknown, not cached, stale, a directory domain):
-// the caller then calls Resolve. It never asks the directory.
+// address's fresh cached answer under a served domain whose own answer
+// is at hand (configured, or fresh in the domain source's cache), and ok
+// false otherwise (unknown, not cached, stale): the caller then calls
+// Resolve. It never asks the directory.
 func (r *Resolver) ResolveCached(addr Address) (acct *Account, ok bool) {
 	d, ok := r.domains[addr.Domain]
+	if !ok && r.dsrc != nil {
+		d, ok = r.dsrc.cached(addr.Domain)
+	}
 	if !ok {
 		return nil, false
 	}
