@@ -170,7 +170,7 @@ func (r *Resolver) authenticate(ctx context.Context, addr Address, password stri
 		// under cache.on_directory_error "defaults", when it could not be
 		// asked. Only the first is cached: an address with no cache entry
 		// after Resolve was not looked up, and its password is unchecked.
-		if _, cached := r.cache.Get(addr.String(), r.now()); !cached {
+		if _, cached := r.cache.Get(addr, r.now()); !cached {
 			return nil, fmt.Errorf("%w: cannot check a password for an address the directory did not look up", ErrDirectoryUnavailable)
 		}
 		// No bind is needed to refuse; Authenticate pads the time.

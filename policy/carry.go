@@ -1,7 +1,5 @@
 package policy
 
-import "strings"
-
 // Configuration reloads: a new Resolver starts with an empty cache. When
 // the policy, the directory and the cache settings stay as they were, the
 // new one takes over the old one's answers, except those of domains whose
@@ -19,7 +17,7 @@ func (r *Resolver) CarryCache(from *Resolver, keep func(domain string) bool) int
 	n := 0
 	now := r.now()
 	for _, item := range from.cache.Snapshot(now) {
-		name := item.Key[strings.LastIndexByte(item.Key, '@')+1:]
+		name := item.Key.Domain
 		d, ok := r.domains[name]
 		if !ok || (keep != nil && !keep(name)) {
 			continue
@@ -44,6 +42,5 @@ func (r *Resolver) CarryCache(from *Resolver, keep func(domain string) bool) int
 // ForgetDomain drops every cached answer for addresses of the domain name
 // and returns how many there were.
 func (r *Resolver) ForgetDomain(name string) int {
-	suffix := "@" + name
-	return r.cache.DeleteFunc(func(key string) bool { return strings.HasSuffix(key, suffix) })
+	return r.cache.DeleteFunc(func(key Address) bool { return key.Domain == name })
 }

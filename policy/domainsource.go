@@ -82,6 +82,17 @@ func (s *DomainSource) Domain(ctx context.Context, name string) (*Domain, error)
 	}
 }
 
+// cached returns the served domain name when its fresh answer is
+// cached, without the directory.
+func (s *DomainSource) cached(name string) (*Domain, bool) {
+	now := s.now()
+	e, ok := s.cache.Get(name, now)
+	if !ok || !e.Fresh(now) || e.Value == nil {
+		return nil, false
+	}
+	return e.Value, true
+}
+
 func answerDomain(name string, d *Domain) (*Domain, error) {
 	if d == nil {
 		return nil, fmt.Errorf("%w: %s", ErrUnknownDomain, name)

@@ -110,6 +110,14 @@ func TestDomainSourceAnswers(t *testing.T) {
 	if _, err := r.Resolve(ctx, mustAddr(t, "bob@nowhere.example")); !errors.Is(err, ErrUnknownDomain) {
 		t.Errorf("address of an unknown domain: %v", err)
 	}
+	// A cached user of a cached directory domain is answered without the
+	// directory; one of a domain not served is left to Resolve.
+	if c, ok := r.ResolveCached(mustAddr(t, "bob@hosted.example")); !ok || c != a {
+		t.Errorf("ResolveCached(bob@hosted.example) = %p, %v; want %p, true", c, ok, a)
+	}
+	if _, ok := r.ResolveCached(mustAddr(t, "bob@nowhere.example")); ok {
+		t.Error("ResolveCached answered for a domain not served")
+	}
 }
 
 // An unknown domain costs one search per negative TTL, and a domain added

@@ -80,7 +80,7 @@ type Resolver struct {
 	domains    map[string]*Domain
 	dsrc       *DomainSource // nil: the configured domains only
 	cfg        CacheConfig
-	cache      *boundcache.Cache[string, *cachedAccount] // nil value: unknown or disabled
+	cache      *boundcache.Cache[Address, *cachedAccount] // by the address, not its string: a hit allocates nothing; nil value: unknown or disabled
 	flight     singleflight.Group
 	links      *linkCache // policy.linked entries, by how they were found
 	linkFlight singleflight.Group
@@ -114,7 +114,7 @@ func NewResolver(dir Directory, pol *Policy, domains map[string]*Domain, cfg Cac
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	c, err := boundcache.New[string, *cachedAccount](cacheOptions(cfg, pol.Strict()))
+	c, err := boundcache.New[Address, *cachedAccount](cacheOptions(cfg, pol.Strict()))
 	if err != nil {
 		return nil, fmt.Errorf("cache.%w", err)
 	}
@@ -184,16 +184,37 @@ func (r *Resolver) Resolve(ctx context.Context, addr Address) (*Account, error) 
 	return r.resolve(ctx, addr, false)
 }
 
+// ResolveCached returns what Resolve would for addr when that is a known
+// address's fresh cached answer under a served domain whose own answer
+// is at hand (configured, or fresh in the domain source's cache), and ok
+// false otherwise (unknown, not cached, stale): the caller then calls
+// Resolve. It never asks the directory.
+func (r *Resolver) ResolveCached(addr Address) (acct *Account, ok bool) {
+	d, ok := r.domains[addr.Domain]
+	if !ok && r.dsrc != nil {
+		d, ok = r.dsrc.cached(addr.Domain)
+	}
+	if !ok {
+		return nil, false
+	}
+	now := r.now()
+	e, ok := r.cache.Get(addr, now)
+	if !ok || e.Negative || !e.Fresh(now) || e.Value.full.Domain != d {
+		return nil, false
+	}
+	r.metrics.cacheHit.Inc()
+	return e.Value.public, true
+}
+
 // resolve is Resolve; full asks for the whole account (Authenticate).
 func (r *Resolver) resolve(ctx context.Context, addr Address, full bool) (*Account, error) {
 	d, err := r.Domain(ctx, addr.Domain)
 	if err != nil {
 		return nil, err
 	}
-	key := addr.String()
 	now := r.now()
 	var stale *boundcache.Entry[*cachedAccount]
-	if e, ok := r.cache.Get(key, now); ok {
+	if e, ok := r.cache.Get(addr, now); ok {
 		// An account decided with another version of a directory domain
 		// is decided anew.
 		if e.Fresh(now) && (e.Negative || e.Value.full.Domain == d) {
@@ -207,7 +228,7 @@ func (r *Resolver) resolve(ctx context.Context, addr Address, full bool) (*Accou
 		stale = &e
 	}
 	r.metrics.cacheMiss.Inc()
-	ch := r.flight.DoChan(key, func() (any, error) {
+	ch := r.flight.DoChan(addr.String(), func() (any, error) {
 		// Detached from the first caller's cancellation: the other callers
 		// waiting on this search must not fail because one gave up. The
 		// directory bounds the search with its own request timeout.
@@ -296,7 +317,7 @@ func (r *Resolver) load(ctx context.Context, d *Domain, addr Address) (*cachedAc
 	if acct.Known {
 		c = r.newCachedAccount(acct)
 	}
-	r.cache.Put(addr.String(), c, c == nil, r.now())
+	r.cache.Put(addr, c, c == nil, r.now())
 	return c, nil
 }
 

@@ -404,3 +404,46 @@ func gatedBurst(t *testing.T, n int, gate chan struct{}, settle func(), f func(i
 		}
 	}
 }
+
+// ResolveCached answers, without the directory, exactly the lookups that
+// Resolve answers from the cache with a known address, with the same
+// pointer; anything else (not yet asked, unknown, disabled, stale, a
+// domain not served) is left to Resolve.
+func TestResolveCachedKnownOnly(t *testing.T) {
+	cfg := CacheConfig{TTL: time.Minute, NegativeTTL: time.Minute, StaleFor: 10 * time.Minute, OnDirectoryError: "defaults"}
+	r, dir, clk := newTestResolver(t, cfg)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		addr      string
+		askFirst  bool
+		advance   time.Duration
+		wantKnown bool
+	}{
+		{"bob@example.com", false, 0, false},
+		{"bob@example.com", true, 0, true},
+		{"carol@example.com", true, 0, false},  // disabled: a negative entry
+		{"nobody@example.com", true, 0, false}, // unknown
+		{"bob@example.com", true, 2 * time.Minute, false},
+		{"bob@other.example", false, 0, false},
+	} {
+		addr := mustAddr(t, tc.addr)
+		var want *Account
+		if tc.askFirst {
+			a, err := r.Resolve(ctx, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = a
+		}
+		clk.Advance(tc.advance)
+		searches := dir.searches.Load()
+		got, ok := r.ResolveCached(addr)
+		if ok != tc.wantKnown || (ok && got != want) {
+			t.Errorf("%+v: ResolveCached = %p, %v; want %p, %v", tc, got, ok, want, tc.wantKnown)
+		}
+		if n := dir.searches.Load() - searches; n != 0 {
+			t.Errorf("%+v: %d directory searches", tc, n)
+		}
+		r.cache.DeleteFunc(func(Address) bool { return true })
+	}
+}

@@ -641,6 +641,42 @@ func (l *limiter) reserveUnknown(ip, key netip.Addr) (ok bool, err error) {
 	return true, nil
 }
 
+// holdsUnknown refuses, as reserveUnknown would, a client at ip whose
+// unknown-address budget, its /48's or the ceiling's is spent, and takes
+// nothing: for a lookup already answered by a known address, whose token
+// would be given back at once (the state left is the same).
+func (l *limiter) holdsUnknown(ip, key netip.Addr) error {
+	if l.unkRate == 0 || l.exempt(ip) {
+		return nil
+	}
+	now := l.now()
+	sh := l.shard(key)
+	sh.mu.Lock()
+	t := sh.clients[key].unk.level(now, l.unkRate, l.unkBurst)
+	sh.mu.Unlock()
+	if t < 1 {
+		return &limitError{reason: limitUnknown, wait: time.Duration((1 - t) / l.unkRate)}
+	}
+	if site, ok := l.siteKey(key); ok {
+		sh := l.shard(site)
+		sh.mu.Lock()
+		t := sh.sites[site].level(now, l.siteRate, l.siteBurst)
+		sh.mu.Unlock()
+		if t < 1 {
+			return &limitError{reason: limitUnknown, wait: time.Duration((1 - t) / l.siteRate)}
+		}
+	}
+	if l.totRate > 0 {
+		l.totMu.Lock()
+		t := l.tot.level(now, l.totRate, l.totBurst)
+		l.totMu.Unlock()
+		if t < 1 {
+			return &limitError{reason: limitUnknown, wait: time.Duration((1 - t) / l.totRate)}
+		}
+	}
+	return nil
+}
+
 func (l *limiter) giveClient(key netip.Addr, now int64) {
 	if l.unkRate == 0 {
 		return

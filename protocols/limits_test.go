@@ -307,55 +307,13 @@ func TestUnknownAddressBudget(t *testing.T) {
 		return limRequest(h, lk.method, lk.target(addr), remote, body)
 	}
 	for i, lk := range lookups {
-		t.Run(lk.name, func(t *testing.T) {
-			res, dir := newDemoResolver(t, demoDomains())
-			h := NewHandler(res, Options{Limits: limitsFor(t, LimitOptions{UnknownPerMinute: 0.001, UnknownBurst: 3})})
-			before := limited(t, h, limitUnknown)
-			scanner := "192.0.2.66:5000"
-			// Known addresses cost nothing.
-			for range 5 {
-				if rec := send(h, i, "alice@example.com", scanner); rec.Code != 200 {
-					t.Fatalf("alice: %d %s", rec.Code, rec.Body)
-				}
-			}
-			for n := range 3 {
-				if rec := send(h, i, fmt.Sprintf("guess%d@example.com", n), scanner); rec.Code != 200 {
-					t.Fatalf("unknown address %d within the budget: %d %s", n, rec.Code, rec.Body)
-				}
-			}
-			searches := dir.searches.Load()
-			for n := range 3 {
-				rec := send(h, i, fmt.Sprintf("more%d@example.com", n), scanner)
-				if rec.Code != 429 {
-					t.Fatalf("unknown address over the budget: %d %s", rec.Code, rec.Body)
-				}
-				retryAfter(t, rec)
-				if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
-					t.Errorf("429 Content-Type %q: the handler's answer leaked through", ct)
-				}
-				if strings.Contains(rec.Body.String(), "more") || strings.Contains(rec.Body.String(), "example.com") {
-					t.Errorf("429 body carries the handler's answer: %s", rec.Body)
-				}
-			}
-			// While refused, even a known address is not looked up for
-			// this client...
-			if rec := send(h, i, "bob@example.com", scanner); rec.Code != 429 {
-				t.Errorf("known address from a refused client: %d", rec.Code)
-			}
-			if got := dir.searches.Load(); got != searches {
-				t.Errorf("%d directory searches for refused lookups; want none", got-searches)
-			}
-			// ...but another client is served, and from the same network
-			// only the same IPv6 /64 shares the budget.
-			for _, other := range []string{"192.0.2.67:5000", "[2001:db8:0:2::1]:5000"} {
-				if rec := send(h, i, "nobody@example.com", other); rec.Code != 200 {
-					t.Errorf("other client %s: %d", other, rec.Code)
-				}
-			}
-			if got := limited(t, h, limitUnknown) - before; got != 4 {
-				t.Errorf("mailbeacon_rate_limited_requests_total{reason=unknown_addresses} rose by %v; want 4", got)
-			}
-		})
+		for _, cached := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/cached_%v", lk.name, cached), func(t *testing.T) {
+				testUnknownAddressBudget(t, cached, func(h *Handler, addr, remote string) *httptest.ResponseRecorder {
+					return send(h, i, addr, remote)
+				})
+			})
+		}
 	}
 	t.Run("ipv6 /64 shares one budget", func(t *testing.T) {
 		res, _ := newDemoResolver(t, demoDomains())
@@ -384,6 +342,82 @@ func TestUnknownAddressBudget(t *testing.T) {
 			t.Errorf("domain lookup with the budget spent: %d", rec.Code)
 		}
 	})
+}
+
+// testUnknownAddressBudget is TestUnknownAddressBudget through one
+// endpoint (send), with a resolver that answers known addresses from its
+// cache apart (cached, as policy.Resolver does) or not.
+func testUnknownAddressBudget(t *testing.T, cached bool, send func(h *Handler, addr, remote string) *httptest.ResponseRecorder) {
+	fake, dir := newDemoResolver(t, demoDomains())
+	var res Resolver = fake
+	if cached {
+		res = cachedFake{fake}
+	}
+	h := NewHandler(res, Options{Limits: limitsFor(t, LimitOptions{UnknownPerMinute: 0.001, UnknownBurst: 3})})
+	before := limited(t, h, limitUnknown)
+	scanner := "192.0.2.66:5000"
+	// Known addresses cost nothing.
+	for range 5 {
+		if rec := send(h, "alice@example.com", scanner); rec.Code != 200 {
+			t.Fatalf("alice: %d %s", rec.Code, rec.Body)
+		}
+	}
+	for n := range 3 {
+		if rec := send(h, fmt.Sprintf("guess%d@example.com", n), scanner); rec.Code != 200 {
+			t.Fatalf("unknown address %d within the budget: %d %s", n, rec.Code, rec.Body)
+		}
+	}
+	searches := dir.searches.Load()
+	for n := range 3 {
+		rec := send(h, fmt.Sprintf("more%d@example.com", n), scanner)
+		if rec.Code != 429 {
+			t.Fatalf("unknown address over the budget: %d %s", rec.Code, rec.Body)
+		}
+		retryAfter(t, rec)
+		if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+			t.Errorf("429 Content-Type %q: the handler's answer leaked through", ct)
+		}
+		if strings.Contains(rec.Body.String(), "more") || strings.Contains(rec.Body.String(), "example.com") {
+			t.Errorf("429 body carries the handler's answer: %s", rec.Body)
+		}
+	}
+	// While refused, even a known address is not looked up for
+	// this client, nor answered from the cache: a spent budget
+	// tells nothing of which addresses exist...
+	for _, known := range []string{"bob@example.com", "alice@example.com"} {
+		if rec := send(h, known, scanner); rec.Code != 429 {
+			t.Errorf("known address %s from a refused client: %d", known, rec.Code)
+		}
+	}
+	if got := dir.searches.Load(); got != searches {
+		t.Errorf("%d directory searches for refused lookups; want none", got-searches)
+	}
+	// ...but another client is served, and from the same network
+	// only the same IPv6 /64 shares the budget.
+	for _, other := range []string{"192.0.2.67:5000", "[2001:db8:0:2::1]:5000"} {
+		if rec := send(h, "nobody@example.com", other); rec.Code != 200 {
+			t.Errorf("other client %s: %d", other, rec.Code)
+		}
+	}
+	if got := limited(t, h, limitUnknown) - before; got != 5 {
+		t.Errorf("mailbeacon_rate_limited_requests_total{reason=unknown_addresses} rose by %v; want 5", got)
+	}
+}
+
+// cachedFake answers the known addresses it was asked before without
+// Resolve, as policy.Resolver's ResolveCached does from its cache.
+type cachedFake struct{ *fakeResolver }
+
+func (r cachedFake) ResolveCached(addr policy.Address) (*policy.Account, bool) {
+	r.mu.Lock()
+	seen := r.seen[addr.String()]
+	r.mu.Unlock()
+	d, ok := r.domains[addr.Domain]
+	if !seen || !ok || r.fail.Load() {
+		return nil, false
+	}
+	a := r.account(d, addr)
+	return a, a != nil
 }
 
 // With policy.unknown: reject, the 404 answers count as unknown too.

@@ -82,7 +82,8 @@ type Options struct {
 // Handler serves every client endpoint. Make it with NewHandler.
 type Handler struct {
 	res    Resolver
-	auth   authenticator // res, when it can check passwords
+	auth   authenticator  // res, when it can check passwords
+	cached cachedResolver // res, when it answers from its cache apart; nil when a known address keeps its token
 	log    *slog.Logger
 	access AccessLogger // log's handler, when it writes access-log lines itself
 	opts   Options
@@ -133,10 +134,13 @@ func newHandler(res Resolver, opts Options) *Handler {
 		h.met = privateMetrics()
 	}
 	h.auth, _ = res.(authenticator)
+	h.lim = newLimiter(opts.Limits, h.log, opts.Previous)
+	if !h.lim.opts.KeepKnownTokens {
+		h.cached, _ = res.(cachedResolver)
+	}
 	h.access, _ = h.log.Handler().(AccessLogger)
 	h.calls.New = func() any { return new(call) }
 	h.bodies.New = func() any { b := make([]byte, pooledBody); return &b }
-	h.lim = newLimiter(opts.Limits, h.log, opts.Previous)
 	h.opts.Previous = nil // keep no chain of retired handlers alive
 	h.ad = newAutodiscover(h)
 	return h
@@ -340,12 +344,47 @@ func (rt *route) allows(method string) bool {
 // resolve looks addr up, within the client's unknown-address budget.
 func (c *call) resolve(addr policy.Address) (*policy.Account, error) {
 	c.note(addr)
+	if acct, ok := c.cachedKnown(addr); ok {
+		if err := c.holds(); err != nil {
+			return nil, err
+		}
+		return acct, nil
+	}
 	if err := c.reserve(); err != nil {
 		return nil, err
 	}
 	acct, err := c.h.res.Resolve(c.r.Context(), addr)
 	c.known = err == nil && acct.Known
 	return acct, err
+}
+
+// cachedResolver is a Resolver that answers a known address from its
+// cache without Resolve: policy.Resolver implements it.
+type cachedResolver interface {
+	ResolveCached(addr policy.Address) (*policy.Account, bool)
+}
+
+// cachedKnown is a known address's cached answer, when the request has
+// not reserved a token already.
+func (c *call) cachedKnown(addr policy.Address) (*policy.Account, bool) {
+	if c.h.cached == nil || c.reserved {
+		return nil, false
+	}
+	acct, ok := c.h.cached.ResolveCached(addr)
+	c.known = ok
+	return acct, ok
+}
+
+// holds refuses, as reserve does, a client whose budget is spent, for a
+// lookup answered from the cache with a known address: taking a token
+// and giving it back at once would leave the same budget, at twice the
+// locks.
+func (c *call) holds() error {
+	if err := c.h.lim.holdsUnknown(c.ip, c.client); err != nil {
+		c.h.log.Debug("lookup refused: unknown-address budget spent", "client", c.ip.String())
+		return err
+	}
+	return nil
 }
 
 // authenticate checks addr's password, within the same budget: a wrong
