@@ -326,6 +326,11 @@ func (r *Resolver) readLink(ctx context.Context, ld LinkedDirectory, q ldapsourc
 		stale = &c
 	}
 	ch := r.linkFlight.DoChan(key, func() (any, error) {
+		// A search that ended since this caller's cache miss has cached
+		// its entry: singleflight forgets a key once its search returns.
+		if c, ok := r.links.Get(key, r.now()); ok && c.Fresh(r.now()) {
+			return c.Value, nil
+		}
 		// Detached, as the user's search is: other users wait on it.
 		e, err := ld.FindLinked(context.WithoutCancel(ctx), q, attrs)
 		switch {

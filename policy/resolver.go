@@ -229,6 +229,12 @@ func (r *Resolver) resolve(ctx context.Context, addr Address, full bool) (*Accou
 	}
 	r.metrics.cacheMiss.Inc()
 	ch := r.flight.DoChan(addr.String(), func() (any, error) {
+		// singleflight forgets a key once its search returns: a search
+		// that ended between this caller's cache miss and now has cached
+		// its answer, which is not asked for again.
+		if e, ok := r.cache.Get(addr, r.now()); ok && e.Fresh(r.now()) && (e.Negative || e.Value.full.Domain == d) {
+			return e.Value, nil
+		}
 		// Detached from the first caller's cancellation: the other callers
 		// waiting on this search must not fail because one gave up. The
 		// directory bounds the search with its own request timeout.
