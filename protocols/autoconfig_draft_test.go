@@ -181,16 +181,7 @@ func TestSetupPageEWSAndOAuth(t *testing.T) {
 		t.Run(tc.addr, func(t *testing.T) {
 			rec := get(t, h, http.MethodGet, "", "/?emailaddress="+tc.addr)
 			body := rec.Body.String()
-			for _, s := range tc.has {
-				if !strings.Contains(body, s) {
-					t.Errorf("lacks %q", s)
-				}
-			}
-			for _, s := range tc.hasNo {
-				if strings.Contains(body, s) {
-					t.Errorf("has %q", s)
-				}
-			}
+			assertBody(t, body, tc.has, tc.hasNo)
 		})
 	}
 	res, _ := newDemoResolver(t, demoDomains())
@@ -217,6 +208,22 @@ func TestOutlookEWSPerUser(t *testing.T) {
 		}
 		if got := strings.Join(types, " "); got != want {
 			t.Errorf("%s: protocols %s, want %s", addr, got, want)
+		}
+	}
+}
+
+// assertBody fails for each string of has that body lacks and each of
+// hasNo that it holds.
+func assertBody(t *testing.T, body string, has, hasNo []string) {
+	t.Helper()
+	for _, s := range has {
+		if !strings.Contains(body, s) {
+			t.Errorf("lacks %q", s)
+		}
+	}
+	for _, s := range hasNo {
+		if strings.Contains(body, s) {
+			t.Errorf("has %q", s)
 		}
 	}
 }

@@ -613,16 +613,7 @@ func TestDestinationSetupPage(t *testing.T) {
 	} {
 		t.Run(tc.user, func(t *testing.T) {
 			body := get(t, h, http.MethodGet, "", "/?emailaddress="+tc.user+"@example.com").Body.String()
-			for _, s := range tc.has {
-				if !strings.Contains(body, s) {
-					t.Errorf("lacks %q", s)
-				}
-			}
-			for _, s := range tc.hasNo {
-				if strings.Contains(body, s) {
-					t.Errorf("has %q", s)
-				}
-			}
+			assertBody(t, body, tc.has, tc.hasNo)
 		})
 	}
 	t.Run("unknown", func(t *testing.T) {
