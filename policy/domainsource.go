@@ -59,6 +59,11 @@ func (s *DomainSource) Domain(ctx context.Context, name string) (*Domain, error)
 		return answerDomain(name, e.Value)
 	}
 	ch := s.flight.DoChan(name, func() (any, error) {
+		// A search that ended since this caller's cache miss has cached
+		// its answer: singleflight forgets a key once its search returns.
+		if e, ok := s.cache.Get(name, s.now()); ok && e.Fresh(s.now()) {
+			return e.Value, nil
+		}
 		// Detached from the first caller's cancellation, as for accounts:
 		// the others waiting must not fail because it gave up.
 		return s.load(context.WithoutCancel(ctx), name)
